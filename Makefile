@@ -1,0 +1,37 @@
+# Two commands set everything up: `make demo` and `make test`.
+# Each builds .venv from pinned versions when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BACKENDS := tensorflow jax torch
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-tensorflow test-jax test-torch test-notebooks bench clean
+
+$(VENV)/.installed: requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m keras_mrl demo --out demo_out
+
+test: $(VENV)/.installed
+	@set -e; for b in $(BACKENDS); do \
+	  echo "=== KERAS_BACKEND=$$b ==="; \
+	  KERAS_BACKEND=$$b $(PY) -m pytest tests $(PYTEST_ARGS); \
+	done
+	$(MAKE) test-notebooks
+
+test-%: $(VENV)/.installed
+	KERAS_BACKEND=$* $(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-notebooks: $(VENV)/.installed
+	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
+	  KERAS_BACKEND=tensorflow $(PY) -m pytest --nbmake notebooks; \
+	else echo "no notebooks yet"; fi
+
+clean:
+	rm -rf $(VENV) demo_out build *.egg-info

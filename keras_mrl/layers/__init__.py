@@ -1,0 +1,3 @@
+"""Keras layers of keras_mrl."""
+
+from keras_mrl.layers.matryoshka_dense import MatryoshkaDense

@@ -1,0 +1,262 @@
+import keras
+from keras import ops
+
+from keras_mrl.nesting import block_bounds
+from keras_mrl.nesting import default_nesting_dims
+from keras_mrl.nesting import validate_nesting_dims
+
+
+@keras.saving.register_keras_serializable(package="keras_mrl")
+class MatryoshkaDense(keras.layers.Layer):
+    """A dense head applied to every nested prefix of its input.
+
+    This is the nested linear head of Matryoshka Representation Learning
+    (Kusupati et al., 2022). For input features `x` of width `D` and widths
+    `nesting_dims = [m_1, ..., m_G]`, granularity `g` is
+    `activation(x[..., :m_g] @ W_g + b_g)`, computed from the first `m_g`
+    features alone. All granularities come out stacked in one tensor, so a
+    single `keras_mrl.MatryoshkaLoss` and plain labels go into `compile`.
+
+    With `tied=False` (MRL) every granularity owns a kernel of shape
+    `(m_g, units)` and a bias. With `tied=True` (MRL-E) one kernel of shape
+    `(m_G, units)` and one bias are shared, and granularity `g` reads the
+    first `m_g` rows of the kernel. The tied head costs about one `Dense`:
+    each disjoint block `x[..., m_{g-1}:m_g] @ W[m_{g-1}:m_g]` is multiplied
+    once and the products are accumulated.
+
+    Args:
+        units: int, the width of each granularity's output (e.g. classes).
+        nesting_dims: list of strictly increasing widths, or None for
+            `keras_mrl.default_nesting_dims(D)` of the input width `D`. After
+            build the attribute holds the widths in use.
+        tied: bool, whether all granularities share one kernel and bias.
+        activation: activation applied to every granularity's output.
+        use_bias: bool, whether to add a bias.
+        kernel_initializer: initializer of the kernels.
+        bias_initializer: initializer of the biases.
+        kernel_regularizer: regularizer of the kernels.
+        bias_regularizer: regularizer of the biases.
+        activity_regularizer: regularizer of the output.
+        kernel_constraint: constraint on the kernels.
+        bias_constraint: constraint on the biases.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: a tensor of shape `(..., D)` with `D >= nesting_dims[-1]`.
+
+    Returns:
+        A tensor of shape `(..., G, units)` where `G = len(nesting_dims)`.
+
+    Example:
+
+    >>> head = keras_mrl.MatryoshkaDense(10, nesting_dims=[8, 16, 32])
+    >>> head(np.ones((4, 32))).shape
+    (4, 3, 10)
+    >>> small = head.export(8)  # a plain Dense serving granularity 8
+    >>> small(np.ones((4, 8))).shape
+    (4, 10)
+    """
+
+    def __init__(
+        self,
+        units,
+        nesting_dims=None,
+        tied=False,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
+            raise ValueError(
+                f"`units` must be a positive int, got {units!r}."
+            )
+        self.units = units
+        self.nesting_dims = (
+            None
+            if nesting_dims is None
+            else list(validate_nesting_dims(nesting_dims))
+        )
+        self.tied = bool(tied)
+        self.activation = keras.activations.get(activation)
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.input_spec = keras.layers.InputSpec(min_ndim=2)
+        self.supports_masking = True
+
+    def _resolve_dims(self, input_dim):
+        if input_dim is None:
+            raise ValueError(
+                "MatryoshkaDense needs a known last input dimension, got "
+                "None. Give the input a static feature width."
+            )
+        if self.nesting_dims is None:
+            return default_nesting_dims(input_dim)
+        return list(validate_nesting_dims(self.nesting_dims, input_dim))
+
+    def build(self, input_shape):
+        input_dim = input_shape[-1]
+        self.nesting_dims = self._resolve_dims(input_dim)
+        self._blocks = block_bounds(self.nesting_dims)
+        if self.tied:
+            self.kernel = self._add_kernel("kernel", self.nesting_dims[-1])
+            self.bias = self._add_bias("bias")
+        else:
+            self.kernels = [
+                self._add_kernel(f"kernel_{m}", m) for m in self.nesting_dims
+            ]
+            self.biases = [self._add_bias(f"bias_{m}") for m in self.nesting_dims]
+        self.input_spec = keras.layers.InputSpec(
+            min_ndim=2, axes={-1: input_dim}
+        )
+
+    def _add_kernel(self, name, rows):
+        return self.add_weight(
+            name=name,
+            shape=(rows, self.units),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+
+    def _add_bias(self, name):
+        if not self.use_bias:
+            return None
+        return self.add_weight(
+            name=name,
+            shape=(self.units,),
+            initializer=self.bias_initializer,
+            regularizer=self.bias_regularizer,
+            constraint=self.bias_constraint,
+        )
+
+    def call(self, inputs):
+        if self.tied:
+            # Each block is multiplied once; the prefix sums give every
+            # granularity, so the cost is one Dense over the widest prefix.
+            partials = [
+                ops.matmul(inputs[..., start:end], self.kernel[start:end])
+                for start, end in self._blocks
+            ]
+            outputs = ops.cumsum(ops.stack(partials, axis=-2), axis=-2)
+            if self.use_bias:
+                outputs = outputs + self.bias
+        else:
+            outputs = []
+            for m, kernel, bias in zip(
+                self.nesting_dims, self.kernels, self.biases
+            ):
+                out = ops.matmul(inputs[..., :m], kernel)
+                if bias is not None:
+                    out = out + bias
+                outputs.append(out)
+            outputs = ops.stack(outputs, axis=-2)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        dims = self._resolve_dims(input_shape[-1])
+        return tuple(input_shape[:-1]) + (len(dims), self.units)
+
+    def export(self, dim):
+        """Returns a plain `keras.layers.Dense` that serves granularity `dim`.
+
+        The returned layer is built for inputs of width `dim` and computes,
+        on `x[..., :dim]`, what this head computes for width `dim`. A tied
+        head serves any width from 1 to `nesting_dims[-1]`, also widths
+        between the trained ones; an untied head serves its trained widths.
+
+        Args:
+            dim: int, the input width of the exported layer.
+
+        Returns:
+            A built `keras.layers.Dense(units)` with this head's activation.
+
+        Raises:
+            ValueError: for a width the head cannot serve.
+        """
+        if not self.built:
+            raise ValueError(
+                "MatryoshkaDense.export() needs a built layer; call the "
+                "layer on data or build it first."
+            )
+        max_dim = self.nesting_dims[-1]
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise TypeError(f"`dim` must be an int, got {dim!r}.")
+        if self.tied:
+            if not 1 <= dim <= max_dim:
+                raise ValueError(
+                    f"A tied MatryoshkaDense exports widths 1 to {max_dim}, "
+                    f"got dim={dim}."
+                )
+            kernel = self.kernel.numpy()[:dim]
+            bias = self.bias
+        else:
+            if dim not in self.nesting_dims:
+                raise ValueError(
+                    f"An untied MatryoshkaDense exports only its trained "
+                    f"widths {self.nesting_dims}, got dim={dim}. Use one of "
+                    "those, or train a tied head to serve any width."
+                )
+            g = self.nesting_dims.index(dim)
+            kernel = self.kernels[g].numpy()
+            bias = self.biases[g]
+        dense = keras.layers.Dense(
+            self.units,
+            activation=self.activation,
+            use_bias=self.use_bias,
+            dtype=self.dtype_policy,
+            name=f"{self.name}_{dim}",
+        )
+        dense.build((None, dim))
+        dense.kernel.assign(kernel)
+        if self.use_bias:
+            dense.bias.assign(bias.numpy())
+        return dense
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "units": self.units,
+                "nesting_dims": self.nesting_dims,
+                "tied": self.tied,
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
+                "kernel_regularizer": keras.regularizers.serialize(
+                    self.kernel_regularizer
+                ),
+                "bias_regularizer": keras.regularizers.serialize(
+                    self.bias_regularizer
+                ),
+                "activity_regularizer": keras.regularizers.serialize(
+                    self.activity_regularizer
+                ),
+                "kernel_constraint": keras.constraints.serialize(
+                    self.kernel_constraint
+                ),
+                "bias_constraint": keras.constraints.serialize(
+                    self.bias_constraint
+                ),
+            }
+        )
+        return config
