@@ -47,6 +47,24 @@ def _per_example(loss, y_true, y_pred):
     return loss(y_true, y_pred)
 
 
+def _jax_step_noise(seed_generator, num_granularities, y_pred):
+    """Uniform noise for the granularity mask on the JAX backend.
+
+    The JAX trainer threads only model and metric variables through its
+    jitted step, so a loss's SeedGenerator state stays at its initial value
+    and `keras.random` would draw the same mask at every step. The batch's
+    predictions are folded into the generator's key instead: the masks stay
+    reproducible for a seed and change from step to step.
+    """
+    import jax
+
+    bits = jax.lax.bitcast_convert_type(
+        ops.sum(ops.cast(y_pred, "float32")), "uint32"
+    )
+    key = jax.random.fold_in(seed_generator.next(), bits)
+    return jax.random.uniform(key, (num_granularities,))
+
+
 def _is_elementwise(loss):
     return isinstance(loss, _ELEMENTWISE_LOSSES) or any(
         loss is fn for fn in _ELEMENTWISE_FUNCTIONS
@@ -176,11 +194,16 @@ class MatryoshkaLoss(keras.losses.Loss):
                 f"{num_granularities}."
             )
 
-    def _granularity_mask(self, num_granularities):
+    def _granularity_mask(self, num_granularities, y_pred):
         """A 0/1 vector with `n_dims_per_step` ones at random positions."""
-        noise = keras.random.uniform(
-            (num_granularities,), seed=self._seed_generator
-        )
+        if keras.backend.backend() == "jax":
+            noise = _jax_step_noise(
+                self._seed_generator, num_granularities, y_pred
+            )
+        else:
+            noise = keras.random.uniform(
+                (num_granularities,), seed=self._seed_generator
+            )
         kth_largest = ops.top_k(noise, self.n_dims_per_step)[0][-1]
         return ops.cast(noise >= kth_largest, "float32")
 
@@ -218,7 +241,7 @@ class MatryoshkaLoss(keras.losses.Loss):
             y_true, y_pred, dims, prefix, truncate
         )
         if self.n_dims_per_step is not None:
-            mask = self._granularity_mask(len(dims))
+            mask = self._granularity_mask(len(dims), y_pred)
             weights = [w * mask[g] for g, w in enumerate(weights)]
         total = weights[0] * losses[0]
         for w, value in zip(weights[1:], losses[1:]):

@@ -1,0 +1,341 @@
+"""The confidence cascade: adaptive classification with a Matryoshka head.
+
+A sample is answered by the narrowest granularity that is confident enough,
+as in the adaptive classification of Matryoshka Representation Learning
+(Kusupati et al., 2022). The module is numpy-only: it reads the stacked
+logits `(N, G, C)` of `keras_mrl.MatryoshkaDense`, from any backend.
+"""
+
+import numbers
+
+import numpy as np
+
+from keras_mrl.nesting import validate_nesting_dims
+
+
+# The most thresholds tried by the shared-threshold start of `calibrate`.
+_SHARED_CANDIDATES = 256
+
+
+def _max_softmax(logits):
+    """Returns the max softmax probability and the argmax class."""
+    logits = logits.astype(np.float64)
+    # With the max subtracted the largest term is exp(0) = 1: nothing
+    # overflows, and the max probability is 1 / sum(exp(logits - max)).
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return 1.0 / np.exp(shifted).sum(axis=-1), logits.argmax(axis=-1)
+
+
+def _stops(confidence, thresholds):
+    """The index of the first granularity whose confidence reaches its bar."""
+    # The last threshold is 0 and a max softmax is at least 1 / C, so every
+    # row has an accepting granularity and argmax finds the first one.
+    return np.argmax(confidence >= thresholds, axis=1)
+
+
+def _check_logits(logits, num_granularities, name):
+    logits = np.asarray(logits)
+    if logits.ndim != 3 or logits.shape[1] != num_granularities:
+        raise ValueError(
+            f"`{name}` must be stacked logits of shape (N, G, C) with "
+            f"G={num_granularities} granularities, as MatryoshkaDense "
+            f"returns them; got shape {logits.shape}."
+        )
+    if logits.shape[0] == 0:
+        raise ValueError(f"`{name}` holds no samples (shape {logits.shape}).")
+    if logits.shape[2] < 2:
+        raise ValueError(
+            f"`{name}` has {logits.shape[2]} class, but a softmax confidence "
+            "needs at least 2 classes."
+        )
+    if not np.issubdtype(logits.dtype, np.number):
+        raise ValueError(f"`{name}` must be numeric, got {logits.dtype}.")
+    if not np.isfinite(logits).all():
+        raise ValueError(f"`{name}` holds NaN or infinite values.")
+    return logits
+
+
+def _check_labels(labels, logits, name):
+    labels = np.asarray(labels)
+    num, _, classes = logits.shape
+    if labels.shape != (num,):
+        raise ValueError(
+            f"`{name}` must be integer class ids of shape ({num},), one per "
+            f"sample of the logits; got shape {labels.shape}."
+        )
+    if not np.issubdtype(labels.dtype, np.number) or np.any(
+        labels != np.round(labels)
+    ):
+        raise ValueError(
+            f"`{name}` must hold integer class ids, got dtype {labels.dtype}."
+        )
+    labels = labels.astype(np.int64)
+    if labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(
+            f"`{name}` must hold class ids in [0, {classes}), got values "
+            f"from {labels.min()} to {labels.max()}."
+        )
+    return labels
+
+
+class Cascade:
+    """Answers each sample at the first width confident enough.
+
+    Granularity `g` accepts a sample when its max softmax probability is at
+    least `thresholds[g]`; the sample takes the class of the first accepting
+    granularity. The widest granularity accepts every sample that reaches it,
+    so its threshold is 0. A threshold of `inf` switches a width off.
+
+    `calibrate` picks the thresholds on validation data. The cascade reads
+    the logits of every width at once; the saving it reports is the mean
+    width of the representation each answer used, which a serving system
+    spends by computing the wider prefixes only for the samples that need
+    them.
+
+    Args:
+        nesting_dims: the strictly increasing widths of the granularities.
+        thresholds: one float per width, each >= 0 (or `inf`); the last must
+            be 0.0.
+
+    Example:
+
+    >>> logits = np.array([[[4.0, 0.0], [0.0, 4.0]],
+    ...                    [[0.1, 0.0], [0.0, 4.0]]])
+    >>> cascade = keras_mrl.adaptive.Cascade([8, 64], thresholds=[0.9, 0.0])
+    >>> classes, widths = cascade.predict(logits)
+    >>> classes.tolist(), widths.tolist()
+    ([0, 1], [8, 64])
+    """
+
+    def __init__(self, nesting_dims, thresholds):
+        self.nesting_dims = validate_nesting_dims(nesting_dims)
+        thresholds = tuple(float(t) for t in thresholds)
+        if len(thresholds) != len(self.nesting_dims):
+            raise ValueError(
+                f"`thresholds` {list(thresholds)} must hold one value per "
+                f"width of {list(self.nesting_dims)}."
+            )
+        if any(not t >= 0.0 for t in thresholds):
+            raise ValueError(
+                f"`thresholds` must be >= 0 (or inf), got {list(thresholds)}."
+            )
+        if thresholds[-1] != 0.0:
+            raise ValueError(
+                f"The last threshold must be 0.0, got {thresholds[-1]}: the "
+                "widest width answers every sample that reaches it."
+            )
+        self.thresholds = thresholds
+
+    @classmethod
+    def calibrate(cls, val_logits, val_labels, nesting_dims, tolerance=0.0):
+        """Chooses the thresholds that save the most width on validation.
+
+        The goal is the smallest mean width subject to a validation accuracy
+        of at least the widest width's accuracy minus `tolerance`. The search
+        is coordinate descent over the thresholds. A step takes one width,
+        holds the other thresholds fixed, and tries every threshold that
+        splits that width's validation confidences differently; it keeps the
+        one with the smallest mean width that keeps the accuracy (ties:
+        higher accuracy, then higher threshold) if it improves on the
+        current cascade. All tries of a width cost one sort, because lowering
+        a threshold stops samples in order of confidence. Sweeps repeat
+        until one improves nothing.
+
+        Descent finds a local optimum, so it runs from three feasible
+        starts and keeps the best: the full-width cascade (all thresholds
+        `inf`) swept from the narrowest width, the same swept from the
+        widest, and the best cascade whose thresholds all share one value.
+        A chosen threshold sits halfway between neighbouring validation
+        confidences, for a margin on unseen data.
+
+        Args:
+            val_logits: stacked validation logits `(N, G, C)`.
+            val_labels: integer labels `(N,)`.
+            nesting_dims: the `G` widths of the granularities.
+            tolerance: float in [0, 1], the accuracy the cascade may lose
+                against the widest width on validation.
+
+        Returns:
+            A calibrated `Cascade`.
+        """
+        dims = validate_nesting_dims(nesting_dims)
+        logits = _check_logits(val_logits, len(dims), "val_logits")
+        labels = _check_labels(val_labels, logits, "val_labels")
+        if isinstance(tolerance, bool) or not isinstance(
+            tolerance, numbers.Real
+        ) or not 0.0 <= tolerance <= 1.0:
+            raise ValueError(
+                f"`tolerance` must be a float in [0, 1], got {tolerance!r}."
+            )
+        confidence, predicted = _max_softmax(logits)
+        correct = predicted == labels[:, None]
+        widths = np.asarray(dims)
+        # Counts, not fractions, so that the constraint is exact; the 1e-9
+        # keeps a tolerance such as 0.29 * 100 = 28.999999999999996 whole.
+        full_correct = int(correct[:, -1].sum())
+        need = int(np.ceil(full_correct - tolerance * len(labels) - 1e-9))
+        data = (confidence, correct, widths, need)
+        full_width = np.full(len(dims), np.inf)
+        full_width[-1] = 0.0
+        narrow_first = range(len(dims) - 1)
+        runs = [
+            _descend(full_width, narrow_first, *data),
+            _descend(full_width, reversed(narrow_first), *data),
+            _descend(_best_shared(*data), narrow_first, *data),
+        ]
+        thresholds, _ = min(runs, key=lambda run: run[1])
+        return cls(dims, thresholds.tolist())
+
+    def _decide(self, logits):
+        logits = _check_logits(logits, len(self.nesting_dims), "logits")
+        confidence, predicted = _max_softmax(logits)
+        stops = _stops(confidence, np.asarray(self.thresholds))
+        rows = np.arange(len(stops))
+        return predicted[rows, stops], np.asarray(self.nesting_dims)[stops], (
+            predicted[:, -1]
+        )
+
+    def predict(self, logits):
+        """Returns the cascade's answer for every sample.
+
+        Args:
+            logits: stacked logits `(N, G, C)`.
+
+        Returns:
+            `(classes, widths)`: int arrays `(N,)`, the class each sample
+            gets and the width that answered it.
+        """
+        classes, widths, _ = self._decide(logits)
+        return classes, widths
+
+    def report(self, logits, labels):
+        """Measures the cascade on labelled data.
+
+        Args:
+            logits: stacked logits `(N, G, C)`.
+            labels: integer labels `(N,)`.
+
+        Returns:
+            A dict with `accuracy`, `full_width_accuracy` (the widest width
+            alone), `mean_width`, `width_histogram` (`{width: samples}`) and
+            `saving` (`nesting_dims[-1] / mean_width`).
+        """
+        classes, widths, full = self._decide(logits)
+        labels = _check_labels(labels, np.asarray(logits), "labels")
+        mean_width = float(widths.mean())
+        return {
+            "accuracy": float(np.mean(classes == labels)),
+            "full_width_accuracy": float(np.mean(full == labels)),
+            "mean_width": mean_width,
+            "width_histogram": {
+                d: int(np.sum(widths == d)) for d in self.nesting_dims
+            },
+            "saving": self.nesting_dims[-1] / mean_width,
+        }
+
+    def get_config(self):
+        """Returns the constructor arguments; `inf` thresholds stay floats."""
+        return {
+            "nesting_dims": list(self.nesting_dims),
+            "thresholds": list(self.thresholds),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuilds a cascade from `get_config()`."""
+        return cls(**config)
+
+
+def _score(thresholds, confidence, correct, widths):
+    """`(total width, -correct answers)` of a cascade; smaller is better."""
+    stops = _stops(confidence, thresholds)
+    rows = np.arange(len(stops))
+    return int(widths[stops].sum()), -int(correct[rows, stops].sum())
+
+
+def _descend(thresholds, order, confidence, correct, widths, need):
+    """Coordinate descent from a feasible cascade; returns it and its score."""
+    thresholds = thresholds.copy()
+    order = list(order)
+    best = _score(thresholds, confidence, correct, widths)
+    improved = True
+    while improved:
+        improved = False
+        for g in order:
+            value, score = _best_threshold(
+                g, thresholds, confidence, correct, widths, need
+            )
+            # Strict improvement: the loop ends, as scores are finite ints.
+            if score < best:
+                thresholds[g], best, improved = value, score, True
+    return thresholds, best
+
+
+def _best_shared(confidence, correct, widths, need):
+    """The best feasible cascade whose thresholds are all one value.
+
+    Candidates lie halfway between neighbouring validation confidences; a
+    long list is thinned to `_SHARED_CANDIDATES` evenly spaced ones. The
+    full-width cascade (all `inf`) is the fallback, always feasible.
+    """
+    values = np.unique(confidence[:, :-1])
+    picks = np.unique(
+        np.linspace(0, len(values) - 1, _SHARED_CANDIDATES).astype(int)
+    )
+    below = values[np.maximum(picks - 1, 0)]
+    candidates = np.append((below + values[picks]) / 2.0, np.inf)
+    best, best_score = None, None
+    for value in candidates:
+        thresholds = np.full(confidence.shape[1], value)
+        thresholds[-1] = 0.0
+        score = _score(thresholds, confidence, correct, widths)
+        if -score[1] >= need and (best is None or score < best_score):
+            best, best_score = thresholds, score
+    return best
+
+
+def _best_threshold(g, thresholds, confidence, correct, widths, need):
+    """The best threshold of width `g`, the others fixed, and its score.
+
+    The score is `(total width, -correct answers)`, smaller is better; a
+    threshold that loses too much accuracy is never chosen.
+    """
+    stops = _stops(confidence, thresholds)
+    before = stops < g
+    # Where a sample that reaches `g` goes when `g` does not accept it.
+    off = thresholds.copy()
+    off[g] = np.inf
+    fallback = _stops(confidence, off)
+    rows = np.flatnonzero(before)
+    fixed_correct = correct[rows, stops[rows]].sum()
+    fixed_width = widths[stops[rows]].sum()
+
+    rows = np.flatnonzero(~before)
+    order = rows[np.argsort(-confidence[rows, g], kind="stable")]
+    conf = confidence[order, g]
+    # Stopping the j most confident at `g` and sending the rest on:
+    zero = np.zeros(1, np.int64)
+    stop_correct = np.concatenate([zero, np.cumsum(correct[order, g])])
+    go_correct = correct[order, fallback[order]]
+    go_correct = go_correct.sum() - np.concatenate([zero, np.cumsum(go_correct)])
+    go_width = widths[fallback[order]]
+    go_width = go_width.sum() - np.concatenate([zero, np.cumsum(go_width)])
+    total_correct = fixed_correct + stop_correct + go_correct
+    total_width = fixed_width + widths[g] * np.arange(len(order) + 1) + go_width
+
+    # Only a j at the end of a run of equal confidences is a threshold.
+    splits = np.ones(len(order) + 1, bool)
+    splits[1:-1] = conf[:-1] > conf[1:]
+    # Never empty: the current threshold is one of the splits, and the
+    # cascade it belongs to is feasible.
+    feasible = np.flatnonzero(splits & (total_correct >= need))
+    # lexsort's last key is the primary one; ties go to the smaller j.
+    j = feasible[np.lexsort((feasible, -total_correct[feasible],
+                             total_width[feasible]))[0]]
+    if j == 0:
+        value = np.inf
+    elif j == len(order):
+        value = conf[-1]
+    else:
+        value = (conf[j - 1] + conf[j]) / 2.0
+    return float(value), (int(total_width[j]), -int(total_correct[j]))

@@ -1,0 +1,372 @@
+"""The main job: the paper's Figure 2 comparison on scikit-learn's digits.
+
+One MLP backbone with a 64-d embedding is trained four ways, and each is
+scored by test accuracy at the widths 2, 4, ..., 64:
+
+- `mrl`: one model, an untied `keras_mrl.MatryoshkaDense` head summed over
+  the widths by a stacked `keras_mrl.MatryoshkaLoss`;
+- `mrl_e`: the same with a tied head (MRL-E);
+- `ff`: fixed features, one model per width `m` whose embedding is a plain
+  `Dense(m)` under a `Dense(10)` classifier;
+- `truncated`: the widest FF model's embedding cut to its first `m`
+  dimensions and re-probed by a fresh linear classifier.
+
+The truncated probe is scikit-learn's `LogisticRegression`: a convex problem
+solved to its optimum, so the baseline is the best any linear probe can do
+with those features and not an under-trained classifier.
+
+scikit-learn and matplotlib are imported here only, never by the library.
+"""
+
+import dataclasses
+import json
+import math
+import platform
+import time
+
+import keras
+import numpy as np
+
+import keras_mrl
+
+DIMS = (2, 4, 8, 16, 32, 64)
+METHODS = ("mrl", "mrl_e", "ff", "truncated")
+LABELS = {
+    "mrl": "MRL",
+    "mrl_e": "MRL-E",
+    "ff": "FF",
+    "truncated": "FF-64 truncated",
+}
+NUM_CLASSES = 10
+# The split is fixed once; tuning it to pass the goals would be cheating.
+TEST_SIZE = 0.3
+SPLIT_SEED = 0
+
+# Goals of the issue, in accuracy points.
+MAX_SECONDS = 240.0
+MRL_VS_FF_TOLERANCE = 1.5
+MRL_VS_TRUNCATED_MARGIN = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Training settings, the same for every method.
+
+    Args:
+        epochs: passes over the training set.
+        hidden: width of the backbone's hidden layers.
+        batch_size: examples per step.
+        learning_rate: Adam's learning rate.
+    """
+
+    epochs: int = 60
+    hidden: int = 256
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+
+
+FULL = Config()
+QUICK = Config(epochs=10)
+
+
+def load_data():
+    """Returns the standardised digits split `(x_train, y_train, x_test, y_test)`.
+
+    A stratified 70/30 split with a fixed `random_state`; the scaler is fit
+    on the training part only.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_digits(return_X_y=True)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=TEST_SIZE, stratify=y, random_state=SPLIT_SEED
+    )
+    scaler = StandardScaler().fit(x_train)
+    return (
+        scaler.transform(x_train).astype("float32"),
+        y_train.astype("int32"),
+        scaler.transform(x_test).astype("float32"),
+        y_test.astype("int32"),
+    )
+
+
+def _jit_compile():
+    # XLA needs a tensorflow or jax backend; torch keeps its default.
+    return keras.backend.backend() in ("tensorflow", "jax")
+
+
+def _build(width, head, config):
+    """The shared backbone: two hidden ReLU layers and a linear embedding.
+
+    The embedding is linear so that a width-2 model cannot lose a unit to a
+    dead ReLU; every method sees the same backbone.
+    """
+    inputs = keras.Input((64,))
+    x = keras.layers.Dense(config.hidden, activation="relu")(inputs)
+    x = keras.layers.Dense(config.hidden, activation="relu")(x)
+    embedding = keras.layers.Dense(width, name="embedding")(x)
+    model = keras.Model(inputs, head(embedding))
+    encoder = keras.Model(inputs, embedding)
+    return model, encoder
+
+
+def _fit(model, loss, data, config):
+    x_train, y_train = data[0], data[1]
+    steps = math.ceil(len(x_train) / config.batch_size)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=loss,
+        jit_compile=_jit_compile(),
+        steps_per_execution=steps,
+    )
+    model.fit(
+        x_train,
+        y_train,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        verbose=0,
+    )
+
+
+def _predict(model, x):
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+def train_mrl(data, tied, config, seed):
+    """Trains one MRL (or MRL-E) model.
+
+    Returns:
+        `(accuracy per width, train embeddings, test embeddings)`.
+    """
+    keras.utils.set_random_seed(seed)
+    head = keras_mrl.MatryoshkaDense(NUM_CLASSES, nesting_dims=DIMS, tied=tied)
+    model, encoder = _build(DIMS[-1], head, config)
+    loss = keras_mrl.MatryoshkaLoss(
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    _fit(model, loss, data, config)
+    logits = _predict(model, data[2])  # (N, G, classes)
+    accuracy = (logits.argmax(-1) == data[3][:, None]).mean(0)
+    return accuracy, _predict(encoder, data[0]), _predict(encoder, data[2])
+
+
+def train_ff(data, width, config, seed):
+    """Trains one fixed-feature model with a `width`-d embedding.
+
+    Returns:
+        `(accuracy, train embeddings, test embeddings)`.
+    """
+    keras.utils.set_random_seed(seed)
+    model, encoder = _build(width, keras.layers.Dense(NUM_CLASSES), config)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    _fit(model, loss, data, config)
+    logits = _predict(model, data[2])
+    accuracy = float((logits.argmax(-1) == data[3]).mean())
+    return accuracy, _predict(encoder, data[0]), _predict(encoder, data[2])
+
+
+def probe_truncated(train_embeddings, y_train, test_embeddings, y_test):
+    """Re-probes the first `m` dimensions of an embedding for every width."""
+    from sklearn.linear_model import LogisticRegression
+
+    accuracy = []
+    for m in DIMS:
+        probe = LogisticRegression(max_iter=2000)
+        probe.fit(train_embeddings[:, :m], y_train)
+        accuracy.append(probe.score(test_embeddings[:, :m], y_test))
+    return np.array(accuracy)
+
+
+def _retrieval_metrics():
+    try:
+        from keras_mrl.evaluation import retrieval_metrics
+    except ImportError:
+        return None
+    return retrieval_metrics
+
+
+def _retrieval(metrics_fn, train_embeddings, y_train, test_embeddings, y_test,
+               dims):
+    """1-NN accuracy and mAP@10 of test queries against the train corpus."""
+    scores = metrics_fn(
+        test_embeddings, y_test, train_embeddings, y_train, dims, k=10
+    )
+    return {
+        "top1": [float(scores[m]["top1"]) for m in dims],
+        "map@10": [float(scores[m]["map@10"]) for m in dims],
+    }
+
+
+def _fmt(accuracy):
+    return " ".join(f"{100 * a:5.1f}" for a in np.atleast_1d(accuracy))
+
+
+def run(out_dir, seeds=2, quick=False, log=print):
+    """Trains every method, writes `results.json` and `accuracy.png`.
+
+    Args:
+        out_dir: an existing, writable directory.
+        seeds: int >= 1, the number of seeds to average.
+        quick: bool, one seed and few epochs, for tests.
+        log: a function that prints one progress line.
+
+    Returns:
+        The results dict that was written to `results.json`.
+    """
+    start = time.perf_counter()
+    config = QUICK if quick else FULL
+    if quick:
+        seeds = 1
+    data = load_data()
+    metrics_fn = _retrieval_metrics()
+    accuracy = {name: [] for name in METHODS}
+    retrieval = {"mrl": [], "ff": []}
+    for s in range(seeds):
+        tag = f"seed {s + 1}/{seeds}"
+        for name, tied in (("mrl", False), ("mrl_e", True)):
+            t0 = time.perf_counter()
+            acc, emb_train, emb_test = train_mrl(data, tied, config, s)
+            accuracy[name].append(acc)
+            log(f"{tag}  {LABELS[name]:<6} acc% @ {list(DIMS)}: {_fmt(acc)}"
+                f"  ({time.perf_counter() - t0:.1f} s)")
+            if name == "mrl" and metrics_fn is not None:
+                retrieval["mrl"].append(_retrieval(
+                    metrics_fn, emb_train, data[1], emb_test, data[3], DIMS))
+        ff_accuracy, ff_retrieval = [], []
+        for m in DIMS:
+            t0 = time.perf_counter()
+            acc, emb_train, emb_test = train_ff(data, m, config, s)
+            ff_accuracy.append(acc)
+            log(f"{tag}  FF-{m:<3} acc%: {_fmt(acc)}"
+                f"  ({time.perf_counter() - t0:.1f} s)")
+            if metrics_fn is not None:
+                ff_retrieval.append(_retrieval(
+                    metrics_fn, emb_train, data[1], emb_test, data[3], [m]))
+        accuracy["ff"].append(np.array(ff_accuracy))
+        if metrics_fn is not None:
+            retrieval["ff"].append({
+                key: [r[key][0] for r in ff_retrieval]
+                for key in ("top1", "map@10")
+            })
+        t0 = time.perf_counter()
+        acc = probe_truncated(emb_train, data[1], emb_test, data[3])
+        accuracy["truncated"].append(acc)
+        log(f"{tag}  FF-64 truncated + linear probe acc%: {_fmt(acc)}"
+            f"  ({time.perf_counter() - t0:.1f} s)")
+
+    results = {
+        "dataset": "sklearn digits (1797 8x8 images, 10 classes), stratified "
+        f"{round(100 * (1 - TEST_SIZE))}/{round(100 * TEST_SIZE)} split, "
+        f"random_state={SPLIT_SEED}",
+        "dims": list(DIMS),
+        "seeds": seeds,
+        "config": dataclasses.asdict(config),
+        "accuracy": {
+            name: np.mean(runs, axis=0).tolist()
+            for name, runs in accuracy.items()
+        },
+        "accuracy_per_seed": {
+            name: np.array(runs).tolist() for name, runs in accuracy.items()
+        },
+    }
+    if metrics_fn is not None:
+        results["retrieval"] = {
+            method: {
+                key: np.mean([r[key] for r in runs], axis=0).tolist()
+                for key in ("top1", "map@10")
+            }
+            for method, runs in retrieval.items()
+        }
+    results["seconds"] = time.perf_counter() - start
+    results["versions"] = {
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "numpy": np.__version__,
+    }
+    results["goals"] = {
+        name: passed for name, passed, _ in check_goals(results)
+    }
+    with open(f"{out_dir}/results.json", "w") as f:
+        json.dump(results, f, indent=2)
+    plot(results, f"{out_dir}/accuracy.png")
+    return results
+
+
+def format_table(results):
+    """Returns the accuracy table: one row per method, one column per width."""
+    lines = [f"{'test accuracy %':<16}" + "".join(
+        f"{m:>7}" for m in results["dims"])]
+    for name in METHODS:
+        lines.append(f"{LABELS[name]:<16}" + "".join(
+            f"{100 * a:7.1f}" for a in results["accuracy"][name]))
+    return "\n".join(lines)
+
+
+def format_retrieval(results):
+    """Returns the retrieval table, or None when it was not measured."""
+    if "retrieval" not in results:
+        return None
+    lines = [f"{'retrieval %':<16}" + "".join(
+        f"{m:>7}" for m in results["dims"])]
+    for method in ("mrl", "ff"):
+        for key in ("top1", "map@10"):
+            label = f"{LABELS[method]} {'1-NN' if key == 'top1' else key}"
+            lines.append(f"{label:<16}" + "".join(
+                f"{100 * a:7.1f}" for a in results["retrieval"][method][key]))
+    return "\n".join(lines)
+
+
+def check_goals(results):
+    """Returns `[(goal, passed, detail)]` for the issue's three goals."""
+    acc = {k: 100 * np.array(v) for k, v in results["accuracy"].items()}
+    gap = acc["mrl"] - acc["ff"]
+    margin = acc["mrl"][0] - acc["truncated"][0]
+    seconds = results["seconds"]
+    return [
+        (
+            f"finishes in <= {MAX_SECONDS:.0f} s",
+            seconds <= MAX_SECONDS,
+            f"{seconds:.0f} s",
+        ),
+        (
+            f"MRL >= FF - {MRL_VS_FF_TOLERANCE} pt at every width",
+            bool(np.all(gap >= -MRL_VS_FF_TOLERANCE)),
+            "MRL - FF: " + " ".join(f"{g:+.1f}" for g in gap),
+        ),
+        (
+            f"MRL >= truncated + {MRL_VS_TRUNCATED_MARGIN:.0f} pt at width "
+            f"{results['dims'][0]}",
+            bool(margin >= MRL_VS_TRUNCATED_MARGIN),
+            f"{margin:+.1f} pt",
+        ),
+    ]
+
+
+def plot(results, path):
+    """Draws accuracy against width on a log-2 axis, as the paper's Figure 2."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    styles = {"mrl": "o-", "mrl_e": "s--", "ff": "^-", "truncated": "v:"}
+    for name in METHODS:
+        axes.plot(
+            results["dims"],
+            100 * np.array(results["accuracy"][name]),
+            styles[name],
+            label=LABELS[name],
+        )
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(results["dims"], [str(m) for m in results["dims"]])
+    axes.set_xlabel("representation size (dims)")
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_title(f"digits, mean of {results['seeds']} seed(s)")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)

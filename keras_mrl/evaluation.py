@@ -1,0 +1,393 @@
+"""Retrieval quality of an embedding at each of its nested widths.
+
+Numpy only: this measures, it does not train. For every width `m` the
+queries and the corpus are cut to their first `m` features and ranked by
+cosine similarity, and the top `k` of each ranking is scored against the
+relevant corpus items.
+
+The queries are processed in chunks, so memory holds `(chunk_size, N)`
+score matrices, never a full `(Q, N)` one: with the default chunk size a
+chunk needs about 128 MiB beyond the embeddings whatever the corpus size
+(83 queries at a time for a 100k corpus). One chunk's scores for all widths come from a
+single pass over the full width: the dot products of prefix `m` are the
+running sum of those of the disjoint blocks between consecutive widths.
+"""
+
+import numbers
+
+import keras
+import numpy as np
+
+from keras_mrl.nesting import block_bounds
+from keras_mrl.nesting import validate_nesting_dims
+
+# With chunk_size=None, a chunk holds this many scores. A score costs about
+# 16 bytes at the peak (two float32 matrices and argpartition's int64 one),
+# so a chunk peaks near 128 MiB.
+_SCORES_PER_CHUNK = 2**23
+
+_EPSILON = 1e-12
+
+
+def _to_numpy(x):
+    if keras.ops.is_tensor(x):
+        return keras.ops.convert_to_numpy(x)
+    return np.asarray(x)
+
+
+def _embeddings(x, name):
+    x = _to_numpy(x)
+    if x.ndim != 2:
+        raise ValueError(
+            f"`{name}` must be a 2-D array of shape (num_items, D), got "
+            f"shape {x.shape}."
+        )
+    return x
+
+
+def _labels(x, length, name, embeddings_name):
+    x = _to_numpy(x)
+    if x.ndim == 2 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.ndim != 1 or len(x) != length:
+        raise ValueError(
+            f"`{name}` must hold one label per row of `{embeddings_name}`, "
+            f"i.e. shape ({length},), got shape {x.shape}."
+        )
+    return x
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an int, got {value!r}.")
+    if value < 1:
+        raise ValueError(f"`{name}` must be at least 1, got {name}={value}.")
+    return int(value)
+
+
+def _check_inputs(queries, corpus, nesting_dims, k, chunk_size):
+    queries = _embeddings(queries, "query_embeddings")
+    corpus = _embeddings(corpus, "corpus_embeddings")
+    if corpus.shape[0] == 0:
+        raise ValueError(
+            "The corpus is empty: `corpus_embeddings` has shape "
+            f"{corpus.shape}. Pass at least one corpus item."
+        )
+    if queries.shape[0] == 0:
+        raise ValueError(
+            "There are no queries: `query_embeddings` has shape "
+            f"{queries.shape}. Pass at least one query."
+        )
+    if queries.shape[1] != corpus.shape[1]:
+        raise ValueError(
+            "Queries and corpus must have the same width, got "
+            f"`query_embeddings` of shape {queries.shape} and "
+            f"`corpus_embeddings` of shape {corpus.shape}."
+        )
+    # Half precision (incl. bfloat16) is scored in float32; float64 inputs
+    # keep float64.
+    dtype = np.float64 if np.float64 in (queries.dtype, corpus.dtype) else (
+        np.float32
+    )
+    queries = queries.astype(dtype, copy=False)
+    corpus = corpus.astype(dtype, copy=False)
+    dims = validate_nesting_dims(nesting_dims, max_dim=corpus.shape[1])
+    k = _check_positive_int(k, "k")
+    if chunk_size is None:
+        chunk_size = max(1, _SCORES_PER_CHUNK // corpus.shape[0])
+    chunk_size = _check_positive_int(chunk_size, "chunk_size")
+    return queries, corpus, dims, k, chunk_size
+
+
+def _corpus_inverse_norms(corpus, dims):
+    """Returns `(G, N)`: 1 / the norm of each corpus item's prefixes."""
+    squared = np.stack(
+        [np.einsum("ij,ij->i", corpus[:, s:e], corpus[:, s:e])
+         for s, e in block_bounds(dims)]
+    )
+    return 1.0 / np.sqrt(np.maximum(np.cumsum(squared, axis=0), _EPSILON))
+
+
+def _prefix_scores(queries, corpus, dims, inverse_norms):
+    """Yields `(dim, scores)`: each query's ranking scores at each width.
+
+    A query's own norm does not change its ranking, so the scores are the
+    dot products divided by the corpus norms only.
+    """
+    raw = None
+    for (start, end), scale in zip(block_bounds(dims), inverse_norms):
+        product = queries[:, start:end] @ corpus[:, start:end].T
+        raw = product if raw is None else np.add(raw, product, out=raw)
+        yield end, raw * scale
+
+
+def _top_k(scores, k):
+    """Returns the indices of each row's `k` highest scores, best first."""
+    if k < scores.shape[1]:
+        top = np.argpartition(scores, -k, axis=1)[:, -k:]
+    else:
+        top = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
+    return np.take_along_axis(top, order, axis=1)
+
+
+def _scores_from_ranks(relevant, num_relevant, k):
+    """Per-query metrics from the top-k relevance `(q, k_eff)` and R `(q,)`."""
+    k_eff = relevant.shape[1]
+    ranks = np.arange(1, k_eff + 1)
+    hits = np.cumsum(relevant, axis=1)
+    has_relevant = num_relevant > 0
+    safe_r = np.maximum(num_relevant, 1)
+    ideal = np.minimum(k, safe_r)
+    precision_sum = np.sum(hits / ranks * relevant, axis=1)
+    discounts = 1.0 / np.log2(ranks + 1)
+    dcg = relevant @ discounts
+    # ideal <= k_eff always: R never exceeds the number of rankable items.
+    idcg = np.cumsum(discounts)[ideal - 1]
+    return {
+        "top1": np.where(has_relevant, relevant[:, 0], 0.0),
+        "recall": np.where(has_relevant, hits[:, -1] / safe_r, 0.0),
+        "map": np.where(has_relevant, precision_sum / ideal, 0.0),
+        "ndcg": np.where(has_relevant, dcg / idcg, 0.0),
+    }
+
+
+def _evaluate(queries, corpus, dims, k, chunk_size, num_relevant,
+              is_relevant, exclude_self=False):
+    """Averages the metrics over all queries, chunk by chunk.
+
+    Args:
+        num_relevant: `(Q,)` ints, R of each query.
+        is_relevant: function `(start, stop, top)` -> bool `(stop - start,
+            k_eff)`, the relevance of the ranked corpus ids `top` of the
+            queries `start:stop`.
+        exclude_self: whether query `i` is corpus item `i`, to be left out.
+    """
+    num_queries, num_items = queries.shape[0], corpus.shape[0]
+    k_eff = min(k, num_items - 1 if exclude_self else num_items)
+    names = ("top1", f"recall@{k}", f"map@{k}", f"ndcg@{k}")
+    totals = {m: dict.fromkeys(names, 0.0) for m in dims}
+    inverse_norms = _corpus_inverse_norms(corpus, dims).astype(corpus.dtype)
+    for start in range(0, num_queries, chunk_size):
+        stop = min(start + chunk_size, num_queries)
+        rows = np.arange(stop - start)
+        for m, scores in _prefix_scores(
+            queries[start:stop], corpus, dims, inverse_norms
+        ):
+            if exclude_self:
+                scores[rows, start + rows] = -np.inf
+            top = _top_k(scores, k_eff)
+            relevant = is_relevant(start, stop, top).astype(np.float64)
+            per_query = _scores_from_ranks(
+                relevant, num_relevant[start:stop], k
+            )
+            for name, key in zip(names, ("top1", "recall", "map", "ndcg")):
+                totals[m][name] += float(np.sum(per_query[key]))
+    without = int(np.sum(num_relevant == 0))
+    results = {}
+    for m in dims:
+        results[m] = {
+            name: total / num_queries for name, total in totals[m].items()
+        }
+        results[m]["queries_without_relevant"] = without
+    return results
+
+
+def retrieval_metrics(
+    query_embeddings,
+    query_labels,
+    corpus_embeddings,
+    corpus_labels,
+    nesting_dims,
+    k=10,
+    exclude_self=False,
+    chunk_size=None,
+):
+    """Label-based retrieval metrics of an embedding at each nested width.
+
+    A corpus item is relevant to a query when their labels are equal, the
+    retrieval protocol of the MRL paper on ImageNet. At each width `m` both
+    sides are cut to their first `m` features and the corpus is ranked by
+    cosine similarity to the query. With `R` the number of relevant corpus
+    items and `rel_i` the relevance (0/1) of rank `i`:
+
+    - `top1`: `rel_1`, whether the nearest item has the query's label;
+    - `recall@k`: hits in the top `k` over `R`;
+    - `map@k`: `sum_{i<=k} P@i * rel_i / min(k, R)`, `P@i` the precision
+      of the first `i` ranks;
+    - `ndcg@k`: `sum_{i<=k} rel_i / log2(i + 1)` over the same sum for an
+      ideal ranking, which has `min(k, R)` relevant items first.
+
+    Each is averaged over all queries. A query with `R = 0` scores 0 on every
+    metric and is counted in `queries_without_relevant`. Tied scores are
+    ranked in an unspecified order. When the corpus has fewer than `k`
+    rankable items, all of them are ranked.
+
+    Args:
+        query_embeddings: array or tensor `(Q, D)`.
+        query_labels: `(Q,)` labels (ints, strings, ...).
+        corpus_embeddings: array or tensor `(N, D)`.
+        corpus_labels: `(N,)` labels.
+        nesting_dims: the widths to evaluate, strictly increasing, `<= D`.
+        k: int, the ranking depth of recall, mAP and nDCG.
+        exclude_self: bool; True when the queries are the corpus (same
+            arrays): query `i` is then removed from its own ranking and from
+            its `R`.
+        chunk_size: int, how many queries are ranked at once. A chunk needs
+            about `16 * chunk_size * N` bytes (two float32 score matrices and
+            the int64 indices of `np.argpartition`). None picks
+            `max(1, 2**23 // N)`, about 128 MiB per chunk.
+
+    Returns:
+        A dict `{dim: {"top1": float, "recall@{k}": float, "map@{k}": float,
+        "ndcg@{k}": float, "queries_without_relevant": int}}`.
+
+    Raises:
+        ValueError: for arrays of the wrong rank, queries and corpus of
+            different widths, an empty corpus, labels of the wrong length,
+            `k < 1`, widths wider than the embeddings, or `exclude_self`
+            with queries that are not the corpus.
+
+    Example:
+
+    >>> corpus = np.array([[1.0, 0.0], [0.9, 0.3], [-1.0, 0.2]])
+    >>> labels = np.array([0, 0, 1])
+    >>> results = keras_mrl.evaluation.retrieval_metrics(
+    ...     corpus, labels, corpus, labels, nesting_dims=[1, 2], k=1,
+    ...     exclude_self=True,
+    ... )
+    >>> sorted(results[2])
+    ['map@1', 'ndcg@1', 'queries_without_relevant', 'recall@1', 'top1']
+    >>> round(results[2]["top1"], 3), results[2]["queries_without_relevant"]
+    (0.667, 1)
+    """
+    queries, corpus, dims, k, chunk_size = _check_inputs(
+        query_embeddings, corpus_embeddings, nesting_dims, k, chunk_size
+    )
+    query_labels = _labels(
+        query_labels, queries.shape[0], "query_labels", "query_embeddings"
+    )
+    corpus_labels = _labels(
+        corpus_labels, corpus.shape[0], "corpus_labels", "corpus_embeddings"
+    )
+    if exclude_self:
+        if queries.shape != corpus.shape or not np.array_equal(
+            query_labels, corpus_labels
+        ):
+            raise ValueError(
+                "`exclude_self=True` means query i is corpus item i, so the "
+                "queries and the corpus must be the same arrays; got "
+                f"`query_embeddings` of shape {queries.shape} and "
+                f"`corpus_embeddings` of shape {corpus.shape}"
+                + (
+                    ""
+                    if queries.shape != corpus.shape
+                    else " with different labels"
+                )
+                + "."
+            )
+        if corpus.shape[0] < 2:
+            raise ValueError(
+                "With `exclude_self=True` the corpus needs at least 2 items, "
+                f"got `corpus_embeddings` of shape {corpus.shape}."
+            )
+    classes, counts = np.unique(corpus_labels, return_counts=True)
+    position = np.clip(
+        np.searchsorted(classes, query_labels), 0, len(classes) - 1
+    )
+    num_relevant = np.where(
+        classes[position] == query_labels, counts[position], 0
+    )
+    if exclude_self:
+        num_relevant = num_relevant - 1
+
+    def is_relevant(start, stop, top):
+        return corpus_labels[top] == query_labels[start:stop, None]
+
+    return _evaluate(
+        queries, corpus, dims, k, chunk_size, num_relevant, is_relevant,
+        exclude_self=exclude_self,
+    )
+
+
+def retrieval_metrics_from_relevance(
+    query_embeddings,
+    corpus_embeddings,
+    relevant_ids,
+    nesting_dims,
+    k=10,
+    chunk_size=None,
+):
+    """Retrieval metrics at each nested width, from explicit relevance.
+
+    The same metrics, ranking and chunking as
+    `keras_mrl.evaluation.retrieval_metrics`, but query `i`'s relevant
+    corpus items are listed in `relevant_ids[i]` instead of being implied by
+    labels (e.g. a query and the passages that answer it). Repeated ids
+    count once. A query with no relevant id scores 0 and is counted in
+    `queries_without_relevant`.
+
+    Args:
+        query_embeddings: array or tensor `(Q, D)`.
+        corpus_embeddings: array or tensor `(N, D)`.
+        relevant_ids: a sequence of `Q` collections of corpus row indices in
+            `[0, N)`.
+        nesting_dims: the widths to evaluate, strictly increasing, `<= D`.
+        k: int, the ranking depth of recall, mAP and nDCG.
+        chunk_size: int, how many queries are ranked at once; None picks
+            `max(1, 2**23 // N)`. A chunk also holds a `(chunk_size, N)` bool
+            relevance mask.
+
+    Returns:
+        A dict `{dim: {"top1": float, "recall@{k}": float, "map@{k}": float,
+        "ndcg@{k}": float, "queries_without_relevant": int}}`.
+
+    Raises:
+        ValueError: for the bad inputs of `retrieval_metrics`, a
+            `relevant_ids` of the wrong length, or an id outside `[0, N)`.
+
+    Example:
+
+    >>> queries = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> corpus = np.array([[1.0, 0.1], [0.1, 1.0], [0.7, 0.7]])
+    >>> results = keras_mrl.evaluation.retrieval_metrics_from_relevance(
+    ...     queries, corpus, [[0], [1, 2]], nesting_dims=[2], k=2
+    ... )
+    >>> results[2]["recall@2"]
+    1.0
+    """
+    queries, corpus, dims, k, chunk_size = _check_inputs(
+        query_embeddings, corpus_embeddings, nesting_dims, k, chunk_size
+    )
+    num_queries, num_items = queries.shape[0], corpus.shape[0]
+    if len(relevant_ids) != num_queries:
+        raise ValueError(
+            "`relevant_ids` must hold one collection of corpus ids per query, "
+            f"i.e. {num_queries} for `query_embeddings` of shape "
+            f"{queries.shape}, got {len(relevant_ids)}."
+        )
+    id_sets = []
+    for i, ids in enumerate(relevant_ids):
+        ids = np.unique(np.asarray(list(ids)))
+        if ids.size and ids.dtype.kind not in "iu":
+            raise ValueError(
+                f"`relevant_ids[{i}]` must hold integer corpus ids, got "
+                f"{ids.tolist()}."
+            )
+        if ids.size and (ids[0] < 0 or ids[-1] >= num_items):
+            raise ValueError(
+                f"`relevant_ids[{i}]` holds ids outside [0, {num_items}) for "
+                f"`corpus_embeddings` of shape {corpus.shape}: {ids.tolist()}."
+            )
+        id_sets.append(ids.astype(np.int64))
+    num_relevant = np.array([ids.size for ids in id_sets], dtype=np.int64)
+
+    def is_relevant(start, stop, top):
+        mask = np.zeros((stop - start, num_items), dtype=bool)
+        for row, ids in enumerate(id_sets[start:stop]):
+            mask[row, ids] = True
+        return np.take_along_axis(mask, top, axis=1)
+
+    return _evaluate(
+        queries, corpus, dims, k, chunk_size, num_relevant, is_relevant
+    )

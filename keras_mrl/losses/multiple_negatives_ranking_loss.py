@@ -1,0 +1,169 @@
+import numbers
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_mrl.losses.similarity import prefix_cosine_similarities
+
+
+def _check_scale(scale):
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"`scale` must be a positive number, got {scale!r}.")
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(
+            f"`scale` must be a positive finite number such as 20.0 "
+            f"(1 / temperature), got {scale}."
+        )
+    return float(scale)
+
+
+def _check_y_pred(y_pred):
+    """Raises a ValueError unless y_pred is (batch, 2 + n, D)."""
+    shape = y_pred.shape if hasattr(y_pred, "shape") else np.shape(y_pred)
+    shape = tuple(shape)
+    if len(shape) != 3 or shape[1] is None or shape[1] < 2:
+        raise ValueError(
+            "MultipleNegativesRankingLoss expects y_pred of shape "
+            "(batch, 2 + n, D): an anchor, a positive and n >= 0 hard "
+            f"negatives per example, with a static second axis; got shape "
+            f"{shape}. Stack the embeddings with "
+            "keras.ops.stack([anchor, positive, ...], axis=1)."
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_mrl")
+class MultipleNegativesRankingLoss(keras.losses.Loss):
+    """The in-batch softmax loss of embedding models (InfoNCE).
+
+    `y_pred` stacks, for each of the `B` examples, an anchor, its positive and
+    `n >= 0` hard negatives: shape `(B, 2 + n, D)`. Anchor `i` is scored
+    against all `B * (1 + n)` candidates of the batch (every positive and
+    every hard negative) with `scale * cosine`; its loss is the
+    cross-entropy of picking positive `i`. The other examples of the batch
+    thus serve as negatives, which is why larger batches train better.
+
+    This equals sentence-transformers' `MultipleNegativesRankingLoss` with
+    its default `directions=("query_to_doc",)`, and inside
+    `keras_mrl.MatryoshkaLoss(..., nesting_dims=...)` its `MatryoshkaLoss`.
+
+    With `symmetric=True` each example also gets the positive-to-anchor
+    direction, as CLIP does: positive `i` is scored against the `B` anchors
+    (hard negatives are not anchors) and must pick anchor `i`. The two
+    directions are averaged, which equals sentence-transformers'
+    `MultipleNegativesSymmetricRankingLoss`, that is
+    `directions=("query_to_doc", "doc_to_query")` with
+    `partition_mode="per_direction"`.
+
+    `y_true` is ignored: it may be None, so `model.fit(x)` trains without
+    labels. The loss is computed in float32 whatever the compute dtype of the
+    model. A zero vector has cosine 0 with everything instead of NaN.
+
+    Inside `MatryoshkaLoss` in prefix mode the loss computes every width
+    through `call_prefixes`, which builds the similarity matrix of each
+    prefix from those of its disjoint blocks: all widths cost about one
+    full-width similarity matrix instead of one per width.
+
+    Args:
+        scale: positive float, the inverse temperature multiplying the
+            cosine similarities; 20 is temperature 0.05.
+        symmetric: bool, whether to average in the positive-to-anchor
+            direction.
+        reduction: the Keras reduction of the per-example values.
+        name: the loss name.
+        **kwargs: other `keras.losses.Loss` arguments, such as `dtype`.
+
+    Call arguments:
+        y_true: ignored; None, or any tensor with a batch axis.
+        y_pred: float tensor `(batch, 2 + n, D)`: anchor, positive, then `n`
+            hard negatives.
+
+    Returns:
+        The reduced loss; `call` returns the per-example values `(batch,)`.
+
+    Example:
+
+    >>> loss = keras_mrl.losses.MultipleNegativesRankingLoss(scale=20.0)
+    >>> anchors = np.eye(4, 8, dtype="float32")
+    >>> y_pred = np.stack([anchors, anchors], axis=1)  # positive == anchor
+    >>> round(float(loss(None, y_pred)), 4)
+    0.0
+    >>> wide = keras_mrl.MatryoshkaLoss(loss, nesting_dims=[4, 8])
+    >>> round(float(wide(None, y_pred)), 4)
+    0.0
+    """
+
+    def __init__(
+        self,
+        scale=20.0,
+        symmetric=False,
+        reduction="sum_over_batch_size",
+        name="multiple_negatives_ranking_loss",
+        **kwargs,
+    ):
+        super().__init__(name=name, reduction=reduction, **kwargs)
+        self.scale = _check_scale(scale)
+        if not isinstance(symmetric, bool):
+            raise TypeError(
+                f"`symmetric` must be True or False, got {symmetric!r}."
+            )
+        self.symmetric = symmetric
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # The shape is checked before any tracing work, and `fit(x)` passes
+        # y_true=None, which the base class cannot convert to a tensor.
+        _check_y_pred(y_pred)
+        if y_true is None:
+            y_true = ops.zeros(ops.shape(y_pred)[:1], dtype="float32")
+        return super().__call__(y_true, y_pred, sample_weight)
+
+    def call(self, y_true, y_pred):
+        return self.call_prefixes(y_true, y_pred, None)[0]
+
+    def call_prefixes(self, y_true, y_pred, dims):
+        """Returns the per-example losses of every prefix width.
+
+        Args:
+            y_true: ignored.
+            y_pred: float tensor `(batch, 2 + n, D)`.
+            dims: the increasing prefix widths, or None for the full width.
+
+        Returns:
+            A list with one `(batch,)` float32 tensor per width.
+        """
+        _check_y_pred(y_pred)
+        y_pred = ops.cast(y_pred, "float32")
+        anchors = y_pred[:, 0, :]
+        candidates = [y_pred[:, 1, :]]
+        if y_pred.shape[1] > 2:
+            width = y_pred.shape[-1]
+            candidates.append(ops.reshape(y_pred[:, 2:, :], (-1, width)))
+        return [
+            self._ranking_loss(*cosines)
+            for cosines in prefix_cosine_similarities(
+                anchors, candidates, dims
+            )
+        ]
+
+    def _ranking_loss(self, positive_cosines, negative_cosines=None):
+        # Positives and hard negatives are scored in separate matrices so
+        # that the target column (the diagonal of the first) needs no
+        # slicing at a batch size that may be unknown while tracing.
+        logits = self.scale * positive_cosines
+        target = ops.diagonal(logits)
+        log_partition = ops.logsumexp(logits, axis=1)
+        if negative_cosines is not None:
+            log_partition = ops.logaddexp(
+                log_partition,
+                ops.logsumexp(self.scale * negative_cosines, axis=1),
+            )
+        forward = log_partition - target
+        if not self.symmetric:
+            return forward
+        backward = ops.logsumexp(logits, axis=0) - target
+        return 0.5 * (forward + backward)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"scale": self.scale, "symmetric": self.symmetric})
+        return config

@@ -1,0 +1,220 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_mrl
+from tests.conftest import jit_compile
+
+DIMS = [2, 4, 8, 16]
+
+
+def _numpy_reference(layer, x):
+    """The paper's head: granularity g = x[:, :m_g] @ W_g + b_g."""
+    outputs = []
+    for g, m in enumerate(layer.nesting_dims):
+        if layer.tied:
+            kernel = ops.convert_to_numpy(layer.kernel)[:m]
+            bias = ops.convert_to_numpy(layer.bias)
+        else:
+            kernel = ops.convert_to_numpy(layer.kernels[g])
+            bias = ops.convert_to_numpy(layer.biases[g])
+        outputs.append(x[:, :m] @ kernel + bias)
+    return np.stack(outputs, axis=1)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_matches_numpy_reference(rng, tied):
+    layer = keras_mrl.MatryoshkaDense(
+        5, nesting_dims=DIMS, tied=tied, bias_initializer="random_normal"
+    )
+    x = rng.normal(size=(7, 16)).astype("float32")
+    out = ops.convert_to_numpy(layer(x))
+    assert out.shape == (7, 4, 5)
+    np.testing.assert_allclose(out, _numpy_reference(layer, x), atol=1e-5)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_granularity_reads_only_its_prefix(rng, tied):
+    layer = keras_mrl.MatryoshkaDense(3, nesting_dims=DIMS, tied=tied)
+    x = rng.normal(size=(4, 16)).astype("float32")
+    changed = x.copy()
+    changed[:, 8:] += 10.0
+    a = ops.convert_to_numpy(layer(x))
+    b = ops.convert_to_numpy(layer(changed))
+    np.testing.assert_allclose(a[:, :3], b[:, :3], atol=1e-6)
+    assert np.abs(a[:, 3] - b[:, 3]).max() > 1e-3
+
+
+def test_variables_untied_and_tied():
+    untied = keras_mrl.MatryoshkaDense(5, nesting_dims=DIMS)
+    untied.build((None, 16))
+    assert [tuple(k.shape) for k in untied.kernels] == [(m, 5) for m in DIMS]
+    assert len(untied.trainable_weights) == 2 * len(DIMS)
+    tied = keras_mrl.MatryoshkaDense(5, nesting_dims=DIMS, tied=True)
+    tied.build((None, 16))
+    assert [tuple(w.shape) for w in tied.trainable_weights] == [(16, 5), (5,)]
+
+
+def test_default_nesting_dims_and_narrower_widths(rng):
+    layer = keras_mrl.MatryoshkaDense(3)
+    layer(rng.normal(size=(2, 64)).astype("float32"))
+    assert layer.nesting_dims == [8, 16, 32, 64]
+    # Widths may end below the input width: the extra features are unused.
+    head = keras_mrl.MatryoshkaDense(3, nesting_dims=[4, 8], tied=True)
+    assert tuple(head(np.ones((2, 32), "float32")).shape) == (2, 2, 3)
+    assert tuple(head.kernel.shape) == (8, 3)
+
+
+def test_higher_rank_inputs_and_activation(rng):
+    layer = keras_mrl.MatryoshkaDense(3, nesting_dims=[4, 8], activation="relu")
+    x = rng.normal(size=(2, 5, 8)).astype("float32")
+    out = ops.convert_to_numpy(layer(x))
+    assert out.shape == (2, 5, 2, 3)
+    assert out.min() >= 0.0
+    assert layer.compute_output_shape((None, 5, 8)) == (None, 5, 2, 3)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_export_reproduces_granularity(rng, tied):
+    layer = keras_mrl.MatryoshkaDense(
+        5, nesting_dims=DIMS, tied=tied, bias_initializer="random_normal"
+    )
+    x = rng.normal(size=(6, 16)).astype("float32")
+    full = ops.convert_to_numpy(layer(x))
+    for g, m in enumerate(DIMS):
+        dense = layer.export(m)
+        assert isinstance(dense, keras.layers.Dense)
+        assert tuple(dense.kernel.shape) == (m, 5)
+        out = ops.convert_to_numpy(dense(x[:, :m]))
+        np.testing.assert_allclose(out, full[:, g], atol=1e-5)
+
+
+def test_tied_export_serves_widths_between_trained_ones(rng):
+    layer = keras_mrl.MatryoshkaDense(4, nesting_dims=DIMS, tied=True)
+    x = rng.normal(size=(3, 16)).astype("float32")
+    layer(x)
+    kernel = ops.convert_to_numpy(layer.kernel)
+    for dim in (1, 5, 11):
+        out = ops.convert_to_numpy(layer.export(dim)(x[:, :dim]))
+        expected = x[:, :dim] @ kernel[:dim] + ops.convert_to_numpy(layer.bias)
+        np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_export_errors():
+    untied = keras_mrl.MatryoshkaDense(4, nesting_dims=DIMS)
+    with pytest.raises(ValueError, match="built"):
+        untied.export(4)
+    untied.build((None, 16))
+    with pytest.raises(ValueError, match=r"\[2, 4, 8, 16\], got dim=5"):
+        untied.export(5)
+    tied = keras_mrl.MatryoshkaDense(4, nesting_dims=DIMS, tied=True)
+    tied.build((None, 16))
+    with pytest.raises(ValueError, match="dim=17"):
+        tied.export(17)
+    with pytest.raises(ValueError, match="dim=0"):
+        tied.export(0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(units=0), ValueError, "units"),
+        (dict(units=3, nesting_dims=[8, 4]), ValueError, "increasing"),
+        (dict(units=3, nesting_dims=[0, 4]), ValueError, "positive"),
+    ],
+)
+def test_construction_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        keras_mrl.MatryoshkaDense(**kwargs)
+
+
+def test_build_error_for_widths_wider_than_input():
+    layer = keras_mrl.MatryoshkaDense(3, nesting_dims=[8, 32])
+    with pytest.raises(ValueError, match="32.*wider.*16"):
+        layer.build((None, 16))
+
+
+def test_config_round_trip():
+    layer = keras_mrl.MatryoshkaDense(
+        7, nesting_dims=DIMS, tied=True, activation="softmax",
+        use_bias=False, kernel_regularizer="l2", name="head",
+    )
+    config = layer.get_config()
+    clone = keras_mrl.MatryoshkaDense.from_config(config)
+    assert clone.get_config() == config
+    assert clone.tied and clone.units == 7 and clone.nesting_dims == DIMS
+
+
+def _classifier(tied, dims=DIMS, classes=4):
+    inputs = keras.Input((16,))
+    features = keras.layers.Dense(16, activation="relu")(inputs)
+    outputs = keras_mrl.MatryoshkaDense(
+        classes, nesting_dims=dims, tied=tied, name="head"
+    )(features)
+    return keras.Model(inputs, outputs)
+
+
+def _compile(model, jit=None):
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss=keras_mrl.MatryoshkaLoss(
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        ),
+        metrics=[
+            keras_mrl.MatryoshkaMetric(
+                keras.metrics.SparseCategoricalAccuracy(name="acc"), DIMS
+            )
+        ],
+        jit_compile=jit_compile() if jit is None else jit,
+    )
+    return model
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_save_load_predict_and_continue_training(rng, tmp_path, tied):
+    x = rng.normal(size=(64, 16)).astype("float32")
+    y = rng.integers(0, 4, size=64)
+    model = _compile(_classifier(tied))
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
+    assert isinstance(loaded.loss, keras_mrl.MatryoshkaLoss)
+    before = loaded.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+    loaded.fit(x, y, epochs=5, batch_size=32, verbose=0)
+    after = loaded.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+    assert after < before
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="torch has no XLA path"
+)
+@pytest.mark.parametrize("tied", [False, True])
+def test_jit_and_eager_training_agree(rng, tied):
+    x = rng.normal(size=(64, 16)).astype("float32")
+    y = rng.integers(0, 4, size=64)
+    results = []
+    for jit in (True, False):
+        keras.utils.set_random_seed(1)
+        model = _compile(_classifier(tied), jit=jit)
+        history = model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+        results.append((history.history["loss"], model.get_weights()))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-4)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_mixed_bfloat16_dtypes(rng, tied):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    layer = keras_mrl.MatryoshkaDense(5, nesting_dims=DIMS, tied=tied)
+    out = layer(rng.normal(size=(3, 16)).astype("float32"))
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    assert all(w.dtype == "float32" for w in layer.weights)
+    assert layer.export(4).compute_dtype == "bfloat16"
