@@ -1,0 +1,154 @@
+"""Times an XLA train step of five classification heads on the same features.
+
+    KERAS_BACKEND=tensorflow python benchmarks/head.py [--quick]
+
+Heads (batch 256, D = 2048, 1000 classes, widths 8 ... 2048):
+- plain: one Dense(1000) and one loss;
+- tied: MatryoshkaDense(tied=True) (MRL-E);
+- untied: MatryoshkaDense (MRL);
+- floor: one Dense whose logits are copied to every granularity, so the G
+  losses stay: no Matryoshka head can be cheaper than this;
+- naive: a tied kernel computing x[:, :m] @ W[:m] for every width m.
+
+All heads share one optimizer and loss; the Matryoshka ones use
+MatryoshkaLoss. Goals: tied/floor <= 1.25, naive/tied >= 1.4, and untied no
+slower than naive. Each head is timed in several interleaved rounds and the
+median is kept, since the machine is shared and noisy.
+"""
+
+import argparse
+import statistics
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+import keras_mrl
+
+
+class CopiedDense(keras.layers.Layer):
+    """The floor: one Dense's logits repeated for every granularity."""
+
+    def __init__(self, units, granularities, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(units)
+        self.granularities = granularities
+
+    def call(self, x):
+        logits = self.dense(x)
+        return ops.stack([logits] * self.granularities, axis=-2)
+
+
+class NaiveTiedDense(keras.layers.Layer):
+    """A tied head that multiplies every prefix from scratch."""
+
+    def __init__(self, units, nesting_dims, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.nesting_dims = nesting_dims
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            shape=(self.nesting_dims[-1], self.units), name="kernel"
+        )
+        self.bias = self.add_weight(
+            shape=(self.units,), initializer="zeros", name="bias"
+        )
+
+    def call(self, x):
+        return ops.stack(
+            [x[:, :m] @ self.kernel[:m] + self.bias for m in self.nesting_dims],
+            axis=-2,
+        )
+
+
+def build_heads(dim, classes):
+    dims = keras_mrl.default_nesting_dims(dim)
+    return {
+        "plain": keras.layers.Dense(classes),
+        "tied": keras_mrl.MatryoshkaDense(classes, dims, tied=True),
+        "untied": keras_mrl.MatryoshkaDense(classes, dims),
+        "floor": CopiedDense(classes, len(dims)),
+        "naive": NaiveTiedDense(classes, dims),
+    }
+
+
+def compile_model(head, dim):
+    inputs = keras.Input((dim,))
+    model = keras.Model(inputs, head(inputs))
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss = ce if isinstance(head, keras.layers.Dense) else keras_mrl.MatryoshkaLoss(ce)
+    model.compile(
+        optimizer=keras.optimizers.SGD(1e-3),
+        loss=loss,
+        jit_compile=keras.backend.backend() != "torch",
+    )
+    return model
+
+
+def time_steps(model, x, y, steps):
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    # The last step's loss forces the pending device work to finish.
+    float(model.evaluate(x[:8], y[:8], verbose=0))
+    return (time.perf_counter() - start) / steps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true",
+                        help="a small case that runs in seconds")
+    args = parser.parse_args()
+    if args.quick:
+        args.batch, args.dim, args.classes = 32, 64, 10
+        args.steps, args.rounds = 3, 2
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(args.batch, args.dim)).astype("float32")
+    y = rng.integers(0, args.classes, size=args.batch)
+    models = {
+        name: compile_model(head, args.dim)
+        for name, head in build_heads(args.dim, args.classes).items()
+    }
+    for model in models.values():
+        model.train_on_batch(x, y)  # compile
+        model.train_on_batch(x, y)
+    times = {name: [] for name in models}
+    for _ in range(args.rounds):
+        for name, model in models.items():
+            times[name].append(time_steps(model, x, y, args.steps))
+    ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
+
+    print(
+        f"backend={keras.backend.backend()} batch={args.batch} "
+        f"D={args.dim} classes={args.classes} "
+        f"widths={keras_mrl.default_nesting_dims(args.dim)}"
+    )
+    print(f"{'head':<8} {'ms/step':>9}")
+    for name, value in ms.items():
+        print(f"{name:<8} {value:>9.2f}")
+    goals = [
+        ("tied/floor", ms["tied"] / ms["floor"], "<=", 1.25),
+        ("naive/tied", ms["naive"] / ms["tied"], ">=", 1.4),
+        ("untied/naive", ms["untied"] / ms["naive"], "<=", 1.0),
+        ("tied/plain", ms["tied"] / ms["plain"], "info", None),
+        ("untied/plain", ms["untied"] / ms["plain"], "info", None),
+    ]
+    for label, ratio, op, target in goals:
+        if op == "info":
+            print(f"{label:<13} {ratio:6.2f}")
+            continue
+        ok = ratio <= target if op == "<=" else ratio >= target
+        print(f"{label:<13} {ratio:6.2f}  goal {op} {target}  "
+              f"{'PASS' if ok else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()
