@@ -1,8 +1,14 @@
 """keras_mrl: Matryoshka Representation Learning for Keras 3."""
 
+from keras_mrl import callbacks
+from keras_mrl import evaluation
+from keras_mrl import layers
+from keras_mrl import losses
+from keras_mrl import ops
 from keras_mrl.layers import MatryoshkaDense
 from keras_mrl.losses import MatryoshkaLoss
 from keras_mrl.metrics import MatryoshkaMetric
 from keras_mrl.nesting import default_nesting_dims
+from keras_mrl.ops import truncate
 
 __version__ = "0.1.0"

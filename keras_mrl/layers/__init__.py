@@ -1,3 +1,4 @@
 """Keras layers of keras_mrl."""
 
 from keras_mrl.layers.matryoshka_dense import MatryoshkaDense
+from keras_mrl.layers.truncate import Truncate
