@@ -131,7 +131,7 @@ def block_bounds(nesting_dims):
 
     Example:
 
-    >>> block_bounds([8, 16, 32])
+    >>> keras_mrl.nesting.block_bounds([8, 16, 32])
     [(0, 8), (8, 16), (16, 32)]
     """
     starts = (0,) + tuple(nesting_dims[:-1])

@@ -50,10 +50,10 @@ class MatryoshkaDense(keras.layers.Layer):
     Example:
 
     >>> head = keras_mrl.MatryoshkaDense(10, nesting_dims=[8, 16, 32])
-    >>> head(np.ones((4, 32))).shape
+    >>> tuple(head(np.ones((4, 32))).shape)
     (4, 3, 10)
     >>> small = head.export(8)  # a plain Dense serving granularity 8
-    >>> small(np.ones((4, 8))).shape
+    >>> tuple(small(np.ones((4, 8))).shape)
     (4, 10)
     """
 
