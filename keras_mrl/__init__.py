@@ -1,6 +1,7 @@
 """keras_mrl: Matryoshka Representation Learning for Keras 3."""
 
 from keras_mrl import callbacks
+from keras_mrl import distribution
 from keras_mrl import evaluation
 from keras_mrl import layers
 from keras_mrl import losses

@@ -79,13 +79,13 @@ class MatryoshkaMetric(keras.metrics.Metric):
         self.nesting_dims = list(validate_nesting_dims(nesting_dims))
         self.prefix = bool(prefix)
         self.truncate_targets = bool(truncate_targets)
-        config = keras.metrics.serialize(metric)
-        self._granularity_metrics = []
-        for dim in self.nesting_dims:
-            config["config"]["name"] = f"{self.name}@{dim}"
-            self._granularity_metrics.append(
-                keras.metrics.deserialize(config)
-            )
+        # Clones from the class and config: `keras.metrics.serialize` would
+        # import TensorFlow on the other backends.
+        config = metric.get_config()
+        self._granularity_metrics = [
+            type(metric).from_config({**config, "name": f"{self.name}@{dim}"})
+            for dim in self.nesting_dims
+        ]
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         if self.prefix:

@@ -257,3 +257,35 @@ def test_fit_with_prefix_mode_and_jit(rng):
     history = model.fit(x, teacher, epochs=10, batch_size=16, verbose=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
     assert {"mae@2", "mae@4", "mae@8"} <= set(history.history)
+
+
+def _cross_entropy_plus_1000(y_true, y_pred):
+    return 1000.0 + keras.losses.sparse_categorical_crossentropy(
+        y_true, y_pred, from_logits=True
+    )
+
+
+def test_width_sampling_changes_for_a_linear_probe_with_sgd(rng):
+    # SGD on fixed features conserves the sum of softmax logits in exact
+    # arithmetic; on JAX the mask's key must still change. Loss / 1000
+    # spells the mask in binary.
+    x = rng.normal(size=(16, 8)).astype("float32")
+    y = rng.integers(0, 3, size=16)
+    inputs = keras.Input((8,))
+    model = keras.Model(
+        inputs, keras_mrl.MatryoshkaDense(3, nesting_dims=[1, 2, 4, 8])(inputs)
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras_mrl.MatryoshkaLoss(
+            _cross_entropy_plus_1000, weights=[1.0, 2.0, 4.0, 8.0],
+            n_dims_per_step=2, seed=3,
+        ),
+        jit_compile=jit_compile(),
+    )
+    codes = []
+    for _ in range(10):
+        loss = model.train_on_batch(x, y)
+        codes.append(int(round(float(loss) / 1000.0)))
+    assert all(bin(code).count("1") == 2 for code in codes), codes
+    assert len(set(codes)) > 1, f"the mask never changed: {codes}"

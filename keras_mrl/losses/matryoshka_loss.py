@@ -52,16 +52,19 @@ def _jax_step_noise(seed_generator, num_granularities, y_pred):
 
     The JAX trainer threads only model and metric variables through its
     jitted step, so a loss's SeedGenerator state stays at its initial value
-    and `keras.random` would draw the same mask at every step. The batch's
-    predictions are folded into the generator's key instead: the masks stay
-    reproducible for a seed and change from step to step.
+    and `keras.random` would draw the same mask at every step. Fingerprints
+    of the batch's predictions are folded into the generator's key instead:
+    the masks stay reproducible for a seed and change from step to step.
+    Two fingerprints, since a single one can be conserved by training (the
+    sum of softmax logits does not move under SGD on fixed features).
     """
     import jax
 
-    bits = jax.lax.bitcast_convert_type(
-        ops.sum(ops.cast(y_pred, "float32")), "uint32"
-    )
-    key = jax.random.fold_in(seed_generator.next(), bits)
+    y_pred = ops.cast(y_pred, "float32")
+    key = seed_generator.next()
+    for fingerprint in (ops.sum(y_pred), ops.sum(ops.square(y_pred))):
+        bits = jax.lax.bitcast_convert_type(fingerprint, "uint32")
+        key = jax.random.fold_in(key, bits)
     return jax.random.uniform(key, (num_granularities,))
 
 
