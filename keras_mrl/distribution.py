@@ -130,7 +130,9 @@ def _tf_strategy():
         return None
     import tensorflow as tf
 
-    return tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+    if not tf.distribute.has_strategy():
+        return None
+    return tf.distribute.get_strategy()
 
 
 def _replicas(distribution):

@@ -1,0 +1,72 @@
+"""benchmarks/gpu.py runs at a tiny size on CPU and reports what it should.
+
+The GPU numbers themselves come from a run on a GPU; see docs/scaling.md.
+"""
+
+import importlib.util
+import os
+
+import pytest
+
+import keras
+
+PATH = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "benchmarks", "gpu.py"
+)
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    spec = importlib.util.spec_from_file_location("benchmark_gpu", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_defaults_are_the_gpu_setup_and_tiny_is_small(gpu):
+    full = gpu.parse_args([])
+    assert (full.image_size, full.batch, full.steps) == (224, 256, 50)
+    assert full.backbone == "resnet50"
+    assert full.precisions == ["float32", "mixed_bfloat16"]
+    tiny = gpu.parse_args(["--tiny", "--batch", "2"])
+    assert (tiny.image_size, tiny.batch, tiny.steps, tiny.backbone) == (
+        32, 2, 2, "small"
+    )
+
+
+def test_report_overheads_against_the_plain_head(gpu):
+    table = gpu.report(
+        {
+            "batch": 10,
+            "images_per_second": {
+                "float32": {"plain": 100.0, "untied": 96.0, "tied": 97.5}
+            },
+        }
+    )
+    rows = {line.split()[1]: line for line in table.splitlines()[1:]}
+    # Overhead is the step-time ratio: 100 / 96 - 1 = 4.2%, 100 / 97.5 - 1
+    # = 2.6%; a step of 10 images at 100 images/s takes 100 ms.
+    assert "+4.2%" in rows["untied"] and "(met)" in rows["untied"]
+    assert "+2.6%" in rows["tied"] and "(met)" in rows["tied"]
+    assert "100.0" in rows["plain"].split()[3]
+    speeds = {"plain": 100.0, "untied": 90.0, "tied": 96.0}
+    slow = gpu.report({"batch": 1, "images_per_second": {"f": speeds}})
+    assert slow.count("(missed)") == 2
+
+
+def test_tiny_run_trains_all_three_heads(gpu, capsys):
+    results = gpu.main(
+        ["--tiny", "--steps", "1", "--precisions", "mixed_bfloat16"]
+    )
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()[2:]]
+    assert [row[:2] for row in rows] == [
+        ["mixed_bfloat16", "plain"],
+        ["mixed_bfloat16", "untied"],
+        ["mixed_bfloat16", "tied"],
+    ]
+    speeds = results["images_per_second"]["mixed_bfloat16"]
+    assert all(speed > 0 for speed in speeds.values())
+    assert f"backend {keras.backend.backend()}" in out
+    # The benchmark restores the global policy it changed.
+    assert keras.config.dtype_policy().name == "float32"
