@@ -1,11 +1,13 @@
 """keras_mrl: Matryoshka Representation Learning for Keras 3."""
 
+from keras_mrl import adaptive
 from keras_mrl import callbacks
 from keras_mrl import distribution
 from keras_mrl import evaluation
 from keras_mrl import layers
 from keras_mrl import losses
 from keras_mrl import ops
+from keras_mrl import retrieval
 from keras_mrl.layers import MatryoshkaDense
 from keras_mrl.losses import MatryoshkaLoss
 from keras_mrl.metrics import MatryoshkaMetric

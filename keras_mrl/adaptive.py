@@ -191,9 +191,8 @@ class Cascade:
         confidence, predicted = _max_softmax(logits)
         stops = _stops(confidence, np.asarray(self.thresholds))
         rows = np.arange(len(stops))
-        return predicted[rows, stops], np.asarray(self.nesting_dims)[stops], (
-            predicted[:, -1]
-        )
+        widths = np.asarray(self.nesting_dims)[stops]
+        return predicted[rows, stops], widths, predicted[:, -1]
 
     def predict(self, logits):
         """Returns the cascade's answer for every sample.
@@ -317,7 +316,9 @@ def _best_threshold(g, thresholds, confidence, correct, widths, need):
     zero = np.zeros(1, np.int64)
     stop_correct = np.concatenate([zero, np.cumsum(correct[order, g])])
     go_correct = correct[order, fallback[order]]
-    go_correct = go_correct.sum() - np.concatenate([zero, np.cumsum(go_correct)])
+    go_correct = go_correct.sum() - np.concatenate(
+        [zero, np.cumsum(go_correct)]
+    )
     go_width = widths[fallback[order]]
     go_width = go_width.sum() - np.concatenate([zero, np.cumsum(go_width)])
     total_correct = fixed_correct + stop_correct + go_correct

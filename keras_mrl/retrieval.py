@@ -151,8 +151,7 @@ class _FaissFirstStage:
                 dim, hnsw_m, faiss.METRIC_INNER_PRODUCT
             )
             self.index.hnsw.efConstruction = ef_construction
-        if index == "hnsw":
-            self.index.hnsw.efSearch = ef_search
+        self.ef_search = ef_search
         if serialized is None:
             self.index.add(np.ascontiguousarray(vectors))
 
@@ -160,7 +159,14 @@ class _FaissFirstStage:
         self.index.add(np.ascontiguousarray(vectors))
 
     def search(self, queries, s):
-        scores, ids = self.index.search(np.ascontiguousarray(queries), s)
+        params = None
+        if self.kind == "hnsw":
+            # faiss does not widen the beam to the `s` results asked for.
+            params = self.faiss.SearchParametersHNSW()
+            params.efSearch = self.ef_search or s
+        scores, ids = self.index.search(
+            np.ascontiguousarray(queries), s, params=params
+        )
         # faiss pads a short answer with id -1 and score -FLT_MAX.
         scores[ids < 0] = -np.inf
         return scores, ids.astype(np.int64, copy=False)
@@ -214,8 +220,10 @@ class FunnelIndex:
             inner product when False.
         hnsw_m: int, HNSW neighbours per node (faiss `M`).
         ef_construction: int, HNSW build beam width (`efConstruction`).
-        ef_search: int, HNSW search beam width (`efSearch`); faiss searches
-            with at least `shortlist[0]`.
+        ef_search: optional int, HNSW search beam width (`efSearch`); None
+            for the number of candidates stage 0 returns (`shortlist[0]`,
+            or `k` for a one-stage index). faiss does not widen the beam to
+            the number of results, so a narrower one loses recall.
         use_faiss: None to use faiss when installed, True to require it,
             False for the numpy first stage.
 
@@ -239,7 +247,7 @@ class FunnelIndex:
         normalize=True,
         hnsw_m=32,
         ef_construction=100,
-        ef_search=64,
+        ef_search=None,
         use_faiss=None,
     ):
         corpus = _as_matrix(corpus_embeddings, "corpus_embeddings")
@@ -286,7 +294,10 @@ class FunnelIndex:
         self.ef_construction = _check_positive_int(
             ef_construction, "ef_construction"
         )
-        self.ef_search = _check_positive_int(ef_search, "ef_search")
+        self.ef_search = (
+            None if ef_search is None
+            else _check_positive_int(ef_search, "ef_search")
+        )
         if use_faiss not in (None, True, False):
             raise ValueError(
                 f"`use_faiss` must be None, True or False, got {use_faiss!r}."
@@ -294,10 +305,10 @@ class FunnelIndex:
         self.use_faiss = use_faiss
 
     def _prefixes(self, x):
-        cut = [np.ascontiguousarray(x[:, :d]) for d in self.dims]
         if self.normalize:
-            cut = [_normalize_rows(p) for p in cut]
-        return cut
+            # Dividing the strided view writes the only contiguous copy.
+            return [_normalize_rows(x[:, :d]) for d in self.dims]
+        return [np.ascontiguousarray(x[:, :d]) for d in self.dims]
 
     def _make_first_stage(self, vectors, serialized=None):
         # `serialized` (a saved HNSW graph) is used only when faiss is.
@@ -337,7 +348,8 @@ class FunnelIndex:
         prefixes = self._prefixes(new)
         self._first.add(prefixes[0])
         self._views = [
-            np.concatenate([view, p]) for view, p in zip(self._views, prefixes[1:])
+            np.concatenate([view, p])
+            for view, p in zip(self._views, prefixes[1:])
         ]
         self._size += len(new)
 
