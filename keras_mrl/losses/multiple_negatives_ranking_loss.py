@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_mrl.losses.similarity import prefix_cosine_similarities
+from keras_mrl.losses.similarity import prefix_similarities
 
 
 def _check_scale(scale):
@@ -16,6 +16,27 @@ def _check_scale(scale):
             f"(1 / temperature), got {scale}."
         )
     return float(scale)
+
+
+# Logits are cosines times `scale`, so they lie in [-scale, scale]. Shifting
+# the exponentials by `scale` instead of by the row maximum saves a reduction
+# pass over every similarity matrix, cannot overflow, and cannot lose the sum
+# to underflow while exp(-2 * scale) is a normal float32, i.e. up to 40.
+_LARGEST_SHIFTED_SCALE = 40.0
+
+
+def _log_sum_exp(logits, scale, axis):
+    """log(sum(exp)) over `axis`, jointly over a list of logit matrices."""
+    if scale > _LARGEST_SHIFTED_SCALE:
+        values = [ops.logsumexp(x, axis=axis) for x in logits]
+        total = values[0]
+        for value in values[1:]:
+            total = ops.logaddexp(total, value)
+        return total
+    total = ops.sum(ops.exp(logits[0] - scale), axis=axis)
+    for x in logits[1:]:
+        total = total + ops.sum(ops.exp(x - scale), axis=axis)
+    return scale + ops.log(total)
 
 
 def _check_y_pred(y_pred):
@@ -139,28 +160,21 @@ class MultipleNegativesRankingLoss(keras.losses.Loss):
             width = y_pred.shape[-1]
             candidates.append(ops.reshape(y_pred[:, 2:, :], (-1, width)))
         return [
-            self._ranking_loss(*cosines)
-            for cosines in prefix_cosine_similarities(
-                anchors, candidates, dims
+            self._ranking_loss(target, logits)
+            for target, logits in prefix_similarities(
+                anchors, candidates, dims, scale=self.scale, paired=True
             )
         ]
 
-    def _ranking_loss(self, positive_cosines, negative_cosines=None):
-        # Positives and hard negatives are scored in separate matrices so
-        # that the target column (the diagonal of the first) needs no
-        # slicing at a batch size that may be unknown while tracing.
-        logits = self.scale * positive_cosines
-        target = ops.diagonal(logits)
-        log_partition = ops.logsumexp(logits, axis=1)
-        if negative_cosines is not None:
-            log_partition = ops.logaddexp(
-                log_partition,
-                ops.logsumexp(self.scale * negative_cosines, axis=1),
-            )
-        forward = log_partition - target
+    def _ranking_loss(self, target, logits):
+        # `logits` holds the positives' and the hard negatives' scores in
+        # separate matrices and `target` the diagonal of the first, so
+        # nothing is sliced at a batch size that may be unknown while
+        # tracing.
+        forward = _log_sum_exp(logits, self.scale, axis=1) - target
         if not self.symmetric:
             return forward
-        backward = ops.logsumexp(logits, axis=0) - target
+        backward = _log_sum_exp(logits[:1], self.scale, axis=0) - target
         return 0.5 * (forward + backward)
 
     def get_config(self):

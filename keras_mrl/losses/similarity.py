@@ -1,4 +1,4 @@
-"""Cosine similarity matrices of every nested prefix, in one pass.
+"""Scaled cosine similarity matrices of every nested prefix, in one pass.
 
 The in-batch contrastive losses score all pairs of a batch at every width of
 a Matryoshka embedding. Slicing each prefix and multiplying it again costs
@@ -10,8 +10,6 @@ one full-width Gram matrix.
 
 from keras import ops
 
-from keras_mrl.nesting import block_bounds
-
 # The squared-norm floor of `tf.math.l2_normalize` and `keras.ops.normalize`:
 # a zero prefix scores 0 against everything instead of NaN.
 _SQUARED_NORM_EPSILON = 1e-12
@@ -21,44 +19,69 @@ def _inverse_norms(squared_norms):
     return ops.rsqrt(ops.maximum(squared_norms, _SQUARED_NORM_EPSILON))
 
 
-def prefix_cosine_similarities(anchors, others, nesting_dims=None):
-    """Returns the cosine similarities of `anchors` with each of `others`.
-
-    Args:
-        anchors: a float tensor `(A, D)`.
-        others: a list of float tensors `(N_k, D)`.
-        nesting_dims: the prefix widths, or None for the full width only.
-
-    Returns:
-        One list per width; each holds one `(A, N_k)` matrix per entry of
-        `others`, the cosine similarities of the width-`m` prefixes.
-    """
+def _blocks(x, nesting_dims):
     if nesting_dims is None:
-        bounds = [(0, anchors.shape[-1])]
-    else:
-        bounds = block_bounds(list(nesting_dims))
-    grams = [None] * len(others)
-    anchor_norms = None
-    other_norms = [None] * len(others)
-    results = []
-    for start, end in bounds:
-        a = anchors[:, start:end]
-        anchor_norms = _accumulate(anchor_norms, ops.sum(a * a, axis=-1))
-        for k, other in enumerate(others):
-            o = other[:, start:end]
-            grams[k] = _accumulate(grams[k], ops.matmul(a, ops.transpose(o)))
-            other_norms[k] = _accumulate(
-                other_norms[k], ops.sum(o * o, axis=-1)
-            )
-        inv_a = ops.expand_dims(_inverse_norms(anchor_norms), 1)
-        results.append(
-            [
-                gram * inv_a * ops.expand_dims(_inverse_norms(norms), 0)
-                for gram, norms in zip(grams, other_norms)
-            ]
-        )
-    return results
+        return [x]
+    # One split, whose gradient is one concatenation; a slice per block
+    # would pad each block's gradient to the full width and add them.
+    x = x[..., : nesting_dims[-1]]
+    if len(nesting_dims) == 1:
+        return [x]
+    return ops.split(x, list(nesting_dims[:-1]), axis=-1)
 
 
 def _accumulate(total, value):
     return value if total is None else total + value
+
+
+def prefix_similarities(
+    anchors, others, nesting_dims=None, scale=1.0, paired=False
+):
+    """Returns `scale * cosine` of `anchors` with `others` at every width.
+
+    Args:
+        anchors: a float tensor `(A, D)`.
+        others: a list of float tensors `(N_k, D)`.
+        nesting_dims: the increasing prefix widths, or None for the full
+            width only.
+        scale: a float multiplying every similarity.
+        paired: bool, whether to also return the similarity of each anchor
+            with the same row of `others[0]` (which then has `A` rows).
+
+    Returns:
+        One `(paired_scores, matrices)` pair per width: `matrices` holds one
+        `(A, N_k)` matrix per entry of `others`, and `paired_scores` is the
+        `(A,)` diagonal of the first, or None unless `paired`. The diagonal
+        is computed at `O(A * D)` cost, so no gradient is scattered into an
+        `(A, A)` matrix for it.
+    """
+    anchor_blocks = _blocks(anchors, nesting_dims)
+    other_blocks = [_blocks(other, nesting_dims) for other in others]
+    anchor_norms = paired_dot = None
+    grams = [None] * len(others)
+    other_norms = [None] * len(others)
+    results = []
+    for b, a in enumerate(anchor_blocks):
+        anchor_norms = _accumulate(anchor_norms, ops.sum(a * a, axis=-1))
+        if paired:
+            paired_dot = _accumulate(
+                paired_dot, ops.sum(a * other_blocks[0][b], axis=-1)
+            )
+        for k, blocks in enumerate(other_blocks):
+            o = blocks[b]
+            grams[k] = _accumulate(grams[k], ops.matmul(a, ops.transpose(o)))
+            other_norms[k] = _accumulate(
+                other_norms[k], ops.sum(o * o, axis=-1)
+            )
+        # The scale rides on the (A,) vector, not on each (A, N) matrix.
+        row_factors = scale * _inverse_norms(anchor_norms)
+        column_factors = [_inverse_norms(norms) for norms in other_norms]
+        matrices = [
+            gram * ops.expand_dims(row_factors, 1) * ops.expand_dims(col, 0)
+            for gram, col in zip(grams, column_factors)
+        ]
+        paired_scores = None
+        if paired:
+            paired_scores = paired_dot * row_factors * column_factors[0]
+        results.append((paired_scores, matrices))
+    return results

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_mrl.losses.similarity import prefix_cosine_similarities
+from keras_mrl.losses.similarity import prefix_similarities
 
 # Stands in for the excluded self-similarity inside the log-partition. A
 # finite value keeps `0 * masked` at 0 where -inf would give NaN, and its
@@ -156,14 +156,13 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
         )
         positive_counts = ops.sum(ops.cast(positives, "float32"), axis=1)
         return [
-            self._anchor_losses(cosines, is_self, positives, positive_counts)
-            for (cosines,) in prefix_cosine_similarities(
-                y_pred, [y_pred], dims
+            self._anchor_losses(logits, is_self, positives, positive_counts)
+            for _, (logits,) in prefix_similarities(
+                y_pred, [y_pred], dims, scale=1.0 / self.temperature
             )
         ]
 
-    def _anchor_losses(self, cosines, is_self, positives, positive_counts):
-        logits = cosines / self.temperature
+    def _anchor_losses(self, logits, is_self, positives, positive_counts):
         # logsumexp subtracts the row maximum, so this is a stable
         # log-softmax over the candidates a != i.
         log_partition = ops.logsumexp(

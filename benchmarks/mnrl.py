@@ -1,0 +1,171 @@
+"""Cost of MatryoshkaLoss(MultipleNegativesRankingLoss) over 8 widths.
+
+Times one jit-compiled forward and backward pass of the loss with respect to
+the embeddings, for:
+
+- `full`: the plain full-width MultipleNegativesRankingLoss;
+- `fused`: MatryoshkaLoss over the widths, which calls the loss's
+  `call_prefixes` (one Gram matrix built from the blocks between widths);
+- `sliced`: the same MatryoshkaLoss with the fused path bypassed, slicing
+  each prefix and scoring it from scratch (what a generic wrapper does).
+
+The goal of the issue is fused / full <= 1.3.
+
+    KERAS_BACKEND=jax python benchmarks/mnrl.py
+    python benchmarks/mnrl.py --all-backends
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def _parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--negatives", type=int, default=0,
+                        help="hard negatives per example")
+    parser.add_argument("--dims", type=int, nargs="+",
+                        default=[8, 16, 32, 64, 128, 256, 512, 1024])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--all-backends", action="store_true",
+                        help="run once per backend, each in its own process")
+    return parser.parse_args()
+
+
+def _gradient_step(loss_fn):
+    """Returns a compiled `y -> (loss, dloss/dy)` on the current backend.
+
+    Keras has no backend-neutral gradient op, so this is the one place that
+    speaks each backend's autodiff and compiler.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(jax.value_and_grad(lambda y: loss_fn(None, y)))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(jit_compile=True)
+        def step(y):
+            with tf.GradientTape() as tape:
+                tape.watch(y)
+                value = loss_fn(None, y)
+            return value, tape.gradient(value, y)
+
+        return step
+    if backend == "torch":
+        import torch
+
+        # Eager: Keras' torch backend does not jit-compile by default, and
+        # torch.compile needs a C++ toolchain at run time.
+        def step(y):
+            y = y.detach().requires_grad_(True)
+            value = loss_fn(None, y)
+            (grad,) = torch.autograd.grad(value, y)
+            return value, grad
+
+        return step
+    raise ValueError(f"Unsupported backend {backend!r}.")
+
+
+def _block(outputs):
+    import keras
+
+    for x in outputs:
+        keras.ops.convert_to_numpy(x)
+
+
+def _time(steps, y, repeats):
+    """Best-of and median seconds per step, the variants interleaved.
+
+    Interleaving exposes every variant to the same load; the best-of time
+    is the least disturbed by other processes on a shared machine.
+    """
+    for step in steps.values():
+        _block(step(y))  # compile
+        _block(step(y))
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            _block(step(y))
+            times[name].append(time.perf_counter() - start)
+    return {
+        name: (min(values), statistics.median(values))
+        for name, values in times.items()
+    }
+
+
+def run(args):
+    import keras
+    import numpy as np
+
+    import keras_mrl
+    from keras_mrl.losses.multiple_negatives_ranking_loss import (
+        MultipleNegativesRankingLoss,
+    )
+
+    mnrl = MultipleNegativesRankingLoss()
+    losses = {
+        "full": mnrl,
+        "fused": keras_mrl.MatryoshkaLoss(mnrl, nesting_dims=args.dims),
+        # A plain function has no `call_prefixes`, so MatryoshkaLoss slices.
+        "sliced": keras_mrl.MatryoshkaLoss(
+            lambda y_true, y_pred: mnrl.call(y_true, y_pred),
+            nesting_dims=args.dims,
+        ),
+    }
+    rng = np.random.default_rng(0)
+    y = keras.ops.convert_to_tensor(
+        rng.normal(size=(args.batch, 2 + args.negatives, args.dim)).astype(
+            "float32"
+        )
+    )
+    print(
+        f"backend={keras.backend.backend()} batch={args.batch} "
+        f"dim={args.dim} negatives={args.negatives} widths={args.dims} "
+        f"{args.repeats} interleaved repeats"
+    )
+    seconds = _time(
+        {name: _gradient_step(fn) for name, fn in losses.items()},
+        y,
+        args.repeats,
+    )
+    best = {name: values[0] for name, values in seconds.items()}
+    for name, (fastest, median) in seconds.items():
+        print(
+            f"  {name:>6}: best {1000 * fastest:8.2f} ms "
+            f"({fastest / best['full']:5.2f}x full), median "
+            f"{1000 * median:8.2f} ms "
+            f"({median / seconds['full'][1]:5.2f}x full)"
+        )
+    ratio = best["fused"] / best["full"]
+    print(
+        f"  best-of: fused / full = {ratio:.2f} (goal <= 1.3: "
+        f"{'met' if ratio <= 1.3 else 'NOT met'}); "
+        f"sliced / fused = {best['sliced'] / best['fused']:.2f}"
+    )
+
+
+def main():
+    args = _parse_args()
+    if not args.all_backends:
+        run(args)
+        return
+    argv = [a for a in sys.argv[1:] if a != "--all-backends"]
+    for backend in ("tensorflow", "jax", "torch"):
+        env = dict(os.environ, KERAS_BACKEND=backend)
+        subprocess.run([sys.executable, __file__, *argv], env=env,
+                       check=True)
+
+
+if __name__ == "__main__":
+    main()
