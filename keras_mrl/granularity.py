@@ -9,6 +9,58 @@ Written once and shared by `MatryoshkaLoss` and `MatryoshkaMetric`:
   `truncate_targets` is set (a teacher embedding in distillation).
 """
 
+import keras
+
+# Keras losses and metrics that compare y_true and y_pred coordinate by
+# coordinate: in prefix mode their target is an embedding as wide as the
+# prediction, so it is cut with the prediction unless the user says
+# otherwise. The decision never looks at tensor sizes.
+_ELEMENTWISE_CLASSES = (
+    keras.losses.MeanSquaredError,
+    keras.losses.MeanAbsoluteError,
+    keras.losses.MeanSquaredLogarithmicError,
+    keras.losses.CosineSimilarity,
+    keras.losses.Huber,
+    keras.losses.LogCosh,
+    keras.metrics.MeanSquaredError,
+    keras.metrics.MeanAbsoluteError,
+    keras.metrics.MeanSquaredLogarithmicError,
+    keras.metrics.RootMeanSquaredError,
+    keras.metrics.CosineSimilarity,
+    keras.metrics.LogCoshError,
+)
+_ELEMENTWISE_FUNCTIONS = (
+    keras.losses.mean_squared_error,
+    keras.losses.mean_absolute_error,
+    keras.losses.mean_squared_logarithmic_error,
+    keras.losses.cosine_similarity,
+    keras.losses.huber,
+    keras.losses.log_cosh,
+)
+
+
+def cuts_targets_by_default(loss_or_metric):
+    """Whether prefix mode cuts `y_true` when `truncate_targets` is None.
+
+    True exactly for Keras' coordinate-by-coordinate losses and metrics
+    (MSE, MAE, MSLE, RMSE, cosine similarity, Huber, log-cosh), as classes,
+    functions, or metrics wrapping those functions.
+    """
+    if isinstance(loss_or_metric, _ELEMENTWISE_CLASSES):
+        return True
+    # A metric built from a function name ("mse") wraps that function.
+    fn = getattr(loss_or_metric, "_fn", loss_or_metric)
+    return any(fn is candidate for candidate in _ELEMENTWISE_FUNCTIONS)
+
+
+def check_truncate_targets(truncate_targets):
+    if truncate_targets is not None and not isinstance(truncate_targets, bool):
+        raise TypeError(
+            "`truncate_targets` must be None, True or False, got "
+            f"{truncate_targets!r}."
+        )
+    return truncate_targets
+
 
 def check_stacked(y_pred, num_granularities, owner):
     """Raises a ValueError when the granularity axis has the wrong size."""

@@ -2,13 +2,27 @@ import keras
 
 from keras_mrl.granularity import check_prefix
 from keras_mrl.granularity import check_stacked
+from keras_mrl.granularity import check_truncate_targets
+from keras_mrl.granularity import cuts_targets_by_default
 from keras_mrl.granularity import granularity_views
 from keras_mrl.nesting import validate_nesting_dims
+
+
+# Names whose meaning Keras' `compile` picks from the loss and the labels;
+# a wrapped metric cannot see those, so it asks for an explicit name.
+_AMBIGUOUS_NAMES = ("accuracy", "acc", "crossentropy", "ce")
 
 
 def _as_metric(metric):
     if isinstance(metric, keras.metrics.Metric):
         return metric
+    if isinstance(metric, str) and metric in _AMBIGUOUS_NAMES:
+        raise ValueError(
+            f"MatryoshkaMetric cannot resolve {metric!r}: Keras picks its "
+            "meaning from the loss and the labels in `compile`. Name the "
+            "metric, e.g. 'sparse_categorical_accuracy' for integer labels "
+            "or 'categorical_accuracy' for one-hot labels."
+        )
     if isinstance(metric, (str, dict)) or callable(metric):
         resolved = keras.metrics.get(metric)
         if isinstance(resolved, keras.metrics.Metric):
@@ -40,14 +54,18 @@ class MatryoshkaMetric(keras.metrics.Metric):
 
     In stacked mode `y_pred` is `(..., G, units)` with
     `G = len(nesting_dims)`; in prefix mode it is an embedding `(..., D)`
-    cut to each width, and `y_true` is cut too when `truncate_targets`.
+    cut to each width, and `y_true` is cut too when `truncate_targets` is
+    True. Its default (None) follows `keras_mrl.MatryoshkaLoss`: the target
+    is cut exactly for Keras' coordinate-by-coordinate metrics (MSE, MAE,
+    MSLE, RMSE, cosine similarity, log-cosh), never because of tensor sizes.
 
     Args:
         metric: a `keras.metrics.Metric`, a metric name, or a function.
         nesting_dims: list of the widths, used for the log names and, in
             prefix mode, for the cuts.
         prefix: bool, whether `y_pred` is an embedding to cut.
-        truncate_targets: bool, whether prefix mode also cuts `y_true`.
+        truncate_targets: optional bool, whether prefix mode also cuts
+            `y_true`; see above for the default.
         name: optional name; defaults to the wrapped metric's name, which
             also prefixes every log key.
         **kwargs: other `keras.metrics.Metric` arguments.
@@ -69,7 +87,7 @@ class MatryoshkaMetric(keras.metrics.Metric):
         metric,
         nesting_dims,
         prefix=False,
-        truncate_targets=False,
+        truncate_targets=None,
         name=None,
         **kwargs,
     ):
@@ -78,9 +96,8 @@ class MatryoshkaMetric(keras.metrics.Metric):
         self.metric = metric
         self.nesting_dims = list(validate_nesting_dims(nesting_dims))
         self.prefix = bool(prefix)
-        self.truncate_targets = bool(truncate_targets)
-        # Clones from the class and config: `keras.metrics.serialize` would
-        # import TensorFlow on the other backends.
+        self.truncate_targets = check_truncate_targets(truncate_targets)
+        # One independent copy per width, named for the logs.
         config = metric.get_config()
         self._granularity_metrics = [
             type(metric).from_config({**config, "name": f"{self.name}@{dim}"})
@@ -94,9 +111,11 @@ class MatryoshkaMetric(keras.metrics.Metric):
             check_stacked(
                 y_pred, len(self.nesting_dims), "MatryoshkaMetric"
             )
+        truncate = self.truncate_targets
+        if truncate is None:
+            truncate = cuts_targets_by_default(self.metric)
         views = granularity_views(
-            y_true, y_pred, self.nesting_dims, self.prefix,
-            self.truncate_targets,
+            y_true, y_pred, self.nesting_dims, self.prefix, truncate
         )
         for metric, (target, pred) in zip(self._granularity_metrics, views):
             metric.update_state(target, pred, sample_weight=sample_weight)

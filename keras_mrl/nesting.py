@@ -7,11 +7,19 @@ list gets the same error wherever it is passed.
 import numbers
 
 
-def _check_positive_int(value, name):
+def check_positive_int(value, name):
+    """Returns `value` as an int, or raises naming `name` and the value.
+
+    Raises:
+        TypeError: when `value` is not an int (numpy ints are ints).
+        ValueError: when it is 0 or negative.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be an int, got {value!r}.")
     if value <= 0:
-        raise ValueError(f"`{name}` must be a positive int, got {value}.")
+        raise ValueError(
+            f"`{name}` must be a positive int, got {name}={value}."
+        )
     return int(value)
 
 
@@ -37,8 +45,8 @@ def default_nesting_dims(dim, smallest=8):
     >>> keras_mrl.default_nesting_dims(100, smallest=16)
     [16, 32, 64, 100]
     """
-    dim = _check_positive_int(dim, "dim")
-    width = _check_positive_int(smallest, "smallest")
+    dim = check_positive_int(dim, "dim")
+    width = check_positive_int(smallest, "smallest")
     dims = []
     while width < dim:
         dims.append(width)
@@ -112,7 +120,13 @@ def validate_weights(weights, num_granularities):
     """
     if weights is None:
         return (1.0,) * num_granularities
-    weights = tuple(float(w) for w in weights)
+    try:
+        weights = tuple(float(w) for w in weights)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`weights` must be a list of numbers such as [1.0, 1.0, 2.0], "
+            f"got {weights!r}."
+        ) from None
     if len(weights) != num_granularities:
         raise ValueError(
             f"`weights` has {len(weights)} entries {list(weights)}, but there "

@@ -289,3 +289,35 @@ def test_width_sampling_changes_for_a_linear_probe_with_sgd(rng):
         codes.append(int(round(float(loss) / 1000.0)))
     assert all(bin(code).count("1") == 2 for code in codes), codes
     assert len(set(codes)) > 1, f"the mask never changed: {codes}"
+
+
+def test_fit_without_labels_needs_a_loss_that_ignores_targets(rng):
+    x = rng.normal(size=(8, 16)).astype("float32")
+    inputs = keras.Input((16,))
+    model = keras.Model(
+        inputs, keras_mrl.MatryoshkaDense(3, nesting_dims=[4, 16])(inputs)
+    )
+    model.compile(
+        optimizer="sgd",
+        loss=keras_mrl.MatryoshkaLoss(_sparse_ce()),
+        jit_compile=jit_compile(),
+    )
+    with pytest.raises(ValueError, match="y_true=None.*needs targets"):
+        model.fit(x, epochs=1, verbose=0)
+
+
+def test_stacked_mode_with_unknown_granularity_count_asks_for_weights():
+    loss = keras_mrl.MatryoshkaLoss(_sparse_ce())
+
+    class Unknown:
+        shape = (4, None, 5)
+
+    with pytest.raises(ValueError, match=r"\(4, None, 5\).*weights"):
+        loss.call(np.zeros(4), Unknown())
+
+
+def test_weights_must_be_numbers():
+    with pytest.raises(TypeError, match="weights"):
+        keras_mrl.MatryoshkaLoss("mse", nesting_dims=[2, 4], weights=["a", 1])
+    with pytest.raises(TypeError, match="weights"):
+        keras_mrl.MatryoshkaLoss("mse", nesting_dims=[2], weights=1.0)

@@ -108,3 +108,27 @@ def test_per_width_keys_in_fit_and_evaluate_logs(rng):
     for g, m in enumerate(DIMS):
         expected = (preds[:, g].argmax(-1) == y).mean()
         assert logs[f"acc@{m}"] == pytest.approx(expected)
+
+
+def test_prefix_mode_cuts_targets_of_elementwise_metrics_by_default(rng):
+    y_pred = rng.normal(size=(5, 8)).astype("float32")
+    teacher = rng.normal(size=(5, 8)).astype("float32")
+    for metric in (keras.metrics.MeanSquaredError(name="mse"), "mse"):
+        wrapped = keras_mrl.MatryoshkaMetric(metric, [4, 8], prefix=True)
+        wrapped.update_state(teacher, y_pred)
+        result = list(wrapped.result().values())
+        np.testing.assert_allclose(
+            float(result[0]), ((teacher[:, :4] - y_pred[:, :4]) ** 2).mean(),
+            rtol=1e-5,
+        )
+    labels = rng.integers(0, 4, size=5)
+    kept = keras_mrl.MatryoshkaMetric(_accuracy(), [4, 8], prefix=True)
+    kept.update_state(labels, y_pred)  # labels are never cut
+    with pytest.raises(TypeError, match="truncate_targets"):
+        keras_mrl.MatryoshkaMetric(_accuracy(), [4], truncate_targets="yes")
+
+
+@pytest.mark.parametrize("name", ["accuracy", "acc"])
+def test_ambiguous_metric_names_ask_for_an_explicit_one(name):
+    with pytest.raises(ValueError, match="sparse_categorical_accuracy"):
+        keras_mrl.MatryoshkaMetric(name, [4])

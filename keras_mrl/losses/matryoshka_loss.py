@@ -3,30 +3,13 @@ from keras import ops
 
 from keras_mrl.granularity import check_prefix
 from keras_mrl.granularity import check_stacked
+from keras_mrl.granularity import check_truncate_targets
+from keras_mrl.granularity import cuts_targets_by_default
 from keras_mrl.granularity import granularity_views
+from keras_mrl.losses.targets import fill_missing_targets
+from keras_mrl.nesting import check_positive_int
 from keras_mrl.nesting import validate_nesting_dims
 from keras_mrl.nesting import validate_weights
-
-# Keras losses that compare y_true and y_pred coordinate by coordinate: in
-# prefix mode their target is an embedding of the same width, so it is cut
-# with the prediction unless the user says otherwise.
-_ELEMENTWISE_LOSSES = (
-    keras.losses.MeanSquaredError,
-    keras.losses.MeanAbsoluteError,
-    keras.losses.MeanSquaredLogarithmicError,
-    keras.losses.CosineSimilarity,
-    keras.losses.Huber,
-    keras.losses.LogCosh,
-)
-_ELEMENTWISE_FUNCTIONS = (
-    keras.losses.mean_squared_error,
-    keras.losses.mean_absolute_error,
-    keras.losses.mean_squared_logarithmic_error,
-    keras.losses.cosine_similarity,
-    keras.losses.huber,
-    keras.losses.log_cosh,
-)
-
 
 def _as_loss(loss):
     """Returns a `keras.losses.Loss` or a per-example loss function."""
@@ -52,26 +35,20 @@ def _jax_step_noise(seed_generator, num_granularities, y_pred):
 
     The JAX trainer threads only model and metric variables through its
     jitted step, so a loss's SeedGenerator state stays at its initial value
-    and `keras.random` would draw the same mask at every step. Fingerprints
-    of the batch's predictions are folded into the generator's key instead:
+    and `keras.random` would draw the same mask at every step. A fingerprint
+    of the batch's predictions is folded into the generator's key instead:
     the masks stay reproducible for a seed and change from step to step.
-    Two fingerprints, since a single one can be conserved by training (the
-    sum of softmax logits does not move under SGD on fixed features).
+    The fingerprint adds the predictions' bit patterns as integers, which
+    wrap instead of rounding, so it does not depend on how the sum is split
+    over devices, and no training dynamics conserve it.
     """
     import jax
+    import jax.numpy as jnp
 
-    y_pred = ops.cast(y_pred, "float32")
-    key = seed_generator.next()
-    for fingerprint in (ops.sum(y_pred), ops.sum(ops.square(y_pred))):
-        bits = jax.lax.bitcast_convert_type(fingerprint, "uint32")
-        key = jax.random.fold_in(key, bits)
+    bits = jax.lax.bitcast_convert_type(ops.cast(y_pred, "float32"), "uint32")
+    fingerprint = jnp.sum(bits, dtype="uint32")
+    key = jax.random.fold_in(seed_generator.next(), fingerprint)
     return jax.random.uniform(key, (num_granularities,))
-
-
-def _is_elementwise(loss):
-    return isinstance(loss, _ELEMENTWISE_LOSSES) or any(
-        loss is fn for fn in _ELEMENTWISE_FUNCTIONS
-    )
 
 
 @keras.saving.register_keras_serializable(package="keras_mrl")
@@ -103,7 +80,9 @@ class MatryoshkaLoss(keras.losses.Loss):
     With `n_dims_per_step=k`, each step trains a random subset of `k`
     granularities, as sentence-transformers does: a 0/1 mask drawn with
     `keras.random` keeps shapes static under XLA. The mask saves no FLOPs:
-    every granularity's loss is still computed, then masked.
+    every granularity's loss is still computed, then masked. The mask also
+    applies in `evaluate`, so `val_loss` then covers a random subset of the
+    widths; a `keras_mrl.MatryoshkaMetric` reports every width.
 
     Args:
         loss: a `keras.losses.Loss`, a loss name, or a function
@@ -163,14 +142,7 @@ class MatryoshkaLoss(keras.losses.Loss):
         elif weights is not None:
             weights = validate_weights(weights, len(weights))
         self.weights = None if weights is None else list(weights)
-        if truncate_targets is not None and not isinstance(
-            truncate_targets, bool
-        ):
-            raise TypeError(
-                "`truncate_targets` must be None, True or False, got "
-                f"{truncate_targets!r}."
-            )
-        self.truncate_targets = truncate_targets
+        self.truncate_targets = check_truncate_targets(truncate_targets)
         self.n_dims_per_step = n_dims_per_step
         self.seed = seed
         if n_dims_per_step is not None:
@@ -185,11 +157,7 @@ class MatryoshkaLoss(keras.losses.Loss):
         return None
 
     def _check_dims_per_step(self, num_granularities):
-        k = self.n_dims_per_step
-        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-            raise ValueError(
-                f"`n_dims_per_step` must be a positive int, got {k!r}."
-            )
+        k = check_positive_int(self.n_dims_per_step, "n_dims_per_step")
         if num_granularities is not None and k > num_granularities:
             raise ValueError(
                 f"`n_dims_per_step`={k} exceeds the {num_granularities} "
@@ -211,10 +179,7 @@ class MatryoshkaLoss(keras.losses.Loss):
         return ops.cast(noise >= kth_largest, "float32")
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        # Keras passes y=None through `fit(x)`; losses that need no targets
-        # get a placeholder so that the base class can convert it.
-        if y_true is None:
-            y_true = ops.zeros(ops.shape(y_pred)[:1], dtype="float32")
+        y_true = fill_missing_targets(self.loss, y_true, y_pred, self.name)
         return super().__call__(y_true, y_pred, sample_weight)
 
     def call(self, y_true, y_pred):
@@ -224,6 +189,13 @@ class MatryoshkaLoss(keras.losses.Loss):
             dims = self.nesting_dims
         else:
             num = self._num_granularities() or y_pred.shape[-2]
+            if num is None:
+                raise ValueError(
+                    "MatryoshkaLoss cannot tell the number of granularities: "
+                    f"y_pred has shape {tuple(y_pred.shape)}, with an unknown "
+                    "axis -2. Pass `weights=[...]` with one entry per "
+                    "granularity."
+                )
             check_stacked(y_pred, num, "MatryoshkaLoss")
             dims = [None] * num
         if self.n_dims_per_step is not None:
@@ -231,7 +203,7 @@ class MatryoshkaLoss(keras.losses.Loss):
         weights = validate_weights(self.weights, len(dims))
         truncate = self.truncate_targets
         if truncate is None:
-            truncate = _is_elementwise(self.loss)
+            truncate = cuts_targets_by_default(self.loss)
 
         # Reduce in float32 whatever the compute dtype of the head.
         y_pred = ops.cast(y_pred, "float32")
@@ -255,7 +227,10 @@ class MatryoshkaLoss(keras.losses.Loss):
         # A loss that knows how to share work between prefixes (the in-batch
         # contrastive losses reuse one Gram matrix per block) does so here.
         if prefix and not truncate and hasattr(self.loss, "call_prefixes"):
-            return self.loss.call_prefixes(y_true, y_pred, dims)
+            return [
+                ops.cast(value, "float32")
+                for value in self.loss.call_prefixes(y_true, y_pred, dims)
+            ]
         views = granularity_views(y_true, y_pred, dims, prefix, truncate)
         return [
             ops.cast(_per_example(self.loss, target, pred), "float32")

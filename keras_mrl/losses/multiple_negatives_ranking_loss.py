@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_mrl.losses.similarity import prefix_similarities
+from keras_mrl.losses.targets import fill_missing_targets
 
 
 def _check_scale(scale):
@@ -130,12 +131,13 @@ class MultipleNegativesRankingLoss(keras.losses.Loss):
             )
         self.symmetric = symmetric
 
+    # The positives are found by position, so `fit(x)` needs no labels.
+    needs_targets = False
+
     def __call__(self, y_true, y_pred, sample_weight=None):
-        # The shape is checked before any tracing work, and `fit(x)` passes
-        # y_true=None, which the base class cannot convert to a tensor.
+        # The shape is checked before any tracing work.
         _check_y_pred(y_pred)
-        if y_true is None:
-            y_true = ops.zeros(ops.shape(y_pred)[:1], dtype="float32")
+        y_true = fill_missing_targets(self, y_true, y_pred, self.name)
         return super().__call__(y_true, y_pred, sample_weight)
 
     def call(self, y_true, y_pred):
