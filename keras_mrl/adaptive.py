@@ -146,7 +146,10 @@ class Cascade:
         `inf`) swept from the narrowest width, the same swept from the
         widest, and the best cascade whose thresholds all share one value.
         A chosen threshold sits halfway between neighbouring validation
-        confidences, for a margin on unseen data.
+        confidences, for a margin on unseen data. A threshold that accepts
+        every validation sample reaching its width has no lower neighbour:
+        it is the lowest of their confidences, with no margin below. With a
+        single width the only cascade is that width, threshold 0.0.
 
         Args:
             val_logits: stacked validation logits `(N, G, C)`.
@@ -157,13 +160,22 @@ class Cascade:
 
         Returns:
             A calibrated `Cascade`.
+
+        Raises:
+            TypeError: for a `tolerance` that is not a real number.
+            ValueError: for logits or labels of the wrong shape or values,
+                or a `tolerance` outside [0, 1].
         """
         dims = validate_nesting_dims(nesting_dims)
         logits = _check_logits(val_logits, len(dims), "val_logits")
         labels = _check_labels(val_labels, logits, "val_labels")
         if isinstance(tolerance, bool) or not isinstance(
             tolerance, numbers.Real
-        ) or not 0.0 <= tolerance <= 1.0:
+        ):
+            raise TypeError(
+                f"`tolerance` must be a float in [0, 1], got {tolerance!r}."
+            )
+        if not 0.0 <= tolerance <= 1.0:
             raise ValueError(
                 f"`tolerance` must be a float in [0, 1], got {tolerance!r}."
             )
@@ -273,11 +285,15 @@ def _descend(thresholds, order, confidence, correct, widths, need):
 def _best_shared(confidence, correct, widths, need):
     """The best feasible cascade whose thresholds are all one value.
 
-    Candidates lie halfway between neighbouring validation confidences; a
-    long list is thinned to `_SHARED_CANDIDATES` evenly spaced ones. The
-    full-width cascade (all `inf`) is the fallback, always feasible.
+    Candidates lie halfway between neighbouring validation confidences (the
+    lowest confidence is itself a candidate, with no margin); a long list is
+    thinned to `_SHARED_CANDIDATES` evenly spaced ones. The full-width
+    cascade (all `inf`) is the fallback, always feasible.
     """
     values = np.unique(confidence[:, :-1])
+    if values.size == 0:
+        # One width: no threshold to share, the cascade is that width.
+        return np.zeros(1)
     picks = np.unique(
         np.linspace(0, len(values) - 1, _SHARED_CANDIDATES).astype(int)
     )
@@ -336,6 +352,8 @@ def _best_threshold(g, thresholds, confidence, correct, widths, need):
     if j == 0:
         value = np.inf
     elif j == len(order):
+        # Every sample reaching `g` stops: no lower confidence to split
+        # from, so the lowest one is the threshold, without a margin.
         value = conf[-1]
     else:
         value = (conf[j - 1] + conf[j]) / 2.0

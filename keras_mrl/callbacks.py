@@ -4,7 +4,9 @@ import warnings
 
 import keras
 
+from keras_mrl._numpy_ops import label_vector
 from keras_mrl.evaluation import retrieval_metrics
+from keras_mrl.nesting import check_positive_int
 from keras_mrl.nesting import default_nesting_dims
 from keras_mrl.nesting import validate_nesting_dims
 
@@ -49,7 +51,15 @@ class RetrievalEvaluator(keras.callbacks.Callback):
         exclude_self: bool or None; None means True when `corpus_data` is
             None and False otherwise. Passing False without a corpus raises,
             since every query would retrieve itself.
-        chunk_size: passed to `retrieval_metrics`.
+        chunk_size: optional int, passed to `retrieval_metrics`.
+
+    Raises:
+        TypeError: for a `k`, `batch_size` or `chunk_size` that is not an
+            int.
+        ValueError: for bad widths, a `k`, `batch_size` or `chunk_size`
+            below 1, labels that are not one per sample of array-like data
+            (a dataset or generator is checked after the first epoch), or
+            a corpus without labels.
 
     Example:
 
@@ -95,6 +105,17 @@ class RetrievalEvaluator(keras.callbacks.Callback):
                 "exclude_self=False every query would retrieve itself. Leave "
                 "exclude_self as None (or True), or pass a corpus."
             )
+        # The data is embedded only at the end of an epoch; checking what
+        # can be checked now saves a wasted epoch.
+        label_vector(
+            query_labels, _num_samples(query_data), "query_labels",
+            "query_data",
+        )
+        if corpus_data is not None:
+            label_vector(
+                corpus_labels, _num_samples(corpus_data), "corpus_labels",
+                "corpus_data",
+            )
         self.query_data = query_data
         self.query_labels = query_labels
         self.corpus_data = corpus_data
@@ -104,14 +125,18 @@ class RetrievalEvaluator(keras.callbacks.Callback):
             if nesting_dims is None
             else list(validate_nesting_dims(nesting_dims))
         )
-        self.k = k
+        self.k = check_positive_int(k, "k")
         self.encoder = encoder
         self.prefix = prefix
-        self.batch_size = batch_size
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         self.exclude_self = (
             corpus_data is None if exclude_self is None else bool(exclude_self)
         )
-        self.chunk_size = chunk_size
+        self.chunk_size = (
+            None
+            if chunk_size is None
+            else check_positive_int(chunk_size, "chunk_size")
+        )
         self.last_results = None
         self._warned = False
 
@@ -164,6 +189,23 @@ class RetrievalEvaluator(keras.callbacks.Callback):
                 "corpus item; they score 0 on every metric.",
                 stacklevel=2,
             )
+
+
+def _num_samples(data):
+    """The sample count of array-like `data`, or None when unknown.
+
+    A dataset, generator or `PyDataset` has no `shape`: its length is only
+    known once `predict` has run.
+    """
+    leaves = (
+        keras.tree.flatten(data)
+        if isinstance(data, (list, tuple, dict))
+        else [data]
+    )
+    shapes = [getattr(leaf, "shape", None) for leaf in leaves]
+    if not shapes or any(shape is None or len(shape) == 0 for shape in shapes):
+        return None
+    return shapes[0][0]
 
 
 def _describe(value):

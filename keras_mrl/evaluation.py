@@ -14,12 +14,14 @@ are the running sum of those of the disjoint blocks between consecutive
 widths.
 """
 
-import numbers
-
-import keras
 import numpy as np
 
+from keras_mrl._numpy_ops import inverse_norms
+from keras_mrl._numpy_ops import label_vector
+from keras_mrl._numpy_ops import to_numpy
+from keras_mrl._numpy_ops import top_k
 from keras_mrl.nesting import block_bounds
+from keras_mrl.nesting import check_positive_int
 from keras_mrl.nesting import validate_nesting_dims
 
 # With chunk_size=None, a chunk holds this many scores. A score costs about
@@ -27,46 +29,15 @@ from keras_mrl.nesting import validate_nesting_dims
 # float32), so a chunk peaks near 128 MiB.
 _SCORES_PER_CHUNK = 2**24
 
-# Columns per block of the pruned top-k.
-_BLOCK = 64
-
-_EPSILON = 1e-12
-
-
-def _to_numpy(x):
-    if keras.ops.is_tensor(x):
-        return keras.ops.convert_to_numpy(x)
-    return np.asarray(x)
-
 
 def _embeddings(x, name):
-    x = _to_numpy(x)
+    x = to_numpy(x)
     if x.ndim != 2:
         raise ValueError(
             f"`{name}` must be a 2-D array of shape (num_items, D), got "
             f"shape {x.shape}."
         )
     return x
-
-
-def _labels(x, length, name, embeddings_name):
-    x = _to_numpy(x)
-    if x.ndim == 2 and x.shape[1] == 1:
-        x = x[:, 0]
-    if x.ndim != 1 or len(x) != length:
-        raise ValueError(
-            f"`{name}` must hold one label per row of `{embeddings_name}`, "
-            f"i.e. shape ({length},), got shape {x.shape}."
-        )
-    return x
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an int, got {value!r}.")
-    if value < 1:
-        raise ValueError(f"`{name}` must be at least 1, got {name}={value}.")
-    return int(value)
 
 
 def _check_inputs(queries, corpus, nesting_dims, k, chunk_size):
@@ -95,10 +66,10 @@ def _check_inputs(queries, corpus, nesting_dims, k, chunk_size):
     queries = queries.astype(dtype, copy=False)
     corpus = corpus.astype(dtype, copy=False)
     dims = validate_nesting_dims(nesting_dims, max_dim=corpus.shape[1])
-    k = _check_positive_int(k, "k")
+    k = check_positive_int(k, "k")
     if chunk_size is None:
         chunk_size = max(1, _SCORES_PER_CHUNK // corpus.shape[0])
-    chunk_size = _check_positive_int(chunk_size, "chunk_size")
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
     return queries, corpus, dims, k, chunk_size
 
 
@@ -108,7 +79,7 @@ def _corpus_inverse_norms(corpus, dims):
         [np.einsum("ij,ij->i", corpus[:, s:e], corpus[:, s:e])
          for s, e in block_bounds(dims)]
     )
-    return 1.0 / np.sqrt(np.maximum(np.cumsum(squared, axis=0), _EPSILON))
+    return inverse_norms(np.cumsum(squared, axis=0))
 
 
 def _prefix_scores(queries, corpus, dims, inverse_norms, raw, scores):
@@ -125,40 +96,6 @@ def _prefix_scores(queries, corpus, dims, inverse_norms, raw, scores):
         raw += scores
         np.multiply(raw, scale, out=scores)
         yield end, scores
-
-
-def _top_k(scores, k):
-    """Returns the columns of each row's `k` highest scores, best first.
-
-    Partitioning whole rows of a large corpus would dominate the run time,
-    so the rows are cut into blocks of `_BLOCK` columns first. The k highest
-    scores lie in at most k blocks, and the k blocks with the highest maxima
-    hold k scores at least as high, so only their columns (and the ragged
-    tail) are partitioned: exact, and over 10x faster than `np.argpartition`
-    of whole rows on a 100k corpus.
-    """
-    rows, n = scores.shape
-    blocks = n // _BLOCK
-    if blocks > k:
-        # The last block's maximum also covers the ragged tail, whose
-        # columns are always candidates.
-        starts = np.arange(0, blocks * _BLOCK, _BLOCK)
-        maxima = np.maximum.reduceat(scores, starts, axis=1)
-        kept = np.argpartition(maxima, -k, axis=1)[:, -k:]
-        cols = kept[:, :, None] * _BLOCK + np.arange(_BLOCK)
-        tail = np.broadcast_to(
-            np.arange(blocks * _BLOCK, n), (rows, n % _BLOCK)
-        )
-        cols = np.concatenate([cols.reshape(rows, -1), tail], axis=1)
-    else:
-        cols = np.broadcast_to(np.arange(n), (rows, n))
-    candidates = np.take_along_axis(scores, cols, axis=1)
-    if k < cols.shape[1]:
-        best = np.argpartition(candidates, -k, axis=1)[:, -k:]
-        cols = np.take_along_axis(cols, best, axis=1)
-        candidates = np.take_along_axis(candidates, best, axis=1)
-    order = np.argsort(-candidates, axis=1)
-    return np.take_along_axis(cols, order, axis=1)
 
 
 def _scores_from_ranks(relevant, num_relevant, k):
@@ -183,14 +120,15 @@ def _scores_from_ranks(relevant, num_relevant, k):
 
 
 def _evaluate(queries, corpus, dims, k, chunk_size, num_relevant,
-              is_relevant, exclude_self=False):
+              chunk_relevance, exclude_self=False):
     """Averages the metrics over all queries, chunk by chunk.
 
     Args:
         num_relevant: `(Q,)` ints, R of each query.
-        is_relevant: function `(start, stop, top)` -> bool `(stop - start,
-            k_eff)`, the relevance of the ranked corpus ids `top` of the
-            queries `start:stop`.
+        chunk_relevance: function `(start, stop)` -> `is_relevant`, called
+            once per chunk of queries `start:stop`; `is_relevant(top)`
+            returns the bool `(stop - start, k_eff)` relevance of their
+            ranked corpus ids `top` at one width.
         exclude_self: whether query `i` is corpus item `i`, to be left out.
     """
     num_queries, num_items = queries.shape[0], corpus.shape[0]
@@ -204,14 +142,15 @@ def _evaluate(queries, corpus, dims, k, chunk_size, num_relevant,
     for start in range(0, num_queries, chunk_size):
         stop = min(start + chunk_size, num_queries)
         rows = np.arange(stop - start)
+        is_relevant = chunk_relevance(start, stop)
         for m, scores in _prefix_scores(
             queries[start:stop], corpus, dims, inverse_norms,
             raw[: len(rows)], buffer[: len(rows)],
         ):
             if exclude_self:
                 scores[rows, start + rows] = -np.inf
-            top = _top_k(scores, k_eff)
-            relevant = is_relevant(start, stop, top).astype(np.float64)
+            _, top = top_k(scores, k_eff)
+            relevant = is_relevant(top).astype(np.float64)
             per_query = _scores_from_ranks(
                 relevant, num_relevant[start:stop], k
             )
@@ -225,6 +164,31 @@ def _evaluate(queries, corpus, dims, k, chunk_size, num_relevant,
         }
         results[m]["queries_without_relevant"] = without
     return results
+
+
+def _check_same(queries, corpus, query_labels, corpus_labels):
+    """Checks that the queries are the corpus, as `exclude_self` means."""
+    if queries.shape != corpus.shape:
+        difference = ""
+    elif queries is not corpus and not np.array_equal(queries, corpus):
+        difference = " but different values"
+    elif not np.array_equal(query_labels, corpus_labels):
+        difference = " but different labels"
+    else:
+        difference = None
+    if difference is not None:
+        raise ValueError(
+            "`exclude_self=True` means query i is corpus item i, so the "
+            "queries and the corpus must be the same arrays; got "
+            f"`query_embeddings` of shape {queries.shape} and "
+            f"`corpus_embeddings` of shape {corpus.shape}{difference}. "
+            "Pass exclude_self=False for a separate corpus."
+        )
+    if corpus.shape[0] < 2:
+        raise ValueError(
+            "With `exclude_self=True` the corpus needs at least 2 items, "
+            f"got `corpus_embeddings` of shape {corpus.shape}."
+        )
 
 
 def retrieval_metrics(
@@ -276,10 +240,11 @@ def retrieval_metrics(
         "ndcg@{k}": float, "queries_without_relevant": int}}`.
 
     Raises:
+        TypeError: for a `k` or `chunk_size` that is not an int.
         ValueError: for arrays of the wrong rank, queries and corpus of
             different widths, an empty corpus, labels of the wrong length,
             `k < 1`, widths wider than the embeddings, or `exclude_self`
-            with queries that are not the corpus.
+            with queries or labels that are not those of the corpus.
 
     Example:
 
@@ -297,33 +262,14 @@ def retrieval_metrics(
     queries, corpus, dims, k, chunk_size = _check_inputs(
         query_embeddings, corpus_embeddings, nesting_dims, k, chunk_size
     )
-    query_labels = _labels(
+    query_labels = label_vector(
         query_labels, queries.shape[0], "query_labels", "query_embeddings"
     )
-    corpus_labels = _labels(
+    corpus_labels = label_vector(
         corpus_labels, corpus.shape[0], "corpus_labels", "corpus_embeddings"
     )
     if exclude_self:
-        if queries.shape != corpus.shape or not np.array_equal(
-            query_labels, corpus_labels
-        ):
-            raise ValueError(
-                "`exclude_self=True` means query i is corpus item i, so the "
-                "queries and the corpus must be the same arrays; got "
-                f"`query_embeddings` of shape {queries.shape} and "
-                f"`corpus_embeddings` of shape {corpus.shape}"
-                + (
-                    ""
-                    if queries.shape != corpus.shape
-                    else " with different labels"
-                )
-                + "."
-            )
-        if corpus.shape[0] < 2:
-            raise ValueError(
-                "With `exclude_self=True` the corpus needs at least 2 items, "
-                f"got `corpus_embeddings` of shape {corpus.shape}."
-            )
+        _check_same(queries, corpus, query_labels, corpus_labels)
     classes, counts = np.unique(corpus_labels, return_counts=True)
     position = np.clip(
         np.searchsorted(classes, query_labels), 0, len(classes) - 1
@@ -334,11 +280,12 @@ def retrieval_metrics(
     if exclude_self:
         num_relevant = num_relevant - 1
 
-    def is_relevant(start, stop, top):
-        return corpus_labels[top] == query_labels[start:stop, None]
+    def chunk_relevance(start, stop):
+        labels = query_labels[start:stop, None]
+        return lambda top: corpus_labels[top] == labels
 
     return _evaluate(
-        queries, corpus, dims, k, chunk_size, num_relevant, is_relevant,
+        queries, corpus, dims, k, chunk_size, num_relevant, chunk_relevance,
         exclude_self=exclude_self,
     )
 
@@ -376,6 +323,7 @@ def retrieval_metrics_from_relevance(
         "ndcg@{k}": float, "queries_without_relevant": int}}`.
 
     Raises:
+        TypeError: for a `k` or `chunk_size` that is not an int.
         ValueError: for the bad inputs of `retrieval_metrics`, a
             `relevant_ids` of the wrong length, or an id outside `[0, N)`.
 
@@ -415,12 +363,13 @@ def retrieval_metrics_from_relevance(
         id_sets.append(ids.astype(np.int64))
     num_relevant = np.array([ids.size for ids in id_sets], dtype=np.int64)
 
-    def is_relevant(start, stop, top):
+    def chunk_relevance(start, stop):
+        # One mask per chunk serves every width.
         mask = np.zeros((stop - start, num_items), dtype=bool)
         for row, ids in enumerate(id_sets[start:stop]):
             mask[row, ids] = True
-        return np.take_along_axis(mask, top, axis=1)
+        return lambda top: np.take_along_axis(mask, top, axis=1)
 
     return _evaluate(
-        queries, corpus, dims, k, chunk_size, num_relevant, is_relevant
+        queries, corpus, dims, k, chunk_size, num_relevant, chunk_relevance
     )

@@ -8,9 +8,13 @@ module is numpy-only; faiss, when installed, runs the first stage.
 
 import json
 import numbers
+import os
 
 import numpy as np
 
+from keras_mrl._numpy_ops import l2_normalize
+from keras_mrl._numpy_ops import top_k
+from keras_mrl.nesting import check_positive_int
 from keras_mrl.nesting import validate_nesting_dims
 
 _INDEX_KINDS = ("flat", "hnsw")
@@ -18,8 +22,6 @@ _INDEX_KINDS = ("flat", "hnsw")
 # runs long matrix products, small enough not to double the index in memory.
 _SCORE_BYTES = 1 << 26
 _GATHER_BYTES = 1 << 26
-# Columns per block of the numpy first stage's pruned top-k.
-_BLOCK = 64
 
 
 def _import_faiss():
@@ -29,58 +31,6 @@ def _import_faiss():
     except ImportError:
         return None
     return faiss
-
-
-def _normalize_rows(x):
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    # A zero prefix has no direction: dividing by `tiny` keeps it at zero,
-    # so it scores 0 against every query instead of NaN.
-    return x / np.maximum(norms, np.finfo(x.dtype).tiny)
-
-
-def _top_k(scores, k):
-    """Returns the `k` best scores of each row and their columns, best first."""
-    n = scores.shape[-1]
-    if k < n:
-        cols = np.argpartition(-scores, k - 1, axis=-1)[..., :k]
-    else:
-        cols = np.broadcast_to(np.arange(n), scores.shape)
-    best = np.take_along_axis(scores, cols, axis=-1)
-    order = np.argsort(-best, axis=-1, kind="stable")
-    return (
-        np.take_along_axis(best, order, axis=-1),
-        np.take_along_axis(cols, order, axis=-1),
-    )
-
-
-def _top_k_pruned(scores, k):
-    """`_top_k` of long rows, exact, about 4x faster than one partition.
-
-    Fewer than k blocks hold a value above the k-th largest, so the k blocks
-    with the largest maxima hold a top k; only their columns are partitioned.
-    """
-    rows, n = scores.shape
-    blocks = n // _BLOCK
-    if blocks <= k:
-        return _top_k(scores, k)
-    maxima = scores[:, : blocks * _BLOCK].reshape(rows, blocks, _BLOCK)
-    maxima = maxima.max(axis=-1)
-    kept = np.argpartition(-maxima, k - 1, axis=-1)[:, :k]
-    cols = (kept[:, :, None] * _BLOCK + np.arange(_BLOCK)).reshape(rows, -1)
-    tail = np.arange(blocks * _BLOCK, n)
-    cols = np.concatenate(
-        [cols, np.broadcast_to(tail, (rows, len(tail)))], axis=1
-    )
-    best, pos = _top_k(np.take_along_axis(scores, cols, axis=-1), k)
-    return best, np.take_along_axis(cols, pos, axis=-1)
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an int, got {value!r}.")
-    if value <= 0:
-        raise ValueError(f"`{name}` must be a positive int, got {value}.")
-    return int(value)
 
 
 def _as_matrix(x, name, width=None):
@@ -106,7 +56,7 @@ class _NumpyFirstStage:
 
     The first stage when faiss is missing or `use_faiss=False`: exact for
     every `index` kind. Scores come from one BLAS product per chunk of
-    queries, the top `s` from `_top_k_pruned`.
+    queries, the top `s` from the pruned `top_k`.
     """
 
     def __init__(self, vectors):
@@ -122,7 +72,7 @@ class _NumpyFirstStage:
         ids = np.empty((len(queries), s), np.int64)
         for start in range(0, len(queries), rows):
             chunk = slice(start, start + rows)
-            scores[chunk], ids[chunk] = _top_k_pruned(
+            scores[chunk], ids[chunk] = top_k(
                 queries[chunk] @ self.vectors.T, s
             )
         return scores, ids
@@ -269,7 +219,7 @@ class FunnelIndex:
         if isinstance(shortlist, numbers.Integral):
             shortlist = (shortlist,)
         self.shortlist = tuple(
-            _check_positive_int(s, "shortlist") for s in shortlist
+            check_positive_int(s, "shortlist") for s in shortlist
         )
         if len(self.shortlist) != len(self.dims) - 1:
             raise ValueError(
@@ -290,13 +240,13 @@ class FunnelIndex:
             )
         self.index = index
         self.normalize = bool(normalize)
-        self.hnsw_m = _check_positive_int(hnsw_m, "hnsw_m")
-        self.ef_construction = _check_positive_int(
+        self.hnsw_m = check_positive_int(hnsw_m, "hnsw_m")
+        self.ef_construction = check_positive_int(
             ef_construction, "ef_construction"
         )
         self.ef_search = (
             None if ef_search is None
-            else _check_positive_int(ef_search, "ef_search")
+            else check_positive_int(ef_search, "ef_search")
         )
         if use_faiss not in (None, True, False):
             raise ValueError(
@@ -306,8 +256,8 @@ class FunnelIndex:
 
     def _prefixes(self, x):
         if self.normalize:
-            # Dividing the strided view writes the only contiguous copy.
-            return [_normalize_rows(x[:, :d]) for d in self.dims]
+            # Normalising the strided view writes the only contiguous copy.
+            return [l2_normalize(x[:, :d]) for d in self.dims]
         return [np.ascontiguousarray(x[:, :d]) for d in self.dims]
 
     def _make_first_stage(self, vectors, serialized=None):
@@ -366,7 +316,7 @@ class FunnelIndex:
             scores are those of the last stage, at width `dims[-1]`.
         """
         queries = _as_matrix(queries, "queries", width=self.width)
-        k = _check_positive_int(k, "k")
+        k = check_positive_int(k, "k")
         if k > self._size:
             raise ValueError(
                 f"`k`={k} exceeds the corpus size {self._size}. Ask for at "
@@ -408,7 +358,11 @@ class FunnelIndex:
         stage is rebuilt from its prefixes on load, which is one copy.
 
         Args:
-            path: the file path; numpy appends `.npz` when it is missing.
+            path: the file path; `.npz` is appended when it does not end
+                so, as `np.savez` does.
+
+        Returns:
+            The path written, a str.
         """
         arrays = {
             f"prefix_{d}": view for d, view in zip(self.dims[1:], self._views)
@@ -418,14 +372,18 @@ class FunnelIndex:
         if graph is not None:
             arrays["faiss_index"] = graph
         config = dict(self.get_config(), width=self.width, size=self._size)
+        path = _npz_path(path)
         np.savez(path, config=np.array(json.dumps(config)), **arrays)
+        return path
 
     @classmethod
     def load(cls, path, use_faiss=None):
         """Reads an index written by `save`.
 
         Args:
-            path: the `.npz` file.
+            path: the file, or the path given to `save`: when no file has
+                that name and it does not end in `.npz`, `.npz` is appended,
+                as `save` does.
             use_faiss: overrides the saved choice when not None. A saved
                 HNSW graph is used when faiss is; without faiss the numpy
                 first stage serves.
@@ -433,6 +391,9 @@ class FunnelIndex:
         Returns:
             A `FunnelIndex` that answers as the saved one did.
         """
+        path = os.fsdecode(path)
+        if not os.path.exists(path):
+            path = _npz_path(path)
         with np.load(path, allow_pickle=False) as data:
             config = json.loads(str(data["config"]))
             width, size = config.pop("width"), config.pop("size")
@@ -446,6 +407,12 @@ class FunnelIndex:
         obj._first = obj._make_first_stage(views[0], graph)
         obj._size = size
         return obj
+
+
+def _npz_path(path):
+    """`path` as a str, with `.npz` appended when missing, as `np.savez`."""
+    path = os.fsdecode(path)
+    return path if path.endswith(".npz") else path + ".npz"
 
 
 def _rerank(view, queries, ids, keep):
@@ -464,6 +431,6 @@ def _rerank(view, queries, ids, keep):
         # Padding ids (-1) read the last row; their score is masked below.
         scores = np.matmul(view[cand], queries[chunk, :, None])[..., 0]
         scores[cand < 0] = -np.inf
-        out_scores[chunk], pos = _top_k(scores, keep)
+        out_scores[chunk], pos = top_k(scores, keep)
         out_ids[chunk] = np.take_along_axis(cand, pos, axis=-1)
     return out_scores, out_ids

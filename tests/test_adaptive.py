@@ -185,6 +185,21 @@ def test_calibrate_errors(logits, labels, tolerance, match):
         Cascade.calibrate(logits, labels, [4, 8, 16], tolerance)
 
 
+@pytest.mark.parametrize("tolerance", ["0.1", None, True])
+def test_calibrate_rejects_a_non_number_tolerance(tolerance):
+    with pytest.raises(TypeError, match="tolerance"):
+        Cascade.calibrate(np.zeros((4, 3, 3)), [0] * 4, [4, 8, 16], tolerance)
+
+
+def test_calibrate_one_width():
+    logits = two_class(HAND_MARGINS)[:, 2:]
+    cascade = Cascade.calibrate(logits, HAND_LABELS, [8], tolerance=0.5)
+    assert cascade.thresholds == (0.0,)
+    report = cascade.report(logits, HAND_LABELS)
+    assert report["mean_width"] == 8.0
+    assert report["accuracy"] == pytest.approx(5 / 6)
+
+
 def test_report_checks_labels():
     cascade = Cascade([4, 8], [0.5, 0.0])
     with pytest.raises(ValueError, match=r"shape \(2,\)"):

@@ -175,6 +175,35 @@ def test_bad_widths_raise_at_construction():
         RetrievalEvaluator(x, y, nesting_dims=[8, 4])
 
 
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"k": 0}, ValueError, "positive int, got k=0"),
+        ({"k": 2.0}, TypeError, "`k` must be an int"),
+        ({"batch_size": -1}, ValueError, "batch_size=-1"),
+        ({"batch_size": "32"}, TypeError, "`batch_size` must be an int"),
+        ({"chunk_size": 0}, ValueError, "chunk_size=0"),
+        ({"chunk_size": 1.5}, TypeError, "`chunk_size` must be an int"),
+    ],
+)
+def test_bad_counts_raise_at_construction(kwargs, error, match):
+    x, y = _data(n=8)
+    with pytest.raises(error, match=match):
+        RetrievalEvaluator(x, y, **kwargs)
+
+
+def test_label_lengths_are_checked_at_construction():
+    x, y = _data(n=8)
+    with pytest.raises(ValueError, match=r"query_labels.*\(8,\).*\(7,\)"):
+        RetrievalEvaluator(x, y[:7])
+    with pytest.raises(ValueError, match=r"corpus_labels.*\(5,\).*\(8,\)"):
+        RetrievalEvaluator(x, y, corpus_data=x[:5], corpus_labels=y)
+    with pytest.raises(ValueError, match=r"query_labels.*\(8, 2\)"):
+        RetrievalEvaluator(x, np.stack([y, y], axis=1))
+    # Several inputs: their first array's rows; (n, 1) labels are fine.
+    RetrievalEvaluator([x, x], y[:, None])
+
+
 def test_non_embedding_output_raises():
     x, y = _data(n=8)
     model = keras.Sequential([keras.Input((12,)), keras.layers.Reshape((3, 4))])

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_mrl.evaluation import _top_k
+from keras_mrl._numpy_ops import top_k
 from keras_mrl.evaluation import retrieval_metrics
 from keras_mrl.evaluation import retrieval_metrics_from_relevance
 
@@ -289,8 +289,17 @@ def test_label_length_mismatch_raises():
 @pytest.mark.parametrize("k", [0, -2])
 def test_bad_k_raises(k):
     q, ql, c, cl = _good()
-    with pytest.raises(ValueError, match=rf"k={k}"):
+    with pytest.raises(ValueError, match=rf"positive int, got k={k}"):
         retrieval_metrics(q, ql, c, cl, [4], k=k)
+
+
+@pytest.mark.parametrize("k", [2.0, True, "3"])
+def test_non_int_k_raises(k):
+    q, ql, c, cl = _good()
+    with pytest.raises(TypeError, match="`k` must be an int"):
+        retrieval_metrics(q, ql, c, cl, [4], k=k)
+    with pytest.raises(TypeError, match="`chunk_size` must be an int"):
+        retrieval_metrics_from_relevance(q, c, [[0]] * 4, [4], chunk_size=k)
 
 
 def test_widths_wider_than_embeddings_raise():
@@ -317,6 +326,14 @@ def test_exclude_self_needs_the_same_arrays():
         retrieval_metrics(q, ql, c, cl, [4], exclude_self=True)
     with pytest.raises(ValueError, match="different labels"):
         retrieval_metrics(c, cl, c, cl[::-1], [4], exclude_self=True)
+    # Same shape and labels, other vectors: not the corpus either.
+    with pytest.raises(ValueError, match=r"\(6, 8\) but different values"):
+        retrieval_metrics(c[::-1], cl, c, cl, [4], exclude_self=True)
+    # An equal copy (another dtype, too) is the corpus.
+    results = retrieval_metrics(
+        c.astype("float64"), cl, c, cl, [4], exclude_self=True
+    )
+    assert results == retrieval_metrics(c, cl, c, cl, [4], exclude_self=True)
 
 
 def test_bad_relevant_ids_raise():
@@ -329,14 +346,48 @@ def test_bad_relevant_ids_raise():
         retrieval_metrics_from_relevance(q, c, [[0.5], [], [], []], [4])
 
 
+# `top_k` is the private ranking kernel of this module and of
+# `keras_mrl.retrieval`; it is tested here, once.
 @pytest.mark.parametrize("n, k", [(1000, 5), (2000, 20), (1000, 20),
-                                  (64 * 11, 10), (300, 300), (50, 7)])
-def test_pruned_top_k_matches_a_full_sort(n, k):
+                                  (64 * 11, 10), (300, 300), (50, 7),
+                                  (64 * 40 + 17, 3)])
+def test_top_k_matches_a_full_sort(n, k):
     scores = np.random.default_rng(n + k).normal(size=(6, n))
     # Crowd the best scores into one block, where pruning is most at risk.
     scores[:, 128:128 + k] += 10.0
+    # The best score in the ragged tail past the last whole block.
     scores[2, -1] = 20.0
     # Or spread them over k blocks, one each, so that every kept block counts.
     scores[3, np.arange(min(k, n // 64)) * 64] += 30.0
-    expected = np.argsort(-scores, axis=1)[:, :k]
-    np.testing.assert_array_equal(_top_k(scores, k), expected)
+    scores[4, :] = -np.inf
+    scores[4, n // 2] = 1.0
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    best, cols = top_k(scores, k)
+    assert cols.dtype == np.int64
+    # Row 4's ties at -inf may come in any order; the rest have none.
+    np.testing.assert_array_equal(cols[[0, 1, 2, 3, 5]],
+                                  expected[[0, 1, 2, 3, 5]])
+    np.testing.assert_array_equal(
+        best, np.take_along_axis(scores, expected, axis=1)
+    )
+
+
+def test_top_k_is_exact_with_ties():
+    rng = np.random.default_rng(0)
+    # Integer scores: many ties, and a tail past the last whole block.
+    scores = rng.integers(0, 50, size=(5, 64 * 40 + 17)).astype("float32")
+    best, cols = top_k(scores, 30)
+    np.testing.assert_array_equal(best, -np.sort(-scores, axis=1)[:, :30])
+    np.testing.assert_array_equal(
+        np.take_along_axis(scores, cols, axis=1), best
+    )
+    assert all(len(set(row)) == 30 for row in cols)
+
+
+@pytest.mark.parametrize("k", [7, 8, 100])
+def test_top_k_of_at_least_the_row_sorts_it(k):
+    scores = np.random.default_rng(k).normal(size=(3, 7)).astype("float32")
+    best, cols = top_k(scores, k)
+    assert best.shape == cols.shape == (3, 7)
+    np.testing.assert_array_equal(cols, np.argsort(-scores, axis=1))
+    np.testing.assert_array_equal(best, -np.sort(-scores, axis=1))

@@ -101,16 +101,18 @@ def test_hnsw_first_stage_finds_neighbours():
     assert recall / 10 > 0.9
 
 
-def test_pruned_top_k_is_exact_with_ties():
-    rng = np.random.default_rng(0)
-    # Integer scores: many ties, and a tail past the last whole block.
-    scores = rng.integers(0, 50, size=(5, 64 * 40 + 17)).astype("float32")
-    best, cols = retrieval._top_k_pruned(scores, 30)
-    np.testing.assert_array_equal(best, -np.sort(-scores, axis=1)[:, :30])
-    np.testing.assert_array_equal(
-        np.take_along_axis(scores, cols, axis=1), best
+def test_zero_prefix_scores_zero_instead_of_nan():
+    corpus, queries = data()
+    corpus[3, :8] = 0.0
+    index = FunnelIndex(corpus, (8, 48), (300,), use_faiss=False)
+    stage = index._first.vectors
+    np.testing.assert_array_equal(stage[3], np.zeros(8))
+    np.testing.assert_allclose(
+        np.linalg.norm(np.delete(stage, 3, axis=0), axis=1), 1.0, rtol=1e-6
     )
-    assert all(len(set(row)) == 30 for row in cols)
+    assert stage.dtype == np.float32 and stage.flags.c_contiguous
+    scores, _ = index.search(queries, 300)
+    assert np.isfinite(scores).all()
 
 
 @pytest.mark.parametrize("use_faiss", FIRST_STAGES)
@@ -174,11 +176,28 @@ def test_save_load_round_trip(tmp_path, use_faiss, kind):
     assert len(loaded) == len(corpus) + 5
 
 
+@pytest.mark.parametrize("name", ["index", "index.npz", "index.v2"])
+def test_load_reads_the_path_given_to_save(tmp_path, name):
+    corpus, queries = data()
+    index = FunnelIndex(corpus, (8, 48), (50,), use_faiss=False)
+    written = index.save(tmp_path / name)
+    # As numpy's savez: `.npz` is appended unless the name ends in it.
+    expected = name if name.endswith(".npz") else name + ".npz"
+    assert written == str(tmp_path / expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [expected]
+    loaded = FunnelIndex.load(tmp_path / name)
+    for a, b in zip(loaded.search(queries, 5), index.search(queries, 5)):
+        np.testing.assert_array_equal(a, b)
+    # A file renamed to exactly the given path is read as it is.
+    (tmp_path / expected).rename(tmp_path / "renamed")
+    assert len(FunnelIndex.load(str(tmp_path / "renamed"))) == len(corpus)
+
+
 @needs_faiss
 def test_load_hnsw_without_faiss(tmp_path):
     corpus, queries = data()
     FunnelIndex(corpus, (8, 48), (300,), index="hnsw").save(tmp_path / "i")
-    loaded = FunnelIndex.load(tmp_path / "i.npz", use_faiss=False)
+    loaded = FunnelIndex.load(tmp_path / "i", use_faiss=False)
     assert not loaded.uses_faiss
     _, ids = loaded.search(queries, 5)
     np.testing.assert_array_equal(
@@ -226,6 +245,14 @@ def test_search_errors(queries, k, match):
     index = FunnelIndex(data()[0], (8, 48), (50,), use_faiss=False)
     with pytest.raises(ValueError, match=match):
         index.search(queries, k)
+
+
+def test_non_int_counts_raise_type_error():
+    index = FunnelIndex(data()[0], (8, 48), (50,), use_faiss=False)
+    with pytest.raises(TypeError, match="`k` must be an int, got 2.5"):
+        index.search(np.zeros((2, 48)), 2.5)
+    with pytest.raises(TypeError, match="`hnsw_m` must be an int"):
+        FunnelIndex(data()[0], (8, 48), (50,), hnsw_m="8", use_faiss=False)
 
 
 def test_shortlist_longer_than_corpus_keeps_everything():
