@@ -20,7 +20,7 @@ scikit-learn and matplotlib are imported here only, never by the library.
 
 import dataclasses
 import json
-import math
+import os
 import platform
 import time
 
@@ -42,35 +42,44 @@ NUM_CLASSES = 10
 TEST_SIZE = 0.3
 SPLIT_SEED = 0
 
-# Goals of the issue, in accuracy points.
+# The issue's goals: the wall time in seconds, the gaps in accuracy points.
 MAX_SECONDS = 240.0
 MRL_VS_FF_TOLERANCE = 1.5
 MRL_VS_TRUNCATED_MARGIN = 10.0
+RETRIEVAL = ("top1", "map@10")
+# Train steps per compiled call: fewer round trips to Python per model.
+STEPS_PER_EXECUTION = 50
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Training settings, the same for every method.
 
+    The full run's values were chosen on a validation split carved out of
+    the training part (dropout made every method better); the test part was
+    not looked at.
+
     Args:
         epochs: passes over the training set.
-        hidden: width of the backbone's hidden layers.
+        hidden: width of the backbone's two hidden layers.
+        dropout: dropout rate after each hidden layer.
         batch_size: examples per step.
         learning_rate: Adam's learning rate.
     """
 
     epochs: int = 60
-    hidden: int = 256
+    hidden: int = 128
+    dropout: float = 0.2
     batch_size: int = 128
     learning_rate: float = 3e-3
 
 
 FULL = Config()
-QUICK = Config(epochs=10)
+QUICK = Config(epochs=5)
 
 
 def load_data():
-    """Returns the standardised digits split `(x_train, y_train, x_test, y_test)`.
+    """Returns the standardised digits `(x_train, y_train, x_test, y_test)`.
 
     A stratified 70/30 split with a fixed `random_state`; the scaler is fit
     on the training part only.
@@ -92,9 +101,14 @@ def load_data():
     )
 
 
-def _jit_compile():
-    # XLA needs a tensorflow or jax backend; torch keeps its default.
-    return keras.backend.backend() in ("tensorflow", "jax")
+def _compile_options():
+    # The one place the backends differ: XLA and several steps per compiled
+    # call exist on tensorflow and jax; torch keeps its defaults (it refuses
+    # steps_per_execution > 1).
+    if keras.backend.backend() in ("tensorflow", "jax"):
+        return {"jit_compile": True,
+                "steps_per_execution": STEPS_PER_EXECUTION}
+    return {}
 
 
 def _build(width, head, config):
@@ -104,28 +118,35 @@ def _build(width, head, config):
     dead ReLU; every method sees the same backbone.
     """
     inputs = keras.Input((64,))
-    x = keras.layers.Dense(config.hidden, activation="relu")(inputs)
-    x = keras.layers.Dense(config.hidden, activation="relu")(x)
+    x = inputs
+    for _ in range(2):
+        x = keras.layers.Dense(config.hidden, activation="relu")(x)
+        x = keras.layers.Dropout(config.dropout)(x)
     embedding = keras.layers.Dense(width, name="embedding")(x)
     model = keras.Model(inputs, head(embedding))
     encoder = keras.Model(inputs, embedding)
     return model, encoder
 
 
-def _fit(model, loss, data, config):
+def _fit(model, loss, data, config, seed):
     x_train, y_train = data[0], data[1]
-    steps = math.ceil(len(x_train) / config.batch_size)
+    # One pass over `epochs` reshuffled copies of the training set gives the
+    # batches of `epochs` shuffled epochs without Keras' per-epoch set-up,
+    # which costs more than an epoch of these small models.
+    rng = np.random.default_rng(seed)
+    order = np.concatenate(
+        [rng.permutation(len(x_train)) for _ in range(config.epochs)]
+    )
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=loss,
-        jit_compile=_jit_compile(),
-        steps_per_execution=steps,
+        **_compile_options(),
     )
     model.fit(
-        x_train,
-        y_train,
+        x_train[order],
+        y_train[order],
         batch_size=config.batch_size,
-        epochs=config.epochs,
+        shuffle=False,
         verbose=0,
     )
 
@@ -146,7 +167,7 @@ def train_mrl(data, tied, config, seed):
     loss = keras_mrl.MatryoshkaLoss(
         keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )
-    _fit(model, loss, data, config)
+    _fit(model, loss, data, config, seed)
     logits = _predict(model, data[2])  # (N, G, classes)
     accuracy = (logits.argmax(-1) == data[3][:, None]).mean(0)
     return accuracy, _predict(encoder, data[0]), _predict(encoder, data[2])
@@ -161,7 +182,7 @@ def train_ff(data, width, config, seed):
     keras.utils.set_random_seed(seed)
     model, encoder = _build(width, keras.layers.Dense(NUM_CLASSES), config)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    _fit(model, loss, data, config)
+    _fit(model, loss, data, config, seed)
     logits = _predict(model, data[2])
     accuracy = float((logits.argmax(-1) == data[3]).mean())
     return accuracy, _predict(encoder, data[0]), _predict(encoder, data[2])
@@ -187,20 +208,58 @@ def _retrieval_metrics():
     return retrieval_metrics
 
 
-def _retrieval(metrics_fn, train_embeddings, y_train, test_embeddings, y_test,
-               dims):
+def _retrieval(metrics_fn, embeddings, y_train, y_test, dims):
     """1-NN accuracy and mAP@10 of test queries against the train corpus."""
+    train_embeddings, test_embeddings = embeddings
     scores = metrics_fn(
         test_embeddings, y_test, train_embeddings, y_train, dims, k=10
     )
-    return {
-        "top1": [float(scores[m]["top1"]) for m in dims],
-        "map@10": [float(scores[m]["map@10"]) for m in dims],
-    }
+    return {key: [float(scores[m][key]) for m in dims] for key in RETRIEVAL}
 
 
 def _fmt(accuracy):
     return " ".join(f"{100 * a:5.1f}" for a in np.atleast_1d(accuracy))
+
+
+def _run_seed(data, config, seed, tag, metrics_fn, log):
+    """Trains every method once; returns `(accuracy, retrieval)` dicts."""
+    x_train, y_train, _, y_test = data
+    accuracy, embeddings = {}, {}
+    for name, tied in (("mrl", False), ("mrl_e", True)):
+        t0 = time.perf_counter()
+        acc, emb_train, emb_test = train_mrl(data, tied, config, seed)
+        accuracy[name], embeddings[name] = acc, (emb_train, emb_test)
+        log(f"{tag}  {LABELS[name]:<6} acc% @ {list(DIMS)}: {_fmt(acc)}"
+            f"  ({time.perf_counter() - t0:.1f} s)")
+    accuracy["ff"] = []
+    for m in DIMS:
+        t0 = time.perf_counter()
+        acc, emb_train, emb_test = train_ff(data, m, config, seed)
+        accuracy["ff"].append(acc)
+        embeddings[f"ff-{m}"] = (emb_train, emb_test)
+        log(f"{tag}  FF-{m:<3}  acc%: {_fmt(acc)}"
+            f"  ({time.perf_counter() - t0:.1f} s)")
+    widest = embeddings[f"ff-{DIMS[-1]}"]
+    t0 = time.perf_counter()
+    accuracy["truncated"] = probe_truncated(
+        widest[0], y_train, widest[1], y_test
+    )
+    log(f"{tag}  FF-{DIMS[-1]} truncated, linear probes, acc%: "
+        f"{_fmt(accuracy['truncated'])}  ({time.perf_counter() - t0:.1f} s)")
+    if metrics_fn is None:
+        return accuracy, None
+    per_width_ff = [
+        _retrieval(metrics_fn, embeddings[f"ff-{m}"], y_train, y_test, [m])
+        for m in DIMS
+    ]
+    retrieval = {
+        "mrl": _retrieval(
+            metrics_fn, embeddings["mrl"], y_train, y_test, DIMS
+        ),
+        "ff": {key: [r[key][0] for r in per_width_ff] for key in RETRIEVAL},
+        "truncated": _retrieval(metrics_fn, widest, y_train, y_test, DIMS),
+    }
+    return accuracy, retrieval
 
 
 def run(out_dir, seeds=2, quick=False, log=print):
@@ -214,48 +273,25 @@ def run(out_dir, seeds=2, quick=False, log=print):
 
     Returns:
         The results dict that was written to `results.json`.
+
+    Raises:
+        ValueError: when `seeds` is not a positive int.
     """
-    start = time.perf_counter()
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"`seeds` must be a positive int, got {seeds!r}.")
+    start, cpu_start = time.perf_counter(), time.process_time()
     config = QUICK if quick else FULL
     if quick:
         seeds = 1
     data = load_data()
     metrics_fn = _retrieval_metrics()
-    accuracy = {name: [] for name in METHODS}
-    retrieval = {"mrl": [], "ff": []}
-    for s in range(seeds):
-        tag = f"seed {s + 1}/{seeds}"
-        for name, tied in (("mrl", False), ("mrl_e", True)):
-            t0 = time.perf_counter()
-            acc, emb_train, emb_test = train_mrl(data, tied, config, s)
-            accuracy[name].append(acc)
-            log(f"{tag}  {LABELS[name]:<6} acc% @ {list(DIMS)}: {_fmt(acc)}"
-                f"  ({time.perf_counter() - t0:.1f} s)")
-            if name == "mrl" and metrics_fn is not None:
-                retrieval["mrl"].append(_retrieval(
-                    metrics_fn, emb_train, data[1], emb_test, data[3], DIMS))
-        ff_accuracy, ff_retrieval = [], []
-        for m in DIMS:
-            t0 = time.perf_counter()
-            acc, emb_train, emb_test = train_ff(data, m, config, s)
-            ff_accuracy.append(acc)
-            log(f"{tag}  FF-{m:<3} acc%: {_fmt(acc)}"
-                f"  ({time.perf_counter() - t0:.1f} s)")
-            if metrics_fn is not None:
-                ff_retrieval.append(_retrieval(
-                    metrics_fn, emb_train, data[1], emb_test, data[3], [m]))
-        accuracy["ff"].append(np.array(ff_accuracy))
-        if metrics_fn is not None:
-            retrieval["ff"].append({
-                key: [r[key][0] for r in ff_retrieval]
-                for key in ("top1", "map@10")
-            })
-        t0 = time.perf_counter()
-        acc = probe_truncated(emb_train, data[1], emb_test, data[3])
-        accuracy["truncated"].append(acc)
-        log(f"{tag}  FF-64 truncated + linear probe acc%: {_fmt(acc)}"
-            f"  ({time.perf_counter() - t0:.1f} s)")
-
+    runs = [
+        _run_seed(data, config, s, f"seed {s + 1}/{seeds}", metrics_fn, log)
+        for s in range(seeds)
+    ]
+    accuracy = {
+        name: np.array([acc[name] for acc, _ in runs]) for name in METHODS
+    }
     results = {
         "dataset": "sklearn digits (1797 8x8 images, 10 classes), stratified "
         f"{round(100 * (1 - TEST_SIZE))}/{round(100 * TEST_SIZE)} split, "
@@ -263,23 +299,21 @@ def run(out_dir, seeds=2, quick=False, log=print):
         "dims": list(DIMS),
         "seeds": seeds,
         "config": dataclasses.asdict(config),
-        "accuracy": {
-            name: np.mean(runs, axis=0).tolist()
-            for name, runs in accuracy.items()
-        },
-        "accuracy_per_seed": {
-            name: np.array(runs).tolist() for name, runs in accuracy.items()
-        },
+        "accuracy": {k: v.mean(0).tolist() for k, v in accuracy.items()},
+        "accuracy_per_seed": {k: v.tolist() for k, v in accuracy.items()},
     }
     if metrics_fn is not None:
         results["retrieval"] = {
             method: {
-                key: np.mean([r[key] for r in runs], axis=0).tolist()
-                for key in ("top1", "map@10")
+                key: np.mean([r[method][key] for _, r in runs], 0).tolist()
+                for key in RETRIEVAL
             }
-            for method, runs in retrieval.items()
+            for method in runs[0][1]
         }
     results["seconds"] = time.perf_counter() - start
+    # CPU time of all threads: what the run costs on an idle machine, when
+    # the wall time is inflated by other processes sharing the cores.
+    results["cpu_seconds"] = time.process_time() - cpu_start
     results["versions"] = {
         "python": platform.python_version(),
         "keras": keras.__version__,
@@ -289,9 +323,9 @@ def run(out_dir, seeds=2, quick=False, log=print):
     results["goals"] = {
         name: passed for name, passed, _ in check_goals(results)
     }
-    with open(f"{out_dir}/results.json", "w") as f:
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
-    plot(results, f"{out_dir}/accuracy.png")
+    plot(results, os.path.join(out_dir, "accuracy.png"))
     return results
 
 
@@ -309,13 +343,13 @@ def format_retrieval(results):
     """Returns the retrieval table, or None when it was not measured."""
     if "retrieval" not in results:
         return None
-    lines = [f"{'retrieval %':<16}" + "".join(
-        f"{m:>7}" for m in results["dims"])]
-    for method in ("mrl", "ff"):
-        for key in ("top1", "map@10"):
-            label = f"{LABELS[method]} {'1-NN' if key == 'top1' else key}"
-            lines.append(f"{label:<16}" + "".join(
-                f"{100 * a:7.1f}" for a in results["retrieval"][method][key]))
+    lines = []
+    for key, title in (("top1", "1-NN accuracy %"), ("map@10", "mAP@10 %")):
+        lines.append(f"{title:<16}" + "".join(
+            f"{m:>7}" for m in results["dims"]))
+        for method, scores in results["retrieval"].items():
+            lines.append(f"{LABELS[method]:<16}" + "".join(
+                f"{100 * a:7.1f}" for a in scores[key]))
     return "\n".join(lines)
 
 
@@ -329,7 +363,8 @@ def check_goals(results):
         (
             f"finishes in <= {MAX_SECONDS:.0f} s",
             seconds <= MAX_SECONDS,
-            f"{seconds:.0f} s",
+            f"{seconds:.0f} s wall, {results['cpu_seconds']:.0f} s "
+            "CPU",
         ),
         (
             f"MRL >= FF - {MRL_VS_FF_TOLERANCE} pt at every width",
@@ -365,7 +400,8 @@ def plot(results, path):
     axes.set_xticks(results["dims"], [str(m) for m in results["dims"]])
     axes.set_xlabel("representation size (dims)")
     axes.set_ylabel("test accuracy (%)")
-    axes.set_title(f"digits, mean of {results['seeds']} seed(s)")
+    seeds = results["seeds"]
+    axes.set_title(f"digits, mean of {seeds} seed{'s' if seeds > 1 else ''}")
     axes.grid(True, alpha=0.3)
     axes.legend()
     figure.tight_layout()

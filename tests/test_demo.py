@@ -1,0 +1,154 @@
+"""The main job (`keras_mrl.demo`): one `--quick` run end to end, plus its
+pieces (split, goals, table, plot) on constructed results.
+
+The quick run trains eight small models; it runs on every backend, since
+the demo is what a new user runs first, whatever backend they have.
+"""
+
+import contextlib
+import io
+import json
+
+import keras
+import matplotlib.image
+import numpy as np
+import pytest
+
+from keras_mrl import cli
+from keras_mrl import demo
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """Runs `keras-mrl demo --quick` once; returns (out dir, status, stdout)."""
+    out = tmp_path_factory.mktemp("demo")
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = cli.main(["demo", "--quick", "--out", str(out)])
+    return out, status, stdout.getvalue()
+
+
+def _results(accuracy, seconds=10.0, dims=demo.DIMS):
+    return {
+        "dims": list(dims),
+        "seeds": 1,
+        "accuracy": {k: list(v) for k, v in accuracy.items()},
+        "seconds": seconds,
+        "cpu_seconds": seconds,
+    }
+
+
+def test_quick_run_writes_valid_results(quick_run):
+    out, status, _ = quick_run
+    assert status == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["dims"] == [2, 4, 8, 16, 32, 64]
+    assert results["seeds"] == 1
+    assert set(results["accuracy"]) == {"mrl", "mrl_e", "ff", "truncated"}
+    for name, values in results["accuracy"].items():
+        assert len(values) == 6, name
+        assert all(0.0 <= v <= 1.0 for v in values), (name, values)
+    # Ten classes give 10% by chance; even a quick run is far above it.
+    for name in ("mrl", "mrl_e", "ff"):
+        assert results["accuracy"][name][-1] > 0.8, results["accuracy"]
+    assert "digits" in results["dataset"]
+    assert 0 < results["seconds"] < 600
+    assert results["versions"]["backend"] == keras.backend.backend()
+    assert results["versions"]["keras"] == keras.__version__
+    assert set(results["versions"]) == {"python", "keras", "backend", "numpy"}
+    assert set(results["goals"]) == {
+        goal for goal, _, _ in demo.check_goals(results)
+    }
+
+
+def test_quick_run_retrieval(quick_run):
+    pytest.importorskip("keras_mrl.evaluation")
+    results = json.loads((quick_run[0] / "results.json").read_text())
+    for method in ("mrl", "ff"):
+        for key in ("top1", "map@10"):
+            values = results["retrieval"][method][key]
+            assert len(values) == 6
+            assert all(0.0 <= v <= 1.0 for v in values), (method, key)
+        # A 1-NN on a full-width trained embedding of digits is accurate.
+        assert results["retrieval"][method]["top1"][-1] > 0.8
+
+
+def test_quick_run_writes_png(quick_run):
+    path = quick_run[0] / "accuracy.png"
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    image = matplotlib.image.imread(path)
+    assert image.shape[:2] == (480, 720)  # 6 x 4 inches at 120 dpi
+
+
+def test_quick_run_prints_progress_table_and_goals(quick_run):
+    out, _, stdout = quick_run
+    lines = stdout.splitlines()
+    # One progress line per trained model and one for the probes.
+    assert sum(line.startswith("seed 1/1") for line in lines) == 2 + 6 + 1
+    results = json.loads((out / "results.json").read_text())
+    assert demo.format_table(results) in stdout
+    verdicts = [line for line in lines if line.startswith(("PASS", "FAIL"))]
+    assert len(verdicts) == 3
+    for verdict, (_, passed, _) in zip(verdicts, demo.check_goals(results)):
+        assert verdict.startswith("PASS" if passed else "FAIL")
+
+
+def test_split_is_fixed_stratified_and_standardised():
+    x_train, y_train, x_test, y_test = demo.load_data()
+    assert x_train.shape == (1257, 64) and x_test.shape == (540, 64)
+    assert x_train.dtype == np.float32 and y_train.dtype == np.int32
+    # Stratified: every class keeps its share of the data within one item.
+    train_counts = np.bincount(y_train, minlength=10)
+    test_counts = np.bincount(y_test, minlength=10)
+    share = test_counts / (train_counts + test_counts)
+    np.testing.assert_allclose(share, 0.3, atol=1 / 170)
+    # The scaler saw the training part only.
+    np.testing.assert_allclose(x_train.mean(0), 0.0, atol=1e-5)
+    assert not np.allclose(x_test.mean(0), 0.0, atol=1e-3)
+    again = demo.load_data()
+    np.testing.assert_array_equal(again[3], y_test)
+
+
+def test_goals_pass_and_fail_honestly():
+    ff = np.array([0.80, 0.90, 0.95, 0.96, 0.97, 0.97])
+    good = _results({"mrl": ff - 0.01, "ff": ff, "mrl_e": ff,
+                     "truncated": ff - [0.2, 0, 0, 0, 0, 0]})
+    assert [passed for _, passed, _ in demo.check_goals(good)] == [
+        True, True, True]
+    # MRL 2 pt under FF at one width, 5 pt over truncated, 300 s.
+    bad = _results(
+        {"mrl": ff - [0, 0, 0.02, 0, 0, 0], "ff": ff, "mrl_e": ff,
+         "truncated": ff - [0.05, 0, 0, 0, 0, 0]},
+        seconds=300.0,
+    )
+    goals = demo.check_goals(bad)
+    assert [passed for _, passed, _ in goals] == [False, False, False]
+    assert "-2.0" in goals[1][2]
+    assert "+5.0 pt" in goals[2][2]
+
+
+def test_table_rows_and_columns():
+    accuracy = {name: np.linspace(0.5, 1.0, 6) - 0.1 * i
+                for i, name in enumerate(demo.METHODS)}
+    lines = demo.format_table(_results(accuracy)).splitlines()
+    assert len(lines) == 1 + len(demo.METHODS)
+    assert lines[0].split()[-6:] == ["2", "4", "8", "16", "32", "64"]
+    assert lines[1].split()[-6:] == ["50.0", "60.0", "70.0", "80.0",
+                                     "90.0", "100.0"]
+    assert lines[4].startswith("FF-64 truncated")
+    assert lines[4].split()[-1] == "70.0"
+
+
+def test_plot_writes_png(tmp_path):
+    accuracy = {name: np.linspace(0.5, 1.0, 6) for name in demo.METHODS}
+    demo.plot(_results(accuracy), tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("seeds", [0, -1, 1.5, True])
+def test_run_refuses_bad_seeds_before_training(seeds, tmp_path):
+    with pytest.raises(ValueError, match="`seeds` must be a positive int"):
+        demo.run(str(tmp_path), seeds=seeds)
+    assert list(tmp_path.iterdir()) == []
