@@ -11,6 +11,7 @@ from keras_mrl.nesting import check_positive_int
 from keras_mrl.nesting import validate_nesting_dims
 from keras_mrl.nesting import validate_weights
 
+
 def _as_loss(loss):
     """Returns a `keras.losses.Loss` or a per-example loss function."""
     if isinstance(loss, (str, dict)):
@@ -39,8 +40,10 @@ def _jax_step_noise(seed_generator, num_granularities, y_pred):
     of the batch's predictions is folded into the generator's key instead:
     the masks stay reproducible for a seed and change from step to step.
     The fingerprint adds the predictions' bit patterns as integers, which
-    wrap instead of rounding, so it does not depend on how the sum is split
-    over devices, and no training dynamics conserve it.
+    wrap instead of rounding: no training dynamics conserve it, and the sum
+    does not depend on how it is split over devices. XLA may still round
+    sharded predictions differently in the last bit, so the masks of a
+    sharded run are not bit-for-bit those of a one-device run.
     """
     import jax
     import jax.numpy as jnp
@@ -80,7 +83,10 @@ class MatryoshkaLoss(keras.losses.Loss):
     With `n_dims_per_step=k`, each step trains a random subset of `k`
     granularities, as sentence-transformers does: a 0/1 mask drawn with
     `keras.random` keeps shapes static under XLA. The mask saves no FLOPs:
-    every granularity's loss is still computed, then masked. The mask also
+    every granularity's loss is still computed, then masked. On JAX the
+    mask's key also folds in a fingerprint of the predictions, since the
+    JAX trainer does not carry a loss's random state from step to step (see
+    docs/scaling.md). The mask also
     applies in `evaluate`, so `val_loss` then covers a random subset of the
     widths; a `keras_mrl.MatryoshkaMetric` reports every width.
 
