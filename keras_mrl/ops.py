@@ -1,11 +1,11 @@
 """Backend-agnostic tensor operations of keras_mrl."""
 
-import numbers
-
 import keras
 from keras import ops
 
-# Added to the squared norm, as `tf.math.l2_normalize` does: a zero prefix
+from keras_mrl.nesting import check_positive_int
+
+# The floor of the squared norm, as in `tf.math.l2_normalize`: a zero prefix
 # then scales to zeros instead of dividing 0 by 0.
 _EPSILON = 1e-12
 
@@ -26,18 +26,13 @@ def validate_dim(dim, width=None, shape=None):
         TypeError: when `dim` is not an int.
         ValueError: when `dim` is below 1 or larger than `width`.
     """
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
-        raise TypeError(f"`dim` must be an int, got {dim!r}.")
-    if dim < 1:
-        raise ValueError(
-            f"`dim` must be a width of at least 1, got dim={dim}."
-        )
+    dim = check_positive_int(dim, "dim")
     if width is not None and dim > width:
         raise ValueError(
             f"`dim`={dim} is wider than the embedding: the input has shape "
             f"{shape}, whose last dimension is {width}. Use dim <= {width}."
         )
-    return int(dim)
+    return dim
 
 
 def truncate(x, dim, normalize=True):

@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from keras_mrl.nesting import block_bounds
+from keras_mrl.nesting import check_positive_int
 from keras_mrl.nesting import default_nesting_dims
 from keras_mrl.nesting import validate_nesting_dims
 
@@ -74,11 +75,7 @@ class MatryoshkaDense(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
-            raise ValueError(
-                f"`units` must be a positive int, got {units!r}."
-            )
-        self.units = units
+        self.units = check_positive_int(units, "units")
         self.nesting_dims = (
             None
             if nesting_dims is None
@@ -194,8 +191,7 @@ class MatryoshkaDense(keras.layers.Layer):
                 "layer on data or build it first."
             )
         max_dim = self.nesting_dims[-1]
-        if isinstance(dim, bool) or not isinstance(dim, int):
-            raise TypeError(f"`dim` must be an int, got {dim!r}.")
+        dim = check_positive_int(dim, "dim")
         if self.tied:
             if not 1 <= dim <= max_dim:
                 raise ValueError(
