@@ -14,6 +14,18 @@ _EPSILON = 1e-12
 _HALF_DTYPES = ("float16", "bfloat16")
 
 
+def inverse_norm(squared_norm):
+    """Returns `1 / sqrt(max(squared_norm, 1e-12))`.
+
+    The floor keeps zeros finite: a zero vector times its inverse norm stays
+    a zero vector, and scores 0 against everything instead of NaN.
+
+    Shared by `truncate` and the in-batch contrastive losses, so that every
+    normalisation in keras_mrl treats zero vectors alike.
+    """
+    return ops.rsqrt(ops.maximum(squared_norm, _EPSILON))
+
+
 def validate_dim(dim, width=None, shape=None):
     """Checks a serving width and returns it as an int.
 
@@ -89,5 +101,5 @@ def truncate(x, dim, normalize=True):
         dtype = compute_dtype = keras.config.floatx()
     prefix = ops.cast(prefix, compute_dtype)
     squared_norm = ops.sum(ops.square(prefix), axis=-1, keepdims=True)
-    scale = ops.rsqrt(ops.maximum(squared_norm, _EPSILON))
+    scale = inverse_norm(squared_norm)
     return ops.cast(prefix * scale, dtype)

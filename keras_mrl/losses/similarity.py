@@ -10,13 +10,7 @@ one full-width Gram matrix.
 
 from keras import ops
 
-# The squared-norm floor of `tf.math.l2_normalize` and `keras.ops.normalize`:
-# a zero prefix scores 0 against everything instead of NaN.
-_SQUARED_NORM_EPSILON = 1e-12
-
-
-def _inverse_norms(squared_norms):
-    return ops.rsqrt(ops.maximum(squared_norms, _SQUARED_NORM_EPSILON))
+from keras_mrl.ops import inverse_norm
 
 
 def _blocks(x, nesting_dims):
@@ -74,8 +68,8 @@ def prefix_similarities(
                 other_norms[k], ops.sum(o * o, axis=-1)
             )
         # The scale rides on the (A,) vector, not on each (A, N) matrix.
-        row_factors = scale * _inverse_norms(anchor_norms)
-        column_factors = [_inverse_norms(norms) for norms in other_norms]
+        row_factors = scale * inverse_norm(anchor_norms)
+        column_factors = [inverse_norm(norms) for norms in other_norms]
         matrices = [
             gram * ops.expand_dims(row_factors, 1) * ops.expand_dims(col, 0)
             for gram, col in zip(grams, column_factors)
