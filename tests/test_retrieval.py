@@ -127,13 +127,71 @@ def test_small_chunks_give_the_same_answer(use_faiss, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
-def test_rerank_keeps_padding_last():
+# The reranking's scorer: faiss in place, or numpy's gather and product.
+RERANKERS = [
+    pytest.param("faiss", id="faiss", marks=needs_faiss),
+    pytest.param(None, id="numpy"),
+]
+
+
+def reranker(name):
+    return retrieval._import_faiss() if name else None
+
+
+@pytest.mark.parametrize("scorer", RERANKERS)
+def test_rerank_keeps_padding_last(scorer):
     view = np.eye(4, dtype="float32")
     queries = np.array([[1.0, 0.5, 0.0, 0.0]], dtype="float32")
     ids = np.array([[-1, 1, 0, -1]])
-    scores, kept = retrieval._rerank(view, queries, ids, 3)
+    scores, kept = retrieval._rerank(view, queries, ids, 3, reranker(scorer))
     np.testing.assert_array_equal(kept, [[0, 1, -1]])
     np.testing.assert_array_equal(scores, [[1.0, 0.5, -np.inf]])
+
+
+@pytest.mark.parametrize("scorer", RERANKERS)
+def test_rerank_matches_brute_force(scorer):
+    rng = np.random.default_rng(3)
+    view = rng.normal(size=(500, 24)).astype("float32")
+    queries = rng.normal(size=(9, 24)).astype("float32")
+    ids = np.stack([rng.choice(500, 60, replace=False) for _ in range(9)])
+    scores, kept = retrieval._rerank(view, queries, ids, 5, reranker(scorer))
+    full = np.einsum("qd,qcd->qc", queries.astype("float64"), view[ids])
+    order = np.argsort(-full, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(kept, np.take_along_axis(ids, order, 1))
+    np.testing.assert_allclose(
+        scores, np.take_along_axis(full, order, 1), rtol=1e-5, atol=1e-5
+    )
+
+
+class _RecordingIndex:
+    """Stands in for a faiss index and notes the BLAS threshold it sees."""
+
+    def __init__(self, index, faiss):
+        self.index, self.faiss, self.seen = index, faiss, []
+
+    def search(self, *args, **kwargs):
+        self.seen.append(self.faiss.cvar.distance_compute_blas_threshold)
+        return self.index.search(*args, **kwargs)
+
+
+@needs_faiss
+@pytest.mark.parametrize("before", [5, 128_000])
+def test_flat_search_takes_the_blas_path_and_restores_faiss(before):
+    faiss = retrieval._import_faiss()
+    saved = faiss.cvar.distance_compute_blas_threshold
+    corpus, queries = data()
+    index = FunnelIndex(corpus, (8, 48), (50,))
+    recorder = _RecordingIndex(index._first.index, faiss)
+    index._first.index = recorder
+    try:
+        faiss.cvar.distance_compute_blas_threshold = before
+        index.search(queries, 5)
+        after = faiss.cvar.distance_compute_blas_threshold
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = saved
+    # Lowered to 20 for the search (a lower setting is kept), then restored.
+    assert recorder.seen == [min(before, 20)]
+    assert after == before
 
 
 @pytest.mark.parametrize("use_faiss", FIRST_STAGES)
