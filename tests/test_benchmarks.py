@@ -40,6 +40,16 @@ def test_mnrl_benchmark_runs_all_variants():
 
 
 @pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="the digits models train slowly on torch's eager loop",
+)
+def test_spectrum_benchmark_fits_both_heads():
+    out = _run("spectrum.py", "--splits", "1", "--epochs", "2")
+    assert "MRL head, mean over 1 splits: decay" in out
+    assert "plain head, mean over 1 splits: decay" in out
+
+
+@pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="numpy and faiss only; one backend is enough",
 )
