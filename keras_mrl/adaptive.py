@@ -144,8 +144,9 @@ class Cascade:
           One free number barely overfits. On sklearn digits (359
           validation, 360 test samples, 10 random splits;
           `benchmarks/cascade.py`) it changed test accuracy against full
-          width by -0.06 pt on average (worst -0.28 pt) at 7.4x fewer
-          dimensions, where `"per_width"` lost 0.83 pt on average.
+          width by -0.03 to -0.06 pt on average (worst split -0.28 pt) at
+          7.0-7.3x fewer dimensions on TensorFlow and JAX, where
+          `"per_width"` lost 0.78-0.83 pt.
         - `"per_width"`: a free threshold per width, by coordinate descent.
           A step takes one width, holds the other thresholds fixed, and
           tries every threshold that splits that width's validation
