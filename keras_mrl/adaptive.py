@@ -208,7 +208,7 @@ class Cascade:
         need = int(np.ceil(kept[:, -1].sum() - tolerance * len(labels) - 1e-9))
         data = (confidence, kept, widths, need)
         shared = _best_shared(*data)
-        if search == "shared" or len(dims) == 1:
+        if search == "shared":
             return cls(dims, shared.tolist())
         full_width = np.full(len(dims), np.inf)
         full_width[-1] = 0.0
@@ -313,15 +313,13 @@ def _best_shared(confidence, correct, widths, need):
     in `(max of its narrower confidences, its confidence at g]`. One sweep
     over those intervals scores every candidate at once: each distinct
     narrow confidence, and `inf` (all at the widest width, always
-    feasible).
+    feasible; with a single width, the only candidate).
     """
     num_widths = confidence.shape[1]
-    if num_widths == 1:
-        return np.zeros(1)
     narrow = confidence[:, :-1]
     values = np.unique(narrow)
     # Differences over the candidates `values[k]`, then `inf` last.
-    total_width = np.zeros(len(values) + 2)
+    total_width = np.zeros(len(values) + 2, np.int64)
     total_correct = np.zeros(len(values) + 2, np.int64)
     below = np.full(len(confidence), -np.inf)
     for g in range(num_widths):
