@@ -18,12 +18,18 @@ $(VENV)/.installed: requirements-dev.txt pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m keras_mrl demo --out demo_out
 
+# The numpy-only modules' tests run under the first backend only; every
+# stage prints its time.
 test: $(VENV)/.installed
-	@set -e; for b in $(BACKENDS); do \
-	  echo "=== KERAS_BACKEND=$$b ==="; \
-	  KERAS_BACKEND=$$b $(PY) -m pytest tests $(PYTEST_ARGS); \
+	@set -e; skip=""; for b in $(BACKENDS); do \
+	  start=$$(date +%s); echo "=== KERAS_BACKEND=$$b ==="; \
+	  KERAS_BACKEND=$$b KERAS_MRL_NUMPY_ONLY=$$skip \
+	    $(PY) -m pytest tests $(PYTEST_ARGS); \
+	  echo "=== KERAS_BACKEND=$$b took $$(( $$(date +%s) - start )) s ==="; \
+	  skip=skip; \
 	done
-	$(MAKE) test-notebooks
+	@start=$$(date +%s); $(MAKE) --no-print-directory test-notebooks; \
+	echo "=== notebooks took $$(( $$(date +%s) - start )) s ==="
 
 test-%: $(VENV)/.installed
 	KERAS_BACKEND=$* $(PY) -m pytest tests $(PYTEST_ARGS)

@@ -4,9 +4,9 @@ import warnings
 
 import keras
 
-from keras_mrl._numpy_ops import label_vector
+from keras_mrl._validation import label_vector
 from keras_mrl.evaluation import retrieval_metrics
-from keras_mrl.nesting import check_positive_int
+from keras_mrl._validation import check_positive_int
 from keras_mrl.nesting import default_nesting_dims
 from keras_mrl.nesting import validate_nesting_dims
 

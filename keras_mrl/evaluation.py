@@ -16,12 +16,12 @@ widths.
 
 import numpy as np
 
-from keras_mrl._numpy_ops import inverse_norms
-from keras_mrl._numpy_ops import label_vector
-from keras_mrl._numpy_ops import to_numpy
-from keras_mrl._numpy_ops import top_k
-from keras_mrl.nesting import block_bounds
-from keras_mrl.nesting import check_positive_int
+from keras_mrl._norms import inverse_norm
+from keras_mrl._validation import label_vector
+from keras_mrl._validation import to_numpy
+from keras_mrl._numpy_search import top_k
+from keras_mrl._blocks import block_bounds
+from keras_mrl._validation import check_positive_int
 from keras_mrl.nesting import validate_nesting_dims
 
 # With chunk_size=None, a chunk holds this many scores. A score costs about
@@ -79,7 +79,7 @@ def _corpus_inverse_norms(corpus, dims):
         [np.einsum("ij,ij->i", corpus[:, s:e], corpus[:, s:e])
          for s, e in block_bounds(dims)]
     )
-    return inverse_norms(np.cumsum(squared, axis=0))
+    return inverse_norm(np.cumsum(squared, axis=0), np)
 
 
 def _prefix_scores(queries, corpus, dims, inverse_norms, raw, scores):

@@ -1,26 +1,15 @@
-"""Nesting widths: their defaults, their validation and their blocks.
+"""Nesting widths and their loss weights: defaults and validation.
 
-Every component that takes a list of widths validates it here, so that a bad
-list gets the same error wherever it is passed.
+Every component that takes a list of widths or of per-width weights
+validates it here, so that a bad list gets the same error wherever it is
+passed.
 """
 
 import numbers
 
+import numpy as np
 
-def check_positive_int(value, name):
-    """Returns `value` as an int, or raises naming `name` and the value.
-
-    Raises:
-        TypeError: when `value` is not an int (numpy ints are ints).
-        ValueError: when it is 0 or negative.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an int, got {value!r}.")
-    if value <= 0:
-        raise ValueError(
-            f"`{name}` must be a positive int, got {name}={value}."
-        )
-    return int(value)
+from keras_mrl._validation import check_positive_int
 
 
 def default_nesting_dims(dim, smallest=8):
@@ -108,45 +97,56 @@ def validate_nesting_dims(nesting_dims, max_dim=None, name="nesting_dims"):
     return dims
 
 
-def validate_weights(weights, num_granularities):
+def validate_weights(weights, num_granularities=None):
     """Returns the per-granularity loss weights as a tuple of floats.
 
+    Each weight must be a finite number >= 0 (a negative weight would train
+    that width by gradient ascent), and at least one must be > 0.
+
     Args:
-        weights: None (all ones) or a sequence of `num_granularities` numbers.
-        num_granularities: int, how many granularities the weights cover.
+        weights: None (all ones) or a sequence of numbers.
+        num_granularities: optional int, how many granularities the weights
+            must cover.
 
     Raises:
-        ValueError: when the lengths differ.
+        TypeError: when `weights` is not a sequence of numbers.
+        ValueError: when a weight is negative, NaN or infinite, when all
+            are 0, or when the lengths differ.
     """
     if weights is None:
+        if num_granularities is None:
+            return None
         return (1.0,) * num_granularities
-    try:
-        weights = tuple(float(w) for w in weights)
-    except (TypeError, ValueError):
+    if isinstance(weights, (str, bytes)) or not hasattr(weights, "__iter__"):
         raise TypeError(
-            f"`weights` must be a list of numbers such as [1.0, 1.0, 2.0], "
-            f"got {weights!r}."
-        ) from None
-    if len(weights) != num_granularities:
+            "`weights` must be a list of numbers such as [1.0, 1.0, 2.0], one "
+            f"per granularity; got {weights!r}."
+        )
+    weights = tuple(weights)
+    for w in weights:
+        if isinstance(w, (bool, np.bool_)) or not isinstance(w, numbers.Real):
+            raise TypeError(
+                "`weights` must hold numbers such as [1.0, 1.0, 2.0], got "
+                f"{w!r} in {list(weights)}."
+            )
+    weights = tuple(float(w) for w in weights)
+    if not weights:
+        raise ValueError("`weights` must hold at least one weight, got [].")
+    for w in weights:
+        if not np.isfinite(w) or w < 0:
+            raise ValueError(
+                "`weights` must be finite and >= 0 (a negative weight trains "
+                f"its width by gradient ascent), got {w} in {list(weights)}."
+            )
+    if not any(w > 0 for w in weights):
+        raise ValueError(
+            f"`weights` {list(weights)} are all 0: nothing would be trained. "
+            "Give at least one granularity a positive weight."
+        )
+    if num_granularities is not None and len(weights) != num_granularities:
         raise ValueError(
             f"`weights` has {len(weights)} entries {list(weights)}, but there "
             f"are {num_granularities} granularities. Pass one weight per "
             "granularity."
         )
     return weights
-
-
-def block_bounds(nesting_dims):
-    """Returns the disjoint blocks `(start, end)` between consecutive widths.
-
-    Prefix `nesting_dims[g]` is the union of blocks `0 ... g`; computing each
-    block once and accumulating is what makes nested work cost one pass over
-    the full width instead of the sum of all widths.
-
-    Example:
-
-    >>> keras_mrl.nesting.block_bounds([8, 16, 32])
-    [(0, 8), (8, 16), (16, 32)]
-    """
-    starts = (0,) + tuple(nesting_dims[:-1])
-    return list(zip(starts, nesting_dims))

@@ -3,51 +3,18 @@
 import keras
 from keras import ops
 
-from keras_mrl.nesting import check_positive_int
-
-# The floor of the squared norm, as in `tf.math.l2_normalize`: a zero prefix
-# then scales to zeros instead of dividing 0 by 0.
-_EPSILON = 1e-12
+from keras_mrl._norms import inverse_norm
+from keras_mrl._validation import check_bool
+from keras_mrl._validation import check_dim
+from keras_mrl._validation import keyword_only
 
 # Half-precision squares of typical embedding values underflow or lose most
 # of their bits when summed, so the norm is taken in float32.
 _HALF_DTYPES = ("float16", "bfloat16")
 
 
-def inverse_norm(squared_norm):
-    """Returns `1 / sqrt(max(squared_norm, 1e-12))`.
-
-    The floor keeps zeros finite: a zero vector times its inverse norm stays
-    a zero vector, and scores 0 against everything instead of NaN.
-
-    Shared by `truncate` and the in-batch contrastive losses, so that every
-    normalisation in keras_mrl treats zero vectors alike.
-    """
-    return ops.rsqrt(ops.maximum(squared_norm, _EPSILON))
-
-
-def validate_dim(dim, width=None, shape=None):
-    """Checks a serving width and returns it as an int.
-
-    Args:
-        dim: the width to cut to.
-        width: optional int, the last dimension of the tensor to cut.
-        shape: optional shape of that tensor, named in the error message.
-
-    Raises:
-        TypeError: when `dim` is not an int.
-        ValueError: when `dim` is below 1 or larger than `width`.
-    """
-    dim = check_positive_int(dim, "dim")
-    if width is not None and dim > width:
-        raise ValueError(
-            f"`dim`={dim} is wider than the embedding: the input has shape "
-            f"{shape}, whose last dimension is {width}. Use dim <= {width}."
-        )
-    return dim
-
-
-def truncate(x, dim, normalize=True):
+@keyword_only
+def truncate(x, *, dim, normalize=True):
     """Cuts embeddings to their first `dim` features and L2-normalises them.
 
     This is how a Matryoshka embedding is served at a smaller width. The
@@ -76,9 +43,10 @@ def truncate(x, dim, normalize=True):
     Example:
 
     >>> x = np.array([[3.0, 4.0, 12.0]], dtype="float32")
-    >>> keras.ops.convert_to_numpy(keras_mrl.ops.truncate(x, 2))
+    >>> keras.ops.convert_to_numpy(keras_mrl.ops.truncate(x, dim=2))
     array([[0.6, 0.8]], dtype=float32)
-    >>> keras.ops.convert_to_numpy(keras_mrl.ops.truncate(x, 2, False))
+    >>> cut = keras_mrl.ops.truncate(x, dim=2, normalize=False)
+    >>> keras.ops.convert_to_numpy(cut)
     array([[3., 4.]], dtype=float32)
     """
     x = ops.convert_to_tensor(x)
@@ -88,7 +56,8 @@ def truncate(x, dim, normalize=True):
             f"`truncate` needs an input of shape (..., D), got a scalar of "
             f"shape {shape}."
         )
-    dim = validate_dim(dim, shape[-1], shape)
+    dim = check_dim(dim, shape[-1], shape)
+    normalize = check_bool(normalize, "normalize")
     prefix = x[..., :dim]
     if not normalize:
         return prefix
@@ -101,5 +70,5 @@ def truncate(x, dim, normalize=True):
         dtype = compute_dtype = keras.config.floatx()
     prefix = ops.cast(prefix, compute_dtype)
     squared_norm = ops.sum(ops.square(prefix), axis=-1, keepdims=True)
-    scale = inverse_norm(squared_norm)
+    scale = inverse_norm(squared_norm, ops)
     return ops.cast(prefix * scale, dtype)

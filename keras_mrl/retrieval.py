@@ -14,9 +14,9 @@ import threading
 
 import numpy as np
 
-from keras_mrl._numpy_ops import l2_normalize
-from keras_mrl._numpy_ops import top_k
-from keras_mrl.nesting import check_positive_int
+from keras_mrl._numpy_search import l2_normalize
+from keras_mrl._numpy_search import top_k
+from keras_mrl._validation import check_positive_int
 from keras_mrl.nesting import validate_nesting_dims
 
 _INDEX_KINDS = ("flat", "hnsw")

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_mrl._numpy_ops import top_k
+from keras_mrl._numpy_search import top_k
 from keras_mrl.evaluation import retrieval_metrics
 from keras_mrl.evaluation import retrieval_metrics_from_relevance
 

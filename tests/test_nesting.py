@@ -1,6 +1,6 @@
 import pytest
 
-from keras_mrl.nesting import block_bounds
+from keras_mrl._blocks import block_bounds
 from keras_mrl.nesting import default_nesting_dims
 from keras_mrl.nesting import validate_nesting_dims
 from keras_mrl.nesting import validate_weights

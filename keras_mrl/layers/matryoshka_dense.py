@@ -1,8 +1,8 @@
 import keras
 from keras import ops
 
-from keras_mrl.nesting import block_bounds
-from keras_mrl.nesting import check_positive_int
+from keras_mrl._blocks import block_bounds
+from keras_mrl._validation import check_positive_int
 from keras_mrl.nesting import default_nesting_dims
 from keras_mrl.nesting import validate_nesting_dims
 

@@ -1,7 +1,9 @@
 import keras
 
+from keras_mrl._validation import check_bool
+from keras_mrl._validation import check_dim
+from keras_mrl._validation import keyword_only
 from keras_mrl.ops import truncate
-from keras_mrl.ops import validate_dim
 
 
 @keras.saving.register_keras_serializable(package="keras_mrl")
@@ -36,10 +38,11 @@ class Truncate(keras.layers.Layer):
     (2, 16)
     """
 
-    def __init__(self, dim, normalize=True, **kwargs):
+    @keyword_only
+    def __init__(self, dim, *, normalize=True, **kwargs):
         super().__init__(**kwargs)
-        self.dim = validate_dim(dim)
-        self.normalize = bool(normalize)
+        self.dim = check_dim(dim)
+        self.normalize = check_bool(normalize, "normalize")
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -49,18 +52,18 @@ class Truncate(keras.layers.Layer):
                 f"Truncate needs inputs of shape (..., D), got shape "
                 f"{input_shape}."
             )
-        validate_dim(self.dim, input_shape[-1], input_shape)
+        check_dim(self.dim, input_shape[-1], input_shape)
         if input_shape[-1] is not None:
             self.input_spec = keras.layers.InputSpec(
                 min_ndim=1, axes={-1: input_shape[-1]}
             )
 
     def call(self, inputs):
-        return truncate(inputs, self.dim, normalize=self.normalize)
+        return truncate(inputs, dim=self.dim, normalize=self.normalize)
 
     def compute_output_shape(self, input_shape):
         input_shape = tuple(input_shape)
-        validate_dim(self.dim, input_shape[-1], input_shape)
+        check_dim(self.dim, input_shape[-1], input_shape)
         return input_shape[:-1] + (self.dim,)
 
     def get_config(self):

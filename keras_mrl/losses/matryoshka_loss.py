@@ -7,7 +7,7 @@ from keras_mrl.granularity import check_truncate_targets
 from keras_mrl.granularity import cuts_targets_by_default
 from keras_mrl.granularity import granularity_views
 from keras_mrl.losses.targets import fill_missing_targets
-from keras_mrl.nesting import check_positive_int
+from keras_mrl._validation import check_positive_int
 from keras_mrl.nesting import validate_nesting_dims
 from keras_mrl.nesting import validate_weights
 

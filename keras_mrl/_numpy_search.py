@@ -1,56 +1,15 @@
-"""Numpy helpers shared by the inference and measurement modules.
+"""The numpy search primitives of the evaluation and retrieval modules.
 
 `keras_mrl.evaluation` and `keras_mrl.retrieval` both rank long rows of
-similarity scores and both normalise prefixes, and the evaluation and its
-callback both check labels; they do it here, one way.
+similarity scores and both normalise prefixes; they do it here, one way.
 """
 
-import keras
 import numpy as np
+
+from keras_mrl._norms import inverse_norm
 
 # Columns per block of `top_k`'s pruning.
 _BLOCK = 64
-
-# The floor of a squared norm, as in `tf.math.l2_normalize` and
-# `keras_mrl.truncate`: a zero vector normalises to zeros instead of NaN.
-_EPSILON = 1e-12
-
-
-def to_numpy(x):
-    """Returns a numpy array of an array, a list or any backend's tensor."""
-    if keras.ops.is_tensor(x):
-        return keras.ops.convert_to_numpy(x)
-    return np.asarray(x)
-
-
-def label_vector(labels, length, name, rows_name):
-    """Returns `labels` as a 1-D numpy array, or raises naming `name`.
-
-    Args:
-        labels: `(n,)` or `(n, 1)` labels, any dtype.
-        length: the number of rows of `rows_name` that the labels must
-            match; None checks the shape only.
-        name: the labels' argument name, for the message.
-        rows_name: the name of the argument whose rows they label.
-    """
-    labels = to_numpy(labels)
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.ndim != 1 or (length is not None and len(labels) != length):
-        expected = "(num_rows,)" if length is None else f"({length},)"
-        raise ValueError(
-            f"`{name}` must hold one label per row of `{rows_name}`, "
-            f"i.e. shape {expected}, got shape {labels.shape}."
-        )
-    return labels
-
-
-def inverse_norms(squared_norms):
-    """Returns `1 / norm` from squared norms, floored at `1e-12`.
-
-    A zero vector gets `1e6`, so scaling it keeps it zero.
-    """
-    return 1.0 / np.sqrt(np.maximum(squared_norms, _EPSILON))
 
 
 def l2_normalize(x):
@@ -60,7 +19,7 @@ def l2_normalize(x):
     contiguous even when `x` is a strided view.
     """
     squared = np.einsum("ij,ij->i", x, x)
-    return x * inverse_norms(squared)[:, None]
+    return x * inverse_norm(squared, np)[:, None]
 
 
 def top_k(scores, k):

@@ -1,0 +1,195 @@
+"""Checks of the values that enter keras_mrl, written once.
+
+Every public class and function checks its arguments here, so a bad value
+gets the same clear message wherever it is passed: the argument's name, the
+value received and what would be right. Nothing here imports the rest of
+keras_mrl.
+"""
+
+import functools
+import inspect
+import numbers
+
+import numpy as np
+
+
+def keyword_only(function):
+    """Lets `function` take its first argument positionally, no more.
+
+    The decorated function declares its other arguments keyword-only (after
+    `*`); Python would then reject an extra positional argument with "takes
+    2 positional arguments but 3 were given". This wrapper raises a
+    TypeError that names the keyword arguments instead, since an argument
+    read positionally is how widths were once taken for weights. Methods
+    (whose first parameter is `self`) keep `self` and one more.
+    """
+    parameters = list(inspect.signature(function).parameters.values())
+    positional = [
+        p for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    keywords = [p.name for p in parameters if p.kind == p.KEYWORD_ONLY]
+    owner = function.__qualname__.replace(".__init__", "")
+    first = positional[-1].name if positional else None
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        if len(args) > len(positional):
+            shown = ", ".join(f"{name}=..." for name in keywords[:3])
+            raise TypeError(
+                f"{owner}() takes `{first}` as its only positional argument "
+                f"and the others by keyword; got {len(args) - len(positional)}"
+                f" more positional. Write e.g. {owner}({first}, {shown}). Its "
+                f"keyword arguments are: {', '.join(keywords)}."
+            )
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+def check_bool(value, name):
+    """Returns `value` when it is a bool (numpy's included), else raises.
+
+    A string such as "no" or an int is truthy or falsy by accident; a flag
+    takes True or False only.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return bool(value)
+
+
+def check_optional_bool(value, name):
+    """Returns None, True or False; raises for anything else."""
+    if value is None:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"`{name}` must be None, True or False, got {value!r}."
+        )
+    return bool(value)
+
+
+def check_positive_int(value, name):
+    """Returns `value` as an int, or raises naming `name` and the value.
+
+    Raises:
+        TypeError: when `value` is not an int (numpy ints are ints).
+        ValueError: when it is 0 or negative.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, numbers.Integral
+    ):
+        raise TypeError(f"`{name}` must be an int, got {value!r}.")
+    if value <= 0:
+        raise ValueError(
+            f"`{name}` must be a positive int, got {name}={value}."
+        )
+    return int(value)
+
+
+def check_optional_positive_int(value, name):
+    """Returns None, or `value` checked by `check_positive_int`."""
+    return None if value is None else check_positive_int(value, name)
+
+
+def check_positive_float(value, name, example):
+    """Returns `value` as a float when it is finite and > 0.
+
+    Args:
+        value: the number to check.
+        name: the argument's name.
+        example: a typical value, quoted in the message (e.g. "20.0").
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, numbers.Real
+    ):
+        raise TypeError(
+            f"`{name}` must be a positive number such as {example}, got "
+            f"{value!r}."
+        )
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"`{name}` must be a positive finite number such as {example}, "
+            f"got {value}."
+        )
+    return float(value)
+
+
+def check_choice(value, name, choices):
+    """Returns `value` when it is one of `choices`, else raises."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {list(choices)}, got {value!r}."
+        )
+    return value
+
+
+def check_finite(array, name):
+    """Raises a ValueError naming `name` when `array` holds NaN or inf.
+
+    Embeddings of a diverged model are NaN; scoring them would report a
+    chance-level figure next to `loss: nan` instead of failing.
+    """
+    array = np.asarray(array)
+    if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise ValueError(
+            f"`{name}` holds {bad} NaN or infinite values (shape "
+            f"{array.shape}); a diverged model gives such embeddings. "
+            "Check the training loss before evaluating."
+        )
+    return array
+
+
+def to_numpy(x):
+    """Returns a numpy array of an array, a list or any backend's tensor."""
+    # Imported here so that the numpy-only modules load without a backend
+    # until a tensor actually arrives.
+    import keras
+
+    if keras.ops.is_tensor(x):
+        return keras.ops.convert_to_numpy(x)
+    return np.asarray(x)
+
+
+def label_vector(labels, length, name, rows_name):
+    """Returns `labels` as a 1-D numpy array, or raises naming `name`.
+
+    Args:
+        labels: `(n,)` or `(n, 1)` labels, any dtype.
+        length: the number of rows of `rows_name` that the labels must
+            match; None checks the shape only.
+        name: the labels' argument name, for the message.
+        rows_name: the name of the argument whose rows they label.
+    """
+    labels = to_numpy(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1 or (length is not None and len(labels) != length):
+        expected = "(num_rows,)" if length is None else f"({length},)"
+        raise ValueError(
+            f"`{name}` must hold one label per row of `{rows_name}`, "
+            f"i.e. shape {expected}, got shape {labels.shape}."
+        )
+    return labels
+
+
+def check_dim(dim, width=None, shape=None):
+    """Checks a serving width and returns it as an int.
+
+    Args:
+        dim: the width to cut to.
+        width: optional int, the last dimension of the tensor to cut.
+        shape: optional shape of that tensor, named in the error message.
+
+    Raises:
+        TypeError: when `dim` is not an int.
+        ValueError: when `dim` is below 1 or larger than `width`.
+    """
+    dim = check_positive_int(dim, "dim")
+    if width is not None and dim > width:
+        raise ValueError(
+            f"`dim`={dim} is wider than the embedding: the input has shape "
+            f"{shape}, whose last dimension is {width}. Use dim <= {width}."
+        )
+    return dim
