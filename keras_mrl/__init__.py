@@ -6,6 +6,7 @@ from keras_mrl import distribution
 from keras_mrl import evaluation
 from keras_mrl import layers
 from keras_mrl import losses
+from keras_mrl import metrics
 from keras_mrl import ops
 from keras_mrl import retrieval
 from keras_mrl.layers import MatryoshkaDense

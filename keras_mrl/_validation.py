@@ -23,7 +23,8 @@ def keyword_only(function):
     read positionally is how widths were once taken for weights. Methods
     (whose first parameter is `self`) keep `self` and one more.
     """
-    parameters = list(inspect.signature(function).parameters.values())
+    signature = inspect.signature(function)
+    parameters = list(signature.parameters.values())
     positional = [
         p for p in parameters
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
@@ -44,6 +45,9 @@ def keyword_only(function):
             )
         return function(*args, **kwargs)
 
+    # Keras reads constructor arguments with `inspect.getfullargspec`, which
+    # sees through a wrapper only by its `__signature__`.
+    wrapper.__signature__ = signature
     return wrapper
 
 

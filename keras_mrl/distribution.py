@@ -9,26 +9,18 @@
 """
 
 import math
-import numbers
 import re
 
 import keras
 
-from keras_mrl.layers.matryoshka_dense import MatryoshkaDense
+from keras_mrl._validation import check_positive_int
+from keras_mrl._validation import keyword_only
+from keras_mrl.layers.matryoshka_dense import matryoshka_heads
 
 
-def _matryoshka_heads(model):
-    # `_flatten_layers` is how Keras itself walks nested layers (also those
-    # held as attributes of custom layers, which `model.layers` misses).
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, MatryoshkaDense)
-    ]
-
-
+@keyword_only
 def matryoshka_layout_map(
-    model, device_mesh, model_axis="model", layout_map=None
+    model, *, device_mesh, model_axis="model", layout_map=None
 ):
     """Returns a `LayoutMap` that shards the Matryoshka heads over `units`.
 
@@ -73,13 +65,25 @@ def matryoshka_layout_map(
     ...     [keras.Input((16,)), keras_mrl.MatryoshkaDense(4, name="head")],
     ...     name="net",
     ... )
-    >>> layout_map = keras_mrl.distribution.matryoshka_layout_map(model, mesh)
+    >>> layout_map = keras_mrl.distribution.matryoshka_layout_map(
+    ...     model, device_mesh=mesh
+    ... )
     >>> sorted(layout_map)
     ['^net/head/bias_16$', '^net/head/bias_8$', '^net/head/kernel_16$', \
 '^net/head/kernel_8$']
     >>> layout_map["net/head/kernel_8"].axes
     (None, 'model')
     """
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            "`model` must be a built keras.Model (or layer) holding "
+            f"MatryoshkaDense heads, got {model!r}."
+        )
+    if not isinstance(device_mesh, keras.distribution.DeviceMesh):
+        raise TypeError(
+            "`device_mesh` must be a keras.distribution.DeviceMesh, got "
+            f"{device_mesh!r}."
+        )
     if model_axis not in device_mesh.axis_names:
         raise ValueError(
             f"`model_axis`={model_axis!r} is not an axis of the device mesh, "
@@ -87,7 +91,7 @@ def matryoshka_layout_map(
             "those, or build the mesh with a model axis."
         )
     shards = device_mesh.shape[list(device_mesh.axis_names).index(model_axis)]
-    heads = _matryoshka_heads(model)
+    heads = matryoshka_heads(model)
     if not heads:
         raise ValueError(
             f"{model.name!r} holds no keras_mrl.layers.MatryoshkaDense, so "
@@ -150,7 +154,8 @@ def _replicas(distribution):
     return count, f"devices of the {axis!r} mesh axis of {name}"
 
 
-def check_global_batch(batch_size, distribution=None):
+@keyword_only
+def check_global_batch(batch_size, *, distribution=None):
     """Checks that a distribution can split the global batch evenly.
 
     Data parallel training cuts every global batch into one equal slice per
@@ -177,27 +182,24 @@ def check_global_batch(batch_size, distribution=None):
     >>> data_parallel = keras.distribution.DataParallel(
     ...     devices=["cpu:0", "cpu:1", "cpu:2", "cpu:3"]
     ... )
-    >>> keras_mrl.distribution.check_global_batch(32, data_parallel)
+    >>> keras_mrl.distribution.check_global_batch(
+    ...     32, distribution=data_parallel
+    ... )
     8
-    >>> keras_mrl.distribution.check_global_batch(30, data_parallel)
+    >>> keras_mrl.distribution.check_global_batch(
+    ...     30, distribution=data_parallel
+    ... )
     Traceback (most recent call last):
         ...
     ValueError: global batch 30 is not divisible by the 4 devices of \
 DataParallel; use a batch size that is a multiple of 4 (e.g. 28 or 32) and \
 drop_remainder=True so that the last batch is full too.
     """
-    if isinstance(batch_size, bool) or not isinstance(
-        batch_size, numbers.Integral
-    ):
-        raise TypeError(f"`batch_size` must be an int, got {batch_size!r}.")
-    if batch_size <= 0:
-        raise ValueError(
-            f"`batch_size` must be a positive int, got {batch_size}."
-        )
+    batch_size = check_positive_int(batch_size, "batch_size")
     if distribution is None:
         distribution = keras.distribution.distribution() or _tf_strategy()
     if distribution is None:
-        return int(batch_size)
+        return batch_size
     count, what = _replicas(distribution)
     if batch_size % count:
         lower = batch_size // count * count
@@ -209,4 +211,4 @@ drop_remainder=True so that the last batch is full too.
             f"{examples}) and drop_remainder=True so that the last batch is "
             "full too."
         )
-    return int(batch_size) // count
+    return batch_size // count

@@ -10,9 +10,11 @@ import numbers
 import numpy as np
 
 from keras_mrl._validation import check_positive_int
+from keras_mrl._validation import keyword_only
 
 
-def default_nesting_dims(dim, smallest=8):
+@keyword_only
+def default_nesting_dims(dim, *, smallest=8):
     """Returns the doubling list of widths `[smallest, 2 * smallest, ...]`.
 
     The list always ends at `dim`, also when `dim` is not a power of two, so

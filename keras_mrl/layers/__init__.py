@@ -2,3 +2,4 @@
 
 from keras_mrl.layers.matryoshka_dense import MatryoshkaDense
 from keras_mrl.layers.truncate import Truncate
+from keras_mrl.layers.width_sampling import WidthSampling

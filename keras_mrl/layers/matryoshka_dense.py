@@ -1,8 +1,11 @@
 import keras
 from keras import ops
 
-from keras_mrl._blocks import block_bounds
+from keras_mrl._blocks import running_sums
+from keras_mrl._blocks import split_blocks
+from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_positive_int
+from keras_mrl._validation import keyword_only
 from keras_mrl.nesting import default_nesting_dims
 from keras_mrl.nesting import validate_nesting_dims
 
@@ -28,8 +31,9 @@ class MatryoshkaDense(keras.layers.Layer):
     Args:
         units: int, the width of each granularity's output (e.g. classes).
         nesting_dims: list of strictly increasing widths, or None for
-            `keras_mrl.default_nesting_dims(D)` of the input width `D`. After
-            build the attribute holds the widths in use.
+            `keras_mrl.default_nesting_dims(D)` of the input width `D`. The
+            attribute keeps what was passed; after build, `widths` holds
+            the widths in use.
         tied: bool, whether all granularities share one kernel and bias.
         activation: activation applied to every granularity's output.
         use_bias: bool, whether to add a bias.
@@ -53,14 +57,18 @@ class MatryoshkaDense(keras.layers.Layer):
     >>> head = keras_mrl.MatryoshkaDense(10, nesting_dims=[8, 16, 32])
     >>> tuple(head(np.ones((4, 32))).shape)
     (4, 3, 10)
+    >>> head.widths
+    (8, 16, 32)
     >>> small = head.export(8)  # a plain Dense serving granularity 8
     >>> tuple(small(np.ones((4, 8))).shape)
     (4, 10)
     """
 
+    @keyword_only
     def __init__(
         self,
         units,
+        *,
         nesting_dims=None,
         tied=False,
         activation=None,
@@ -81,9 +89,9 @@ class MatryoshkaDense(keras.layers.Layer):
             if nesting_dims is None
             else list(validate_nesting_dims(nesting_dims))
         )
-        self.tied = bool(tied)
+        self.tied = check_bool(tied, "tied")
         self.activation = keras.activations.get(activation)
-        self.use_bias = use_bias
+        self.use_bias = check_bool(use_bias, "use_bias")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
@@ -92,6 +100,7 @@ class MatryoshkaDense(keras.layers.Layer):
         self.bias_constraint = keras.constraints.get(bias_constraint)
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
         self.supports_masking = True
+        self._widths = None
 
     def _resolve_dims(self, input_dim):
         if input_dim is None:
@@ -103,18 +112,22 @@ class MatryoshkaDense(keras.layers.Layer):
             return default_nesting_dims(input_dim)
         return list(validate_nesting_dims(self.nesting_dims, input_dim))
 
+    @property
+    def widths(self):
+        """The widths in use, a tuple of ints; None before build."""
+        return self._widths
+
     def build(self, input_shape):
         input_dim = input_shape[-1]
-        self.nesting_dims = self._resolve_dims(input_dim)
-        self._blocks = block_bounds(self.nesting_dims)
+        self._widths = tuple(self._resolve_dims(input_dim))
         if self.tied:
-            self.kernel = self._add_kernel("kernel", self.nesting_dims[-1])
+            self.kernel = self._add_kernel("kernel", self._widths[-1])
             self.bias = self._add_bias("bias")
         else:
             self.kernels = [
-                self._add_kernel(f"kernel_{m}", m) for m in self.nesting_dims
+                self._add_kernel(f"kernel_{m}", m) for m in self._widths
             ]
-            self.biases = [self._add_bias(f"bias_{m}") for m in self.nesting_dims]
+            self.biases = [self._add_bias(f"bias_{m}") for m in self._widths]
         self.input_spec = keras.layers.InputSpec(
             min_ndim=2, axes={-1: input_dim}
         )
@@ -141,19 +154,22 @@ class MatryoshkaDense(keras.layers.Layer):
 
     def call(self, inputs):
         if self.tied:
-            # Each block is multiplied once; the prefix sums give every
+            # Each block is multiplied once; the running sums give every
             # granularity, so the cost is one Dense over the widest prefix.
             partials = [
-                ops.matmul(inputs[..., start:end], self.kernel[start:end])
-                for start, end in self._blocks
+                ops.matmul(x, w)
+                for x, w in zip(
+                    split_blocks(inputs, self._widths),
+                    split_blocks(self.kernel, self._widths, axis=0),
+                )
             ]
-            outputs = ops.cumsum(ops.stack(partials, axis=-2), axis=-2)
+            outputs = ops.stack(list(running_sums(partials)), axis=-2)
             if self.use_bias:
                 outputs = outputs + self.bias
         else:
             outputs = []
             for m, kernel, bias in zip(
-                self.nesting_dims, self.kernels, self.biases
+                self._widths, self.kernels, self.biases
             ):
                 out = ops.matmul(inputs[..., :m], kernel)
                 if bias is not None:
@@ -173,7 +189,7 @@ class MatryoshkaDense(keras.layers.Layer):
 
         The returned layer is built for inputs of width `dim` and computes,
         on `x[..., :dim]`, what this head computes for width `dim`. A tied
-        head serves any width from 1 to `nesting_dims[-1]`, also widths
+        head serves any width from 1 to `widths[-1]`, also widths
         between the trained ones; an untied head serves its trained widths.
 
         Args:
@@ -190,7 +206,7 @@ class MatryoshkaDense(keras.layers.Layer):
                 "MatryoshkaDense.export() needs a built layer; call the "
                 "layer on data or build it first."
             )
-        max_dim = self.nesting_dims[-1]
+        max_dim = self._widths[-1]
         dim = check_positive_int(dim, "dim")
         if self.tied:
             if not 1 <= dim <= max_dim:
@@ -198,17 +214,17 @@ class MatryoshkaDense(keras.layers.Layer):
                     f"A tied MatryoshkaDense exports widths 1 to {max_dim}, "
                     f"got dim={dim}."
                 )
-            kernel = self.kernel.numpy()[:dim]
+            kernel = ops.convert_to_numpy(self.kernel)[:dim]
             bias = self.bias
         else:
-            if dim not in self.nesting_dims:
+            if dim not in self._widths:
                 raise ValueError(
                     f"An untied MatryoshkaDense exports only its trained "
-                    f"widths {self.nesting_dims}, got dim={dim}. Use one of "
+                    f"widths {list(self._widths)}, got dim={dim}. Use one of "
                     "those, or train a tied head to serve any width."
                 )
-            g = self.nesting_dims.index(dim)
-            kernel = self.kernels[g].numpy()
+            g = self._widths.index(dim)
+            kernel = ops.convert_to_numpy(self.kernels[g])
             bias = self.biases[g]
         dense = keras.layers.Dense(
             self.units,
@@ -220,7 +236,7 @@ class MatryoshkaDense(keras.layers.Layer):
         dense.build((None, dim))
         dense.kernel.assign(kernel)
         if self.use_bias:
-            dense.bias.assign(bias.numpy())
+            dense.bias.assign(ops.convert_to_numpy(bias))
         return dense
 
     def get_config(self):
@@ -256,3 +272,14 @@ class MatryoshkaDense(keras.layers.Layer):
             }
         )
         return config
+
+
+def matryoshka_heads(model):
+    """Returns the `MatryoshkaDense` layers of `model`, nested ones too."""
+    # `_flatten_layers` is how Keras itself walks nested layers (also those
+    # held as attributes of custom layers, which `model.layers` misses).
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if isinstance(layer, MatryoshkaDense)
+    ]

@@ -1,22 +1,13 @@
-import numbers
-
 import keras
 import numpy as np
 from keras import ops
 
+from keras_mrl._validation import check_bool
+from keras_mrl._validation import check_positive_float
+from keras_mrl._validation import keyword_only
+from keras_mrl.losses.nested_loss import NestedLoss
+from keras_mrl.losses.nested_loss import compute_dtype
 from keras_mrl.losses.similarity import prefix_similarities
-from keras_mrl.losses.targets import fill_missing_targets
-
-
-def _check_scale(scale):
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-        raise TypeError(f"`scale` must be a positive number, got {scale!r}.")
-    if not np.isfinite(scale) or scale <= 0:
-        raise ValueError(
-            f"`scale` must be a positive finite number such as 20.0 "
-            f"(1 / temperature), got {scale}."
-        )
-    return float(scale)
 
 
 # Logits are cosines times `scale`, so they lie in [-scale, scale]. Shifting
@@ -55,7 +46,7 @@ def _check_y_pred(y_pred):
 
 
 @keras.saving.register_keras_serializable(package="keras_mrl")
-class MultipleNegativesRankingLoss(keras.losses.Loss):
+class MultipleNegativesRankingLoss(NestedLoss):
     """The in-batch softmax loss of embedding models (InfoNCE).
 
     `y_pred` stacks, for each of the `B` examples, an anchor, its positive and
@@ -78,8 +69,8 @@ class MultipleNegativesRankingLoss(keras.losses.Loss):
     `partition_mode="per_direction"`.
 
     `y_true` is ignored: it may be None, so `model.fit(x)` trains without
-    labels. The loss is computed in float32 whatever the compute dtype of the
-    model. A zero vector has cosine 0 with everything instead of NaN.
+    labels. The loss is computed in the wider of its dtype and float32,
+    whatever the compute dtype of the model. A zero vector has cosine 0 with everything instead of NaN.
 
     Inside `MatryoshkaLoss` in prefix mode the loss computes every width
     through `call_prefixes`, which builds the similarity matrix of each
@@ -115,21 +106,19 @@ class MultipleNegativesRankingLoss(keras.losses.Loss):
     0.0
     """
 
+    @keyword_only
     def __init__(
         self,
         scale=20.0,
+        *,
         symmetric=False,
         reduction="sum_over_batch_size",
         name="multiple_negatives_ranking_loss",
         **kwargs,
     ):
         super().__init__(name=name, reduction=reduction, **kwargs)
-        self.scale = _check_scale(scale)
-        if not isinstance(symmetric, bool):
-            raise TypeError(
-                f"`symmetric` must be True or False, got {symmetric!r}."
-            )
-        self.symmetric = symmetric
+        self.scale = check_positive_float(scale, "scale", "20.0")
+        self.symmetric = check_bool(symmetric, "symmetric")
 
     # The positives are found by position, so `fit(x)` needs no labels.
     needs_targets = False
@@ -137,25 +126,22 @@ class MultipleNegativesRankingLoss(keras.losses.Loss):
     def __call__(self, y_true, y_pred, sample_weight=None):
         # The shape is checked before any tracing work.
         _check_y_pred(y_pred)
-        y_true = fill_missing_targets(self, y_true, y_pred, self.name)
         return super().__call__(y_true, y_pred, sample_weight)
 
-    def call(self, y_true, y_pred):
-        return self.call_prefixes(y_true, y_pred, None)[0]
-
-    def call_prefixes(self, y_true, y_pred, dims):
+    def call_prefixes(self, y_true, y_pred, nesting_dims):
         """Returns the per-example losses of every prefix width.
 
         Args:
             y_true: ignored.
             y_pred: float tensor `(batch, 2 + n, D)`.
-            dims: the increasing prefix widths, or None for the full width.
+            nesting_dims: the increasing prefix widths, or None for the
+                full width.
 
         Returns:
-            A list with one `(batch,)` float32 tensor per width.
+            A list with one `(batch,)` tensor per width.
         """
         _check_y_pred(y_pred)
-        y_pred = ops.cast(y_pred, "float32")
+        y_pred = ops.cast(y_pred, compute_dtype(self.dtype))
         anchors = y_pred[:, 0, :]
         candidates = [y_pred[:, 1, :]]
         if y_pred.shape[1] > 2:
@@ -164,7 +150,8 @@ class MultipleNegativesRankingLoss(keras.losses.Loss):
         return [
             self._ranking_loss(target, logits)
             for target, logits in prefix_similarities(
-                anchors, candidates, dims, scale=self.scale, paired=True
+                anchors, candidates, nesting_dims, scale=self.scale,
+                paired=True,
             )
         ]
 

@@ -5,27 +5,14 @@ a Matryoshka embedding. Slicing each prefix and multiplying it again costs
 `sum(nesting_dims)` multiply-adds per pair; here the Gram matrix of prefix
 `m_g` is the running sum of the Gram matrices of the disjoint blocks
 `[m_{g-1}, m_g)`, and so are the squared norms, so all widths together cost
-one full-width Gram matrix.
+one full-width Gram matrix (see `keras_mrl._blocks`).
 """
 
 from keras import ops
 
-from keras_mrl.ops import inverse_norm
-
-
-def _blocks(x, nesting_dims):
-    if nesting_dims is None:
-        return [x]
-    # One split, whose gradient is one concatenation; a slice per block
-    # would pad each block's gradient to the full width and add them.
-    x = x[..., : nesting_dims[-1]]
-    if len(nesting_dims) == 1:
-        return [x]
-    return ops.split(x, list(nesting_dims[:-1]), axis=-1)
-
-
-def _accumulate(total, value):
-    return value if total is None else total + value
+from keras_mrl._blocks import running_sums
+from keras_mrl._blocks import split_blocks
+from keras_mrl._norms import inverse_norm
 
 
 def prefix_similarities(
@@ -49,33 +36,40 @@ def prefix_similarities(
         is computed at `O(A * D)` cost, so no gradient is scattered into an
         `(A, A)` matrix for it.
     """
-    anchor_blocks = _blocks(anchors, nesting_dims)
-    other_blocks = [_blocks(other, nesting_dims) for other in others]
-    anchor_norms = paired_dot = None
-    grams = [None] * len(others)
-    other_norms = [None] * len(others)
+    anchor_blocks = split_blocks(anchors, nesting_dims)
+    other_blocks = [split_blocks(other, nesting_dims) for other in others]
+
+    def prefix_totals(per_block):
+        return list(running_sums(per_block))
+
+    anchor_norms = prefix_totals(ops.sum(a * a, axis=-1) for a in anchor_blocks)
+    grams = [
+        prefix_totals(
+            ops.matmul(a, ops.transpose(o))
+            for a, o in zip(anchor_blocks, blocks)
+        )
+        for blocks in other_blocks
+    ]
+    other_norms = [
+        prefix_totals(ops.sum(o * o, axis=-1) for o in blocks)
+        for blocks in other_blocks
+    ]
+    if paired:
+        paired_dots = prefix_totals(
+            ops.sum(a * o, axis=-1)
+            for a, o in zip(anchor_blocks, other_blocks[0])
+        )
     results = []
-    for b, a in enumerate(anchor_blocks):
-        anchor_norms = _accumulate(anchor_norms, ops.sum(a * a, axis=-1))
-        if paired:
-            paired_dot = _accumulate(
-                paired_dot, ops.sum(a * other_blocks[0][b], axis=-1)
-            )
-        for k, blocks in enumerate(other_blocks):
-            o = blocks[b]
-            grams[k] = _accumulate(grams[k], ops.matmul(a, ops.transpose(o)))
-            other_norms[k] = _accumulate(
-                other_norms[k], ops.sum(o * o, axis=-1)
-            )
+    for g in range(len(anchor_blocks)):
         # The scale rides on the (A,) vector, not on each (A, N) matrix.
-        row_factors = scale * inverse_norm(anchor_norms)
-        column_factors = [inverse_norm(norms) for norms in other_norms]
+        row_factors = scale * inverse_norm(anchor_norms[g], ops)
+        column_factors = [inverse_norm(n[g], ops) for n in other_norms]
         matrices = [
-            gram * ops.expand_dims(row_factors, 1) * ops.expand_dims(col, 0)
+            gram[g] * ops.expand_dims(row_factors, 1) * ops.expand_dims(col, 0)
             for gram, col in zip(grams, column_factors)
         ]
         paired_scores = None
         if paired:
-            paired_scores = paired_dot * row_factors * column_factors[0]
+            paired_scores = paired_dots[g] * row_factors * column_factors[0]
         results.append((paired_scores, matrices))
     return results

@@ -1,30 +1,17 @@
-import numbers
-
 import keras
 import numpy as np
 from keras import ops
 
+from keras_mrl._validation import check_positive_float
+from keras_mrl._validation import keyword_only
+from keras_mrl.losses.nested_loss import NestedLoss
+from keras_mrl.losses.nested_loss import compute_dtype
 from keras_mrl.losses.similarity import prefix_similarities
 
 # Stands in for the excluded self-similarity inside the log-partition. A
 # finite value keeps `0 * masked` at 0 where -inf would give NaN, and its
 # exponential underflows to 0 for any score of a cosine over a temperature.
 _MASKED_LOGIT = -1e9
-
-
-def _check_temperature(temperature):
-    if isinstance(temperature, bool) or not isinstance(
-        temperature, numbers.Real
-    ):
-        raise TypeError(
-            f"`temperature` must be a positive number, got {temperature!r}."
-        )
-    if not np.isfinite(temperature) or temperature <= 0:
-        raise ValueError(
-            "`temperature` must be a positive finite number such as 0.1, "
-            f"got {temperature}."
-        )
-    return float(temperature)
 
 
 def _shape(x):
@@ -47,6 +34,14 @@ def _check_shapes(y_true, y_pred):
             f"(batch,) or (batch, 1), got shape {true_shape} (y_pred has "
             f"shape {pred_shape})."
         )
+    if None not in (true_shape[0], pred_shape[0]) and (
+        true_shape[0] != pred_shape[0]
+    ):
+        raise ValueError(
+            "SupervisedContrastiveLoss needs one label per embedding, got "
+            f"{true_shape[0]} labels (shape {true_shape}) for {pred_shape[0]} "
+            f"embeddings (y_pred of shape {pred_shape})."
+        )
 
 
 def _check_label_dtype(y_true):
@@ -55,9 +50,16 @@ def _check_label_dtype(y_true):
             "SupervisedContrastiveLoss needs integer class labels as y_true, "
             "got None. Pass `y` to `fit`."
         )
-    dtype = keras.backend.standardize_dtype(
-        y_true.dtype if hasattr(y_true, "dtype") else np.asarray(y_true).dtype
-    )
+    if not hasattr(y_true, "dtype"):
+        y_true = np.asarray(y_true)
+    if isinstance(y_true, np.ndarray) and y_true.dtype.kind in "USO":
+        raise ValueError(
+            "SupervisedContrastiveLoss expects integer class labels, got "
+            f"labels of dtype {y_true.dtype} such as {y_true.flat[0]!r}. Map "
+            "them to integer ids first, e.g. with np.unique(labels, "
+            "return_inverse=True)."
+        )
+    dtype = keras.backend.standardize_dtype(y_true.dtype)
     if "int" not in dtype:
         raise ValueError(
             "SupervisedContrastiveLoss expects integer class labels, got "
@@ -67,7 +69,7 @@ def _check_label_dtype(y_true):
 
 
 @keras.saving.register_keras_serializable(package="keras_mrl")
-class SupervisedContrastiveLoss(keras.losses.Loss):
+class SupervisedContrastiveLoss(NestedLoss):
     """The supervised contrastive loss of Khosla et al. (2020), `L_out`.
 
     Embeddings `z` are L2-normalised inside. For anchor `i` with positives
@@ -112,15 +114,19 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
     0.0001
     """
 
+    @keyword_only
     def __init__(
         self,
         temperature=0.1,
+        *,
         reduction="sum_over_batch_size",
         name="supervised_contrastive_loss",
         **kwargs,
     ):
         super().__init__(name=name, reduction=reduction, **kwargs)
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_positive_float(
+            temperature, "temperature", "0.1"
+        )
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         # The base class casts y_true to the loss dtype (float32), so the
@@ -129,10 +135,7 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
         _check_shapes(y_true, y_pred)
         return super().__call__(y_true, y_pred, sample_weight)
 
-    def call(self, y_true, y_pred):
-        return self.call_prefixes(y_true, y_pred, None)[0]
-
-    def call_prefixes(self, y_true, y_pred, dims):
+    def call_prefixes(self, y_true, y_pred, nesting_dims):
         """Returns the per-example losses of every prefix width.
 
         Args:
@@ -140,13 +143,15 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
                 here, as `MatryoshkaLoss` passes them cast to float32, which
                 keeps class ids below 2**24 exact.
             y_pred: float embeddings `(batch, D)`.
-            dims: the increasing prefix widths, or None for the full width.
+            nesting_dims: the increasing prefix widths, or None for the
+                full width.
 
         Returns:
-            A list with one `(batch,)` float32 tensor per width.
+            A list with one `(batch,)` tensor per width.
         """
         _check_shapes(y_true, y_pred)
-        y_pred = ops.cast(y_pred, "float32")
+        dtype = compute_dtype(self.dtype)
+        y_pred = ops.cast(y_pred, dtype)
         labels = ops.reshape(y_true, (-1,))
         batch = ops.shape(y_pred)[0]
         is_self = ops.eye(batch, dtype="bool")
@@ -154,11 +159,11 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
             ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(labels, 0)),
             ops.logical_not(is_self),
         )
-        positive_counts = ops.sum(ops.cast(positives, "float32"), axis=1)
+        positive_counts = ops.sum(ops.cast(positives, dtype), axis=1)
         return [
             self._anchor_losses(logits, is_self, positives, positive_counts)
             for _, (logits,) in prefix_similarities(
-                y_pred, [y_pred], dims, scale=1.0 / self.temperature
+                y_pred, [y_pred], nesting_dims, scale=1.0 / self.temperature
             )
         ]
 

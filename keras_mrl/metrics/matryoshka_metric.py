@@ -1,0 +1,231 @@
+import keras
+from keras import ops
+
+from keras_mrl._modes import check_prefix
+from keras_mrl._modes import check_stacked
+from keras_mrl._modes import cuts_targets
+from keras_mrl._modes import granularity_views
+from keras_mrl._modes import keras_mask
+from keras_mrl._validation import check_optional_bool
+from keras_mrl._validation import keyword_only
+from keras_mrl.layers.matryoshka_dense import MatryoshkaDense
+from keras_mrl.layers.matryoshka_dense import matryoshka_heads
+from keras_mrl.nesting import validate_nesting_dims
+
+# Names whose meaning Keras' `compile` picks from the loss and the labels;
+# a wrapped metric cannot see those, so it asks for an explicit name.
+_AMBIGUOUS_NAMES = ("accuracy", "acc", "crossentropy", "ce")
+
+
+def _as_metric(metric):
+    """Returns `(metric, cuts)`: a Metric, and whether it compares coordinates.
+
+    A function (or a name that resolves to one) is wrapped in a
+    `MeanMetricWrapper`; whether it compares coordinates is decided on the
+    function itself, before it is wrapped.
+    """
+    if isinstance(metric, type):
+        raise TypeError(
+            f"`metric` must be a metric instance, got the class "
+            f"{metric.__name__}. Write {metric.__name__}(...)."
+        )
+    if isinstance(metric, keras.metrics.Metric):
+        return metric, cuts_targets(metric, None)
+    if isinstance(metric, str) and metric in _AMBIGUOUS_NAMES:
+        raise ValueError(
+            f"MatryoshkaMetric cannot resolve {metric!r}: Keras picks its "
+            "meaning from the loss and the labels in `compile`. Name the "
+            "metric, e.g. 'sparse_categorical_accuracy' for integer labels "
+            "or 'categorical_accuracy' for one-hot labels."
+        )
+    if isinstance(metric, (str, dict)) or callable(metric):
+        resolved = keras.metrics.get(metric)
+        if isinstance(resolved, keras.metrics.Metric):
+            return resolved, cuts_targets(resolved, None)
+        wrapped = keras.metrics.MeanMetricWrapper(
+            resolved, name=getattr(resolved, "__name__", str(metric))
+        )
+        return wrapped, cuts_targets(resolved, None)
+    raise TypeError(
+        "`metric` must be a keras.metrics.Metric, a metric name such as "
+        f"'sparse_categorical_accuracy', or a function; got {metric!r}."
+    )
+
+
+def _head_widths(head):
+    """The widths of the head whose stacked output a metric reads."""
+    if isinstance(head, keras.Model):
+        heads = matryoshka_heads(head)
+        if len(heads) != 1:
+            raise ValueError(
+                "MatryoshkaMetric(head=model) needs a model holding exactly "
+                f"one MatryoshkaDense, got {len(heads)} in {head.name!r}. "
+                "Pass the head layer itself."
+            )
+        head = heads[0]
+    if isinstance(head, MatryoshkaDense):
+        widths = head.widths or head.nesting_dims
+        if widths is None:
+            raise ValueError(
+                f"MatryoshkaMetric(head=...) needs the widths of head "
+                f"{head.name!r}, which are chosen when it is built: build "
+                "the model first (e.g. start it with keras.Input), or give "
+                "the head `nesting_dims`."
+            )
+        return list(widths)
+    if isinstance(head, (list, tuple)):
+        return list(validate_nesting_dims(head, name="head"))
+    raise TypeError(
+        "`head` must be a keras_mrl.MatryoshkaDense, a model holding one, or "
+        f"the head's list of widths; got {head!r}."
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_mrl")
+class MatryoshkaMetric(keras.metrics.Metric):
+    """Reports any Keras metric once per granularity.
+
+    `result()` is a dict `{"{name}@{width}": value}`, which Keras puts into
+    the `fit`/`evaluate` logs as `acc@8`, `acc@16`, ..., `val_acc@8`, ...,
+    in increasing width (`evaluate(..., return_dict=True)` keeps that
+    order; its list form sorts keys as strings, as Keras does for every
+    dict-valued metric).
+
+    The mode follows the same rule as `keras_mrl.MatryoshkaLoss`:
+
+    - stacked mode (no `nesting_dims`): `y_pred` is the stacked output
+      `(batch, ..., G, units)` of the MatryoshkaDense passed as `head`, from
+      which the metric learns the widths that name its logs. Another `G`
+      raises;
+    - prefix mode (`nesting_dims=[...]`): `y_pred` is an embedding
+      `(..., D)`, cut to each width; `y_true` is cut too for Keras'
+      coordinate-by-coordinate metrics (MSE, MAE, MSLE, RMSE, cosine
+      similarity, log-cosh), as the loss does, unless `truncate_targets`
+      says otherwise.
+
+    A Keras mask on `y_pred` (MatryoshkaDense propagates its input's mask)
+    weights every granularity's update, as it does a plain metric's.
+
+    Args:
+        metric: a `keras.metrics.Metric` instance, a metric name, or a
+            function.
+        nesting_dims: the widths of prefix mode; None for stacked mode.
+        head: stacked mode only: the `keras_mrl.MatryoshkaDense` whose
+            output the metric reads, a model holding exactly one, or that
+            head's list of widths (what `get_config` stores).
+        truncate_targets: optional bool, whether prefix mode also cuts
+            `y_true`; see above for the default.
+        name: optional name; defaults to the wrapped metric's name, which
+            also prefixes every log key.
+        **kwargs: other `keras.metrics.Metric` arguments.
+
+    Example:
+
+    >>> head = keras_mrl.MatryoshkaDense(2, nesting_dims=[8, 16])
+    >>> metric = keras_mrl.MatryoshkaMetric(
+    ...     keras.metrics.SparseCategoricalAccuracy(name="acc"), head=head
+    ... )
+    >>> y_pred = np.array([[[0.9, 0.1], [0.2, 0.8]]])  # (1, 2 widths, 2)
+    >>> metric.update_state(np.array([1]), y_pred)
+    >>> {k: float(v) for k, v in metric.result().items()}
+    {'acc@8': 0.0, 'acc@16': 1.0}
+    """
+
+    @keyword_only
+    def __init__(
+        self,
+        metric,
+        *,
+        nesting_dims=None,
+        head=None,
+        truncate_targets=None,
+        name=None,
+        **kwargs,
+    ):
+        template, cuts = _as_metric(metric)
+        if (nesting_dims is None) == (head is None):
+            raise ValueError(
+                "MatryoshkaMetric reads either a MatryoshkaDense head's "
+                "stacked output (pass `head=` the head) or an embedding cut "
+                "into prefixes (pass `nesting_dims=`), exactly one of them; "
+                f"got nesting_dims={nesting_dims!r} and head={head!r}."
+            )
+        super().__init__(name=name or template.name, **kwargs)
+        self.nesting_dims = (
+            None
+            if nesting_dims is None
+            else list(validate_nesting_dims(nesting_dims))
+        )
+        self.head = None if head is None else _head_widths(head)
+        self.truncate_targets = check_optional_bool(
+            truncate_targets, "truncate_targets"
+        )
+        self._cuts = cuts if truncate_targets is None else truncate_targets
+        self._template_name = template.name
+        # One independent copy per width, named for the logs. The template
+        # itself is not kept: its variables would sit unused in the state.
+        config = template.get_config()
+        self._granularity_metrics = [
+            type(template).from_config({**config, "name": f"{self.name}@{w}"})
+            for w in self.widths
+        ]
+
+    @property
+    def widths(self):
+        """The widths whose values the metric reports, in order."""
+        return self.nesting_dims or self.head
+
+    @property
+    def metric(self):
+        """A fresh copy of the wrapped metric, as it was passed."""
+        first = self._granularity_metrics[0]
+        return type(first).from_config(
+            {**first.get_config(), "name": self._template_name}
+        )
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_pred = ops.convert_to_tensor(y_pred)
+        if self.nesting_dims is None:
+            check_stacked(y_pred, len(self.head), "MatryoshkaMetric")
+        else:
+            check_prefix(y_pred, self.nesting_dims, "MatryoshkaMetric")
+        mask = keras_mask(y_pred)
+        if mask is not None:
+            mask = ops.cast(mask, self.dtype)
+            if sample_weight is None:
+                sample_weight = mask
+            else:
+                sample_weight = ops.cast(sample_weight, self.dtype)
+                while len(sample_weight.shape) < len(mask.shape):
+                    sample_weight = ops.expand_dims(sample_weight, -1)
+                sample_weight = sample_weight * mask
+        views = granularity_views(
+            y_true, y_pred, self.nesting_dims, len(self.widths), self._cuts
+        )
+        for metric, (target, pred) in zip(self._granularity_metrics, views):
+            metric.update_state(target, pred, sample_weight=sample_weight)
+
+    def result(self):
+        return {m.name: m.result() for m in self._granularity_metrics}
+
+    def reset_state(self):
+        for metric in self._granularity_metrics:
+            metric.reset_state()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "metric": keras.metrics.serialize(self.metric),
+                "nesting_dims": self.nesting_dims,
+                "head": self.head,
+                "truncate_targets": self.truncate_targets,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["metric"] = keras.metrics.deserialize(config["metric"])
+        return cls(**config)
