@@ -10,6 +10,9 @@ import numbers
 
 import numpy as np
 
+from keras_mrl._validation import check_choice
+from keras_mrl._validation import check_finite
+from keras_mrl._validation import keyword_only
 from keras_mrl.nesting import validate_nesting_dims
 
 
@@ -46,9 +49,7 @@ def _check_logits(logits, num_granularities, name):
         )
     if not np.issubdtype(logits.dtype, np.number):
         raise ValueError(f"`{name}` must be numeric, got {logits.dtype}.")
-    if not np.isfinite(logits).all():
-        raise ValueError(f"`{name}` holds NaN or infinite values.")
-    return logits
+    return check_finite(logits, name)
 
 
 def _check_labels(labels, logits, name):
@@ -74,6 +75,24 @@ def _check_labels(labels, logits, name):
     return labels
 
 
+def _check_thresholds(thresholds):
+    # A string such as "0.9" would pass float(); a threshold is a number.
+    if isinstance(thresholds, (str, bytes)) or not np.iterable(thresholds):
+        raise TypeError(
+            "`thresholds` must be a list of numbers, one per width, such as "
+            f"[0.9, 0.0]; got {thresholds!r}."
+        )
+    thresholds = list(thresholds)
+    if any(
+        isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Real)
+        for t in thresholds
+    ):
+        raise TypeError(
+            f"`thresholds` must hold numbers, got {thresholds!r}."
+        )
+    return tuple(float(t) for t in thresholds)
+
+
 class Cascade:
     """Answers each sample at the first width confident enough.
 
@@ -93,6 +112,11 @@ class Cascade:
         thresholds: one float per width, each >= 0 (or `inf`); the last must
             be 0.0.
 
+    Raises:
+        TypeError: for `thresholds` that are not a list of numbers.
+        ValueError: for bad widths, or thresholds of the wrong length,
+            below 0, NaN, or with a last one other than 0.0.
+
     Example:
 
     >>> logits = np.array([[[4.0, 0.0], [0.0, 4.0]],
@@ -103,9 +127,10 @@ class Cascade:
     ([0, 1], [8, 64])
     """
 
-    def __init__(self, nesting_dims, thresholds):
+    @keyword_only
+    def __init__(self, nesting_dims, *, thresholds):
         self.nesting_dims = validate_nesting_dims(nesting_dims)
-        thresholds = tuple(float(t) for t in thresholds)
+        thresholds = _check_thresholds(thresholds)
         if len(thresholds) != len(self.nesting_dims):
             raise ValueError(
                 f"`thresholds` {list(thresholds)} must hold one value per "
@@ -123,8 +148,9 @@ class Cascade:
         self.thresholds = thresholds
 
     @classmethod
+    @keyword_only
     def calibrate(
-        cls, val_logits, val_labels, nesting_dims, tolerance=0.0,
+        cls, val_logits, *, val_labels, nesting_dims, tolerance=0.0,
         search="shared",
     ):
         """Chooses the thresholds that save the most width on validation.
@@ -178,8 +204,20 @@ class Cascade:
 
         Raises:
             TypeError: for a `tolerance` that is not a real number.
-            ValueError: for logits or labels of the wrong shape or values,
-                a `tolerance` outside [0, 1], or an unknown `search`.
+            ValueError: for logits or labels of the wrong shape or values
+                (NaN or infinite logits included), a `tolerance` outside
+                [0, 1], or an unknown `search`.
+
+        Example:
+
+        >>> logits = np.array([[[3.0, 0.0], [3.0, 0.0]],
+        ...                    [[0.2, 0.0], [0.0, 3.0]]])
+        >>> labels = np.array([0, 1])
+        >>> cascade = keras_mrl.adaptive.Cascade.calibrate(
+        ...     logits, val_labels=labels, nesting_dims=[8, 64]
+        ... )
+        >>> cascade.report(logits, labels=labels)["mean_width"]
+        36.0
         """
         dims = validate_nesting_dims(nesting_dims)
         logits = _check_logits(val_logits, len(dims), "val_logits")
@@ -194,10 +232,7 @@ class Cascade:
             raise ValueError(
                 f"`tolerance` must be a float in [0, 1], got {tolerance!r}."
             )
-        if search not in ("shared", "per_width"):
-            raise ValueError(
-                f"`search` must be 'shared' or 'per_width', got {search!r}."
-            )
+        search = check_choice(search, "search", ("shared", "per_width"))
         confidence, predicted = _max_softmax(logits)
         correct = predicted == labels[:, None]
         # Only the answers the widest width gets right count (see above).
@@ -209,7 +244,7 @@ class Cascade:
         data = (confidence, kept, widths, need)
         shared = _best_shared(*data)
         if search == "shared":
-            return cls(dims, shared.tolist())
+            return cls(dims, thresholds=shared.tolist())
         full_width = np.full(len(dims), np.inf)
         full_width[-1] = 0.0
         narrow_first = range(len(dims) - 1)
@@ -219,7 +254,7 @@ class Cascade:
             _descend(shared, narrow_first, *data),
         ]
         thresholds, _ = min(runs, key=lambda run: run[1])
-        return cls(dims, thresholds.tolist())
+        return cls(dims, thresholds=thresholds.tolist())
 
     def _decide(self, logits):
         logits = _check_logits(logits, len(self.nesting_dims), "logits")
@@ -242,7 +277,8 @@ class Cascade:
         classes, widths, _ = self._decide(logits)
         return classes, widths
 
-    def report(self, logits, labels):
+    @keyword_only
+    def report(self, logits, *, labels):
         """Measures the cascade on labelled data.
 
         Args:

@@ -4,9 +4,13 @@ import warnings
 
 import keras
 
+from keras_mrl._validation import check_finite
+from keras_mrl._validation import check_optional_bool
+from keras_mrl._validation import check_optional_positive_int
+from keras_mrl._validation import check_positive_int
+from keras_mrl._validation import keyword_only
 from keras_mrl._validation import label_vector
 from keras_mrl.evaluation import retrieval_metrics
-from keras_mrl._validation import check_positive_int
 from keras_mrl.nesting import default_nesting_dims
 from keras_mrl.nesting import validate_nesting_dims
 
@@ -28,6 +32,10 @@ class RetrievalEvaluator(keras.callbacks.Callback):
     this callback in the `callbacks` list: Keras calls callbacks in list
     order and appends its own `History` and progress bar at the end.
 
+    Embeddings that hold NaN or inf (a diverged model) raise a ValueError at
+    the end of the epoch, which stops `fit`: scoring them would log a
+    chance-level figure next to `loss: nan` for `EarlyStopping` to act on.
+
     The number of queries without any relevant corpus item does not change
     between epochs, so it is not logged; it is in `last_results` (the full
     `retrieval_metrics` output of the latest epoch) and triggers one warning
@@ -43,9 +51,10 @@ class RetrievalEvaluator(keras.callbacks.Callback):
         nesting_dims: the widths to evaluate; None for
             `keras_mrl.default_nesting_dims` of the embedding width.
         k: int, the ranking depth of recall, mAP and nDCG.
-        encoder: the model that embeds the data, e.g. the encoder inside a
-            training model; None uses the model being trained, whose output
-            must then be the `(batch, D)` embedding.
+        encoder: the Keras model that embeds the data, e.g. the encoder
+            inside a training model; None uses the model being trained,
+            whose output must then be the `(batch, D)` embedding. Calling
+            `evaluate()` outside `fit` needs it.
         prefix: str put before every log key.
         batch_size: int, the `predict` batch size.
         exclude_self: bool or None; None means True when `corpus_data` is
@@ -55,11 +64,13 @@ class RetrievalEvaluator(keras.callbacks.Callback):
 
     Raises:
         TypeError: for a `k`, `batch_size` or `chunk_size` that is not an
-            int.
+            int, a `prefix` that is not a str, an `exclude_self` that is not
+            None or a bool, or an `encoder` without `predict`.
         ValueError: for bad widths, a `k`, `batch_size` or `chunk_size`
             below 1, labels that are not one per sample of array-like data
             (a dataset or generator is checked after the first epoch), or
-            a corpus without labels.
+            a corpus without labels; at the end of an epoch, for embeddings
+            that are not finite.
 
     Example:
 
@@ -68,7 +79,7 @@ class RetrievalEvaluator(keras.callbacks.Callback):
     >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8)])
     >>> model.compile(optimizer="sgd", loss="mse")
     >>> evaluator = keras_mrl.callbacks.RetrievalEvaluator(
-    ...     x, y, nesting_dims=[4, 8], k=5
+    ...     x, query_labels=y, nesting_dims=[4, 8], k=5
     ... )
     >>> history = model.fit(
     ...     x, np.zeros((40, 8)), epochs=1, callbacks=[evaluator], verbose=0
@@ -77,9 +88,11 @@ class RetrievalEvaluator(keras.callbacks.Callback):
     ['val_map@5@8', 'val_ndcg@5@8', 'val_recall@5@8', 'val_top1@8']
     """
 
+    @keyword_only
     def __init__(
         self,
         query_data,
+        *,
         query_labels,
         corpus_data=None,
         corpus_labels=None,
@@ -92,6 +105,20 @@ class RetrievalEvaluator(keras.callbacks.Callback):
         chunk_size=None,
     ):
         super().__init__()
+        exclude_self = check_optional_bool(exclude_self, "exclude_self")
+        if not isinstance(prefix, str):
+            raise TypeError(
+                f"`prefix` must be a str put before every log key, such as "
+                f"'val_', got {prefix!r}."
+            )
+        if encoder is not None and not callable(
+            getattr(encoder, "predict", None)
+        ):
+            raise TypeError(
+                "`encoder` must be a Keras model that embeds the data (it "
+                f"needs `predict`), or None for the model being trained; got "
+                f"{encoder!r}."
+            )
         if (corpus_data is None) != (corpus_labels is None):
             raise ValueError(
                 "Pass `corpus_data` and `corpus_labels` together, or neither "
@@ -130,44 +157,73 @@ class RetrievalEvaluator(keras.callbacks.Callback):
         self.prefix = prefix
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.exclude_self = (
-            corpus_data is None if exclude_self is None else bool(exclude_self)
+            corpus_data is None if exclude_self is None else exclude_self
         )
-        self.chunk_size = (
-            None
-            if chunk_size is None
-            else check_positive_int(chunk_size, "chunk_size")
+        self.chunk_size = check_optional_positive_int(
+            chunk_size, "chunk_size"
         )
         self.last_results = None
         self._warned = False
 
-    def _embed(self, data):
+    def _embed(self, data, name):
         encoder = self.encoder if self.encoder is not None else self.model
-        return encoder.predict(data, batch_size=self.batch_size, verbose=0)
-
-    def evaluate(self):
-        """Embeds the data and returns `retrieval_metrics`' dict."""
-        queries = self._embed(self.query_data)
-        if len(getattr(queries, "shape", ())) != 2:
+        embeddings = encoder.predict(
+            data, batch_size=self.batch_size, verbose=0
+        )
+        if len(getattr(embeddings, "shape", ())) != 2:
             raise ValueError(
                 "RetrievalEvaluator needs an encoder whose output is a "
                 "(batch, D) embedding, got predictions of shape "
-                f"{getattr(queries, 'shape', None)}. Pass `encoder=` the "
+                f"{getattr(embeddings, 'shape', None)}. Pass `encoder=` the "
                 "part of the model that outputs the embedding."
             )
+        try:
+            check_finite(embeddings, f"embeddings of {name}")
+        except ValueError as error:
+            raise ValueError(
+                "RetrievalEvaluator: the model diverged, its embeddings are "
+                "not finite (or the data holds NaN or inf). Their retrieval "
+                "metrics would be chance-level "
+                "figures next to `loss: nan`, so none is logged and `fit` "
+                f"stops here. {error}"
+            ) from None
+        return embeddings
+
+    def evaluate(self):
+        """Embeds the data and returns `retrieval_metrics`' dict.
+
+        Returns:
+            `keras_mrl.evaluation.retrieval_metrics`' dict of the current
+            weights: `{dim: {metric: value}}`.
+
+        Raises:
+            ValueError: when there is no model to embed the data with (no
+                `encoder=` and not attached to `fit`), when its output is
+                not a `(batch, D)` embedding, or when the embeddings hold
+                NaN or inf.
+        """
+        if self.encoder is None and self.model is None:
+            raise ValueError(
+                "RetrievalEvaluator.evaluate() has no model to embed the data "
+                "with: pass `encoder=` the model that outputs the embedding, "
+                "or use the evaluator in `model.fit(..., callbacks=[...])`, "
+                "which attaches the model being trained."
+            )
+        queries = self._embed(self.query_data, "query_data")
         if self.corpus_data is None:
             corpus, corpus_labels = queries, self.query_labels
         else:
-            corpus = self._embed(self.corpus_data)
+            corpus = self._embed(self.corpus_data, "corpus_data")
             corpus_labels = self.corpus_labels
         nesting_dims = self.nesting_dims or default_nesting_dims(
             queries.shape[-1]
         )
         return retrieval_metrics(
             queries,
-            self.query_labels,
-            corpus,
-            corpus_labels,
-            nesting_dims,
+            query_labels=self.query_labels,
+            corpus_embeddings=corpus,
+            corpus_labels=corpus_labels,
+            nesting_dims=nesting_dims,
             k=self.k,
             exclude_self=self.exclude_self,
             chunk_size=self.chunk_size,

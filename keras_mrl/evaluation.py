@@ -16,12 +16,15 @@ widths.
 
 import numpy as np
 
+from keras_mrl._blocks import block_bounds
 from keras_mrl._norms import inverse_norm
+from keras_mrl._numpy_search import top_k
+from keras_mrl._validation import check_bool
+from keras_mrl._validation import check_finite
+from keras_mrl._validation import check_positive_int
+from keras_mrl._validation import keyword_only
 from keras_mrl._validation import label_vector
 from keras_mrl._validation import to_numpy
-from keras_mrl._numpy_search import top_k
-from keras_mrl._blocks import block_bounds
-from keras_mrl._validation import check_positive_int
 from keras_mrl.nesting import validate_nesting_dims
 
 # With chunk_size=None, a chunk holds this many scores. A score costs about
@@ -63,8 +66,12 @@ def _check_inputs(queries, corpus, nesting_dims, k, chunk_size):
     # keep float64.
     wide = np.float64 in (queries.dtype, corpus.dtype)
     dtype = np.float64 if wide else np.float32
-    queries = queries.astype(dtype, copy=False)
-    corpus = corpus.astype(dtype, copy=False)
+    # Checked once cast, so that half-precision types numpy does not know
+    # as floats (bfloat16) are checked too.
+    queries = check_finite(
+        queries.astype(dtype, copy=False), "query_embeddings"
+    )
+    corpus = check_finite(corpus.astype(dtype, copy=False), "corpus_embeddings")
     dims = validate_nesting_dims(nesting_dims, max_dim=corpus.shape[1])
     k = check_positive_int(k, "k")
     if chunk_size is None:
@@ -191,8 +198,10 @@ def _check_same(queries, corpus, query_labels, corpus_labels):
         )
 
 
+@keyword_only
 def retrieval_metrics(
     query_embeddings,
+    *,
     query_labels,
     corpus_embeddings,
     corpus_labels,
@@ -240,8 +249,10 @@ def retrieval_metrics(
         "ndcg@{k}": float, "queries_without_relevant": int}}`.
 
     Raises:
-        TypeError: for a `k` or `chunk_size` that is not an int.
-        ValueError: for arrays of the wrong rank, queries and corpus of
+        TypeError: for a `k` or `chunk_size` that is not an int, or an
+            `exclude_self` that is not a bool.
+        ValueError: for arrays of the wrong rank, NaN or infinite
+            embeddings (those of a diverged model), queries and corpus of
             different widths, an empty corpus, labels of the wrong length,
             `k < 1`, widths wider than the embeddings, or `exclude_self`
             with queries or labels that are not those of the corpus.
@@ -251,7 +262,8 @@ def retrieval_metrics(
     >>> corpus = np.array([[1.0, 0.0], [0.9, 0.3], [-1.0, 0.2]])
     >>> labels = np.array([0, 0, 1])
     >>> results = keras_mrl.evaluation.retrieval_metrics(
-    ...     corpus, labels, corpus, labels, nesting_dims=[1, 2], k=1,
+    ...     corpus, query_labels=labels, corpus_embeddings=corpus,
+    ...     corpus_labels=labels, nesting_dims=[1, 2], k=1,
     ...     exclude_self=True,
     ... )
     >>> sorted(results[2])
@@ -259,6 +271,7 @@ def retrieval_metrics(
     >>> round(results[2]["top1"], 3), results[2]["queries_without_relevant"]
     (0.667, 1)
     """
+    exclude_self = check_bool(exclude_self, "exclude_self")
     queries, corpus, dims, k, chunk_size = _check_inputs(
         query_embeddings, corpus_embeddings, nesting_dims, k, chunk_size
     )
@@ -290,8 +303,10 @@ def retrieval_metrics(
     )
 
 
+@keyword_only
 def retrieval_metrics_from_relevance(
     query_embeddings,
+    *,
     corpus_embeddings,
     relevant_ids,
     nesting_dims,
@@ -324,7 +339,8 @@ def retrieval_metrics_from_relevance(
 
     Raises:
         TypeError: for a `k` or `chunk_size` that is not an int.
-        ValueError: for the bad inputs of `retrieval_metrics`, a
+        ValueError: for the bad inputs of `retrieval_metrics` (NaN or
+            infinite embeddings included), a
             `relevant_ids` of the wrong length, or an id outside `[0, N)`.
 
     Example:
@@ -332,7 +348,8 @@ def retrieval_metrics_from_relevance(
     >>> queries = np.array([[1.0, 0.0], [0.0, 1.0]])
     >>> corpus = np.array([[1.0, 0.1], [0.1, 1.0], [0.7, 0.7]])
     >>> results = keras_mrl.evaluation.retrieval_metrics_from_relevance(
-    ...     queries, corpus, [[0], [1, 2]], nesting_dims=[2], k=2
+    ...     queries, corpus_embeddings=corpus, relevant_ids=[[0], [1, 2]],
+    ...     nesting_dims=[2], k=2,
     ... )
     >>> results[2]["recall@2"]
     1.0

@@ -8,6 +8,22 @@ from keras_mrl._numpy_search import top_k
 from keras_mrl.evaluation import retrieval_metrics
 from keras_mrl.evaluation import retrieval_metrics_from_relevance
 
+pytestmark = pytest.mark.numpy_only
+
+
+def _metrics(q, ql, c, cl, dims, **kwargs):
+    """`retrieval_metrics` with the arguments in their documented order."""
+    return retrieval_metrics(
+        q, query_labels=ql, corpus_embeddings=c, corpus_labels=cl,
+        nesting_dims=dims, **kwargs
+    )
+
+
+def _from_relevance(q, c, ids, dims, **kwargs):
+    return retrieval_metrics_from_relevance(
+        q, corpus_embeddings=c, relevant_ids=ids, nesting_dims=dims, **kwargs
+    )
+
 
 def _reference(queries, corpus, relevant_sets, dims, k, exclude_self=False):
     """Brute force from the definitions, one query at a time, in float64."""
@@ -85,7 +101,7 @@ def _on_circle(degrees):
 def test_matches_brute_force_reference(k):
     q, ql, c, cl = _random()
     dims = [3, 8, 24]
-    actual = retrieval_metrics(q, ql, c, cl, dims, k=k, chunk_size=10)
+    actual = _metrics(q, ql, c, cl, dims, k=k, chunk_size=10)
     _assert_results_close(
         actual, _reference(q, c, _label_sets(ql, cl), dims, k)
     )
@@ -94,7 +110,7 @@ def test_matches_brute_force_reference(k):
 def test_exclude_self_matches_brute_force_reference():
     _, _, c, cl = _random(num_items=60, seed=1)
     dims = [4, 12, 24]
-    actual = retrieval_metrics(
+    actual = _metrics(
         c, cl, c, cl, dims, k=7, exclude_self=True, chunk_size=16
     )
     expected = _reference(
@@ -102,7 +118,7 @@ def test_exclude_self_matches_brute_force_reference():
     )
     _assert_results_close(actual, expected)
     # Keeping itself in the ranking, every query would find itself first.
-    with_self = retrieval_metrics(c, cl, c, cl, dims, k=7)
+    with_self = _metrics(c, cl, c, cl, dims, k=7)
     assert with_self[24]["top1"] == 1.0
     assert actual[24]["top1"] < 1.0
 
@@ -113,14 +129,14 @@ def test_hand_checked_metrics():
     corpus = _on_circle([0, 10, 20, 30, 40, 50])
     corpus_labels = np.array([1, 0, 1, 0, 1, 1])
     query = _on_circle([0])
-    at3 = retrieval_metrics(query, [1], corpus, corpus_labels, [2], k=3)[2]
+    at3 = _metrics(query, [1], corpus, corpus_labels, [2], k=3)[2]
     idcg3 = 1 + 1 / math.log2(3) + 1 / 2
     assert at3["top1"] == 1.0
     assert at3["recall@3"] == pytest.approx(2 / 4)
     assert at3["map@3"] == pytest.approx((1 + 2 / 3) / 3)
     assert at3["ndcg@3"] == pytest.approx((1 + 1 / 2) / idcg3)
     # With k=5 > R, AP divides by R = 4 and the ideal DCG has 4 gains.
-    at5 = retrieval_metrics(query, [1], corpus, corpus_labels, [2], k=5)[2]
+    at5 = _metrics(query, [1], corpus, corpus_labels, [2], k=5)[2]
     idcg4 = idcg3 + 1 / math.log2(5)
     assert at5["recall@5"] == pytest.approx(3 / 4)
     assert at5["map@5"] == pytest.approx((1 + 2 / 3 + 3 / 5) / 4)
@@ -128,7 +144,7 @@ def test_hand_checked_metrics():
         (1 + 1 / 2 + 1 / math.log2(6)) / idcg4
     )
     # Label 0's nearest item has label 1.
-    miss = retrieval_metrics(query, [0], corpus, corpus_labels, [2], k=3)[2]
+    miss = _metrics(query, [0], corpus, corpus_labels, [2], k=3)[2]
     assert miss["top1"] == 0.0
     assert miss["map@3"] == pytest.approx((1 / 2) / 2)
 
@@ -138,7 +154,7 @@ def test_widths_cut_the_prefix_before_ranking():
     # width 2 sees the second feature too, where item 0 is.
     corpus = np.array([[0.5, 0.9], [1.0, -0.5]])
     query = np.array([[1.0, 1.0]])
-    results = retrieval_metrics(
+    results = _metrics(
         query, ["a"], corpus, ["a", "b"], [1, 2], k=1
     )
     assert results[1]["top1"] == 0.0
@@ -148,8 +164,8 @@ def test_widths_cut_the_prefix_before_ranking():
 def test_query_norm_and_corpus_norm_do_not_matter():
     q, ql, c, cl = _random(seed=2)
     scale = np.random.default_rng(3).uniform(0.1, 10.0, size=(len(c), 1))
-    base = retrieval_metrics(q, ql, c, cl, [6, 24], k=5)
-    scaled = retrieval_metrics(q * 7.0, ql, c * scale, cl, [6, 24], k=5)
+    base = _metrics(q, ql, c, cl, [6, 24], k=5)
+    scaled = _metrics(q * 7.0, ql, c * scale, cl, [6, 24], k=5)
     _assert_results_close(scaled, base)
 
 
@@ -157,7 +173,7 @@ def test_queries_without_relevant_score_zero_without_nan():
     corpus = _on_circle([0, 30, 60])
     queries = _on_circle([5, 55])
     with np.errstate(all="raise"):
-        results = retrieval_metrics(
+        results = _metrics(
             queries, [7, 1], corpus, [1, 1, 2], [2], k=2
         )[2]
     assert results["queries_without_relevant"] == 1
@@ -167,7 +183,7 @@ def test_queries_without_relevant_score_zero_without_nan():
     assert results["recall@2"] == pytest.approx(0.5 * 1 / 2)
     assert results["map@2"] == pytest.approx(0.5 * (1 / 2) / 2)
     # A class of one item has no relevant item once the query is excluded.
-    only = retrieval_metrics(
+    only = _metrics(
         corpus, [1, 1, 2], corpus, [1, 1, 2], [2], k=2, exclude_self=True
     )[2]
     assert only["queries_without_relevant"] == 1
@@ -176,10 +192,10 @@ def test_queries_without_relevant_score_zero_without_nan():
 
 def test_chunked_equals_unchunked():
     q, ql, c, cl = _random(seed=4)
-    whole = retrieval_metrics(q, ql, c, cl, [4, 24], k=6, chunk_size=1000)
+    whole = _metrics(q, ql, c, cl, [4, 24], k=6, chunk_size=1000)
     for chunk_size in (1, 7, None):
         _assert_results_close(
-            retrieval_metrics(
+            _metrics(
                 q, ql, c, cl, [4, 24], k=6, chunk_size=chunk_size
             ),
             whole,
@@ -188,7 +204,7 @@ def test_chunked_equals_unchunked():
 
 def test_k_larger_than_corpus_ranks_everything():
     q, ql, c, cl = _random(num_items=6, seed=5)
-    actual = retrieval_metrics(q, ql, c, cl, [24], k=10)
+    actual = _metrics(q, ql, c, cl, [24], k=10)
     assert actual[24]["recall@10"] == pytest.approx(
         1.0 - actual[24]["queries_without_relevant"] / len(q)
     )
@@ -199,8 +215,8 @@ def test_k_larger_than_corpus_ranks_everything():
 
 def test_accepts_backend_tensors_and_column_labels():
     q, ql, c, cl = _random(seed=6)
-    expected = retrieval_metrics(q, ql, c, cl, [8], k=4)
-    actual = retrieval_metrics(
+    expected = _metrics(q, ql, c, cl, [8], k=4)
+    actual = _metrics(
         keras.ops.convert_to_tensor(q),
         keras.ops.convert_to_tensor(ql[:, None]),
         keras.ops.convert_to_tensor(c),
@@ -213,7 +229,7 @@ def test_accepts_backend_tensors_and_column_labels():
 
 def test_half_precision_inputs_are_scored_in_float32():
     q, ql, c, cl = _random(seed=7)
-    half = retrieval_metrics(
+    half = _metrics(
         q.astype("float16"), ql, c.astype("float16"), cl, [24], k=5
     )
     _assert_results_close(
@@ -232,7 +248,7 @@ def test_explicit_relevance_matches_brute_force_reference():
     relevant = [set(rng.choice(50, size=rng.integers(0, 6), replace=False))
                 for _ in range(20)]
     relevant[0] = set()
-    actual = retrieval_metrics_from_relevance(
+    actual = _from_relevance(
         q, c, [list(ids) + list(ids) for ids in relevant], [4, 16], k=5,
         chunk_size=3,
     )
@@ -243,17 +259,17 @@ def test_explicit_relevance_matches_brute_force_reference():
 def test_explicit_relevance_agrees_with_labels():
     q, ql, c, cl = _random(seed=9)
     _assert_results_close(
-        retrieval_metrics_from_relevance(
+        _from_relevance(
             q, c, _label_sets(ql, cl), [8, 24], k=5
         ),
-        retrieval_metrics(q, ql, c, cl, [8, 24], k=5),
+        _metrics(q, ql, c, cl, [8, 24], k=5),
     )
 
 
 def test_explicit_relevance_hand_checked():
     queries = np.array([[1.0, 0.0], [0.0, 1.0]])
     corpus = np.array([[1.0, 0.1], [0.1, 1.0], [0.7, 0.7]])
-    results = retrieval_metrics_from_relevance(
+    results = _from_relevance(
         queries, corpus, [[2], [1, 2]], [2], k=2
     )[2]
     # Query 0 ranks [0, 2]: relevant at rank 2. Query 1 ranks [1, 2]: both.
@@ -269,81 +285,125 @@ def _good():
 def test_mismatched_widths_raise():
     q, ql, c, cl = _good()
     with pytest.raises(ValueError, match=r"\(4, 7\).*\(6, 8\)"):
-        retrieval_metrics(q[:, :7], ql, c, cl, [4])
+        _metrics(q[:, :7], ql, c, cl, [4])
 
 
 def test_empty_corpus_raises():
     q, ql, _, _ = _good()
     with pytest.raises(ValueError, match=r"empty.*\(0, 8\)"):
-        retrieval_metrics(q, ql, np.zeros((0, 8)), [], [4])
+        _metrics(q, ql, np.zeros((0, 8)), [], [4])
 
 
 def test_label_length_mismatch_raises():
     q, ql, c, cl = _good()
     with pytest.raises(ValueError, match=r"query_labels.*\(4,\).*\(3,\)"):
-        retrieval_metrics(q, ql[:3], c, cl, [4])
+        _metrics(q, ql[:3], c, cl, [4])
     with pytest.raises(ValueError, match=r"corpus_labels.*\(6,\).*\(7,\)"):
-        retrieval_metrics(q, ql, c, np.arange(7), [4])
+        _metrics(q, ql, c, np.arange(7), [4])
 
 
 @pytest.mark.parametrize("k", [0, -2])
 def test_bad_k_raises(k):
     q, ql, c, cl = _good()
     with pytest.raises(ValueError, match=rf"positive int, got k={k}"):
-        retrieval_metrics(q, ql, c, cl, [4], k=k)
+        _metrics(q, ql, c, cl, [4], k=k)
 
 
 @pytest.mark.parametrize("k", [2.0, True, "3"])
 def test_non_int_k_raises(k):
     q, ql, c, cl = _good()
     with pytest.raises(TypeError, match="`k` must be an int"):
-        retrieval_metrics(q, ql, c, cl, [4], k=k)
+        _metrics(q, ql, c, cl, [4], k=k)
     with pytest.raises(TypeError, match="`chunk_size` must be an int"):
-        retrieval_metrics_from_relevance(q, c, [[0]] * 4, [4], chunk_size=k)
+        _from_relevance(q, c, [[0]] * 4, [4], chunk_size=k)
 
 
 def test_widths_wider_than_embeddings_raise():
     q, ql, c, cl = _good()
     with pytest.raises(ValueError, match=r"16.*8"):
-        retrieval_metrics(q, ql, c, cl, [4, 16])
+        _metrics(q, ql, c, cl, [4, 16])
 
 
 def test_one_dimensional_embeddings_raise():
     q, ql, c, cl = _good()
     with pytest.raises(ValueError, match=r"2-D.*\(8,\)"):
-        retrieval_metrics(q[0], ql[:1], c, cl, [4])
+        _metrics(q[0], ql[:1], c, cl, [4])
 
 
 def test_bad_chunk_size_raises():
     q, ql, c, cl = _good()
     with pytest.raises(ValueError, match="chunk_size=0"):
-        retrieval_metrics(q, ql, c, cl, [4], chunk_size=0)
+        _metrics(q, ql, c, cl, [4], chunk_size=0)
 
 
 def test_exclude_self_needs_the_same_arrays():
     q, ql, c, cl = _good()
     with pytest.raises(ValueError, match=r"exclude_self.*\(4, 8\).*\(6, 8\)"):
-        retrieval_metrics(q, ql, c, cl, [4], exclude_self=True)
+        _metrics(q, ql, c, cl, [4], exclude_self=True)
     with pytest.raises(ValueError, match="different labels"):
-        retrieval_metrics(c, cl, c, cl[::-1], [4], exclude_self=True)
+        _metrics(c, cl, c, cl[::-1], [4], exclude_self=True)
     # Same shape and labels, other vectors: not the corpus either.
     with pytest.raises(ValueError, match=r"\(6, 8\) but different values"):
-        retrieval_metrics(c[::-1], cl, c, cl, [4], exclude_self=True)
+        _metrics(c[::-1], cl, c, cl, [4], exclude_self=True)
     # An equal copy (another dtype, too) is the corpus.
-    results = retrieval_metrics(
+    results = _metrics(
         c.astype("float64"), cl, c, cl, [4], exclude_self=True
     )
-    assert results == retrieval_metrics(c, cl, c, cl, [4], exclude_self=True)
+    assert results == _metrics(c, cl, c, cl, [4], exclude_self=True)
 
 
 def test_bad_relevant_ids_raise():
     q, _, c, _ = _good()
     with pytest.raises(ValueError, match=r"4 for .*\(4, 8\), got 3"):
-        retrieval_metrics_from_relevance(q, c, [[0]] * 3, [4])
+        _from_relevance(q, c, [[0]] * 3, [4])
     with pytest.raises(ValueError, match=r"relevant_ids\[1\].*\[0, 6\)"):
-        retrieval_metrics_from_relevance(q, c, [[0], [6], [], []], [4])
+        _from_relevance(q, c, [[0], [6], [], []], [4])
     with pytest.raises(ValueError, match="integer"):
-        retrieval_metrics_from_relevance(q, c, [[0.5], [], [], []], [4])
+        _from_relevance(q, c, [[0.5], [], [], []], [4])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("side", ["query_embeddings", "corpus_embeddings"])
+def test_non_finite_embeddings_raise(bad, side):
+    # A diverged model's NaN embeddings would score at chance level.
+    q, ql, c, cl = _good()
+    q, c = q.copy(), c.copy()
+    (q if side == "query_embeddings" else c)[1, 3] = bad
+    match = rf"`{side}` holds 1 NaN or infinite"
+    with pytest.raises(ValueError, match=match):
+        _metrics(q, ql, c, cl, [4])
+    with pytest.raises(ValueError, match=match):
+        _from_relevance(q, c, [[0]] * 4, [4])
+
+
+def test_non_finite_embeddings_raise_in_every_precision():
+    q, ql, c, cl = _good()
+    for dtype in ("float16", "float64"):
+        bad = q.astype(dtype)
+        bad[0, 0] = np.nan
+        with pytest.raises(ValueError, match="query_embeddings"):
+            _metrics(bad, ql, c, cl, [4])
+    # numpy does not count bfloat16 among its floats.
+    tensor = keras.ops.convert_to_tensor(
+        np.full((6, 8), np.nan, "float32"), dtype="bfloat16"
+    )
+    with pytest.raises(ValueError, match=r"holds 48 NaN.*\(6, 8\)"):
+        _metrics(q, ql, tensor, cl, [4])
+
+
+def test_positional_arguments_raise():
+    q, ql, c, cl = _good()
+    with pytest.raises(TypeError, match=r"query_labels=\.\.\., corpus_"):
+        retrieval_metrics(q, ql, c, cl, [4])
+    with pytest.raises(TypeError, match=r"retrieval_metrics_from_relevance"):
+        retrieval_metrics_from_relevance(q, c, [[0]] * 4, [4])
+
+
+@pytest.mark.parametrize("exclude_self", ["no", 1, None])
+def test_non_bool_exclude_self_raises(exclude_self):
+    _, _, c, cl = _good()
+    with pytest.raises(TypeError, match="`exclude_self` must be True or"):
+        _metrics(c, cl, c, cl, [4], exclude_self=exclude_self)
 
 
 # `top_k` is the private ranking kernel of this module and of
