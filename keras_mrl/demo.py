@@ -28,6 +28,10 @@ import keras
 import numpy as np
 
 import keras_mrl
+from keras_mrl._validation import check_bool
+from keras_mrl._validation import check_positive_int
+from keras_mrl._validation import keyword_only
+from keras_mrl.evaluation import retrieval_metrics
 
 DIMS = (2, 4, 8, 16, 32, 64)
 METHODS = ("mrl", "mrl_e", "ff", "truncated")
@@ -200,19 +204,16 @@ def probe_truncated(train_embeddings, y_train, test_embeddings, y_test):
     return np.array(accuracy)
 
 
-def _retrieval_metrics():
-    try:
-        from keras_mrl.evaluation import retrieval_metrics
-    except ImportError:
-        return None
-    return retrieval_metrics
-
-
-def _retrieval(metrics_fn, embeddings, y_train, y_test, dims):
+def _retrieval(embeddings, y_train, y_test, dims):
     """1-NN accuracy and mAP@10 of test queries against the train corpus."""
     train_embeddings, test_embeddings = embeddings
-    scores = metrics_fn(
-        test_embeddings, y_test, train_embeddings, y_train, dims, k=10
+    scores = retrieval_metrics(
+        test_embeddings,
+        query_labels=y_test,
+        corpus_embeddings=train_embeddings,
+        corpus_labels=y_train,
+        nesting_dims=dims,
+        k=10,
     )
     return {key: [float(scores[m][key]) for m in dims] for key in RETRIEVAL}
 
@@ -221,7 +222,7 @@ def _fmt(accuracy):
     return " ".join(f"{100 * a:5.1f}" for a in np.atleast_1d(accuracy))
 
 
-def _run_seed(data, config, seed, tag, metrics_fn, log):
+def _run_seed(data, config, seed, tag, log):
     """Trains every method once; returns `(accuracy, retrieval)` dicts."""
     x_train, y_train, _, y_test = data
     accuracy, embeddings = {}, {}
@@ -246,47 +247,51 @@ def _run_seed(data, config, seed, tag, metrics_fn, log):
     )
     log(f"{tag}  FF-{DIMS[-1]} truncated, linear probes, acc%: "
         f"{_fmt(accuracy['truncated'])}  ({time.perf_counter() - t0:.1f} s)")
-    if metrics_fn is None:
-        return accuracy, None
     per_width_ff = [
-        _retrieval(metrics_fn, embeddings[f"ff-{m}"], y_train, y_test, [m])
+        _retrieval(embeddings[f"ff-{m}"], y_train, y_test, [m])
         for m in DIMS
     ]
     retrieval = {
-        "mrl": _retrieval(
-            metrics_fn, embeddings["mrl"], y_train, y_test, DIMS
-        ),
+        "mrl": _retrieval(embeddings["mrl"], y_train, y_test, DIMS),
         "ff": {key: [r[key][0] for r in per_width_ff] for key in RETRIEVAL},
-        "truncated": _retrieval(metrics_fn, widest, y_train, y_test, DIMS),
+        "truncated": _retrieval(widest, y_train, y_test, DIMS),
     }
     return accuracy, retrieval
 
 
-def run(out_dir, seeds=2, quick=False, log=print):
+@keyword_only
+def run(out_dir, *, seeds=2, quick=False, log=print):
     """Trains every method, writes `results.json` and `accuracy.png`.
+
+    The goals are judged on the results (`check_goals`) and recorded in
+    them; a quick run is judged by the same goals as a full one.
 
     Args:
         out_dir: an existing, writable directory.
         seeds: int >= 1, the number of seeds to average.
-        quick: bool, one seed and few epochs, for tests.
+        quick: bool, few epochs, for smoke tests; it runs one seed, so it
+            needs `seeds=1`.
         log: a function that prints one progress line.
 
     Returns:
         The results dict that was written to `results.json`.
 
     Raises:
-        ValueError: when `seeds` is not a positive int.
+        TypeError: when `seeds` is not an int or `quick` not a bool.
+        ValueError: when `seeds` is below 1, or not 1 with `quick=True`.
     """
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"`seeds` must be a positive int, got {seeds!r}.")
+    seeds = check_positive_int(seeds, "seeds")
+    quick = check_bool(quick, "quick")
+    if quick and seeds != 1:
+        raise ValueError(
+            f"`quick=True` runs one seed, got seeds={seeds}. Pass seeds=1 "
+            "with quick=True, or quick=False to average several seeds."
+        )
     start, cpu_start = time.perf_counter(), time.process_time()
     config = QUICK if quick else FULL
-    if quick:
-        seeds = 1
     data = load_data()
-    metrics_fn = _retrieval_metrics()
     runs = [
-        _run_seed(data, config, s, f"seed {s + 1}/{seeds}", metrics_fn, log)
+        _run_seed(data, config, s, f"seed {s + 1}/{seeds}", log)
         for s in range(seeds)
     ]
     accuracy = {
@@ -302,14 +307,13 @@ def run(out_dir, seeds=2, quick=False, log=print):
         "accuracy": {k: v.mean(0).tolist() for k, v in accuracy.items()},
         "accuracy_per_seed": {k: v.tolist() for k, v in accuracy.items()},
     }
-    if metrics_fn is not None:
-        results["retrieval"] = {
-            method: {
-                key: np.mean([r[method][key] for _, r in runs], 0).tolist()
-                for key in RETRIEVAL
-            }
-            for method in runs[0][1]
+    results["retrieval"] = {
+        method: {
+            key: np.mean([r[method][key] for _, r in runs], 0).tolist()
+            for key in RETRIEVAL
         }
+        for method in runs[0][1]
+    }
     results["seconds"] = time.perf_counter() - start
     # CPU time of all threads: what the run costs on an idle machine, when
     # the wall time is inflated by other processes sharing the cores.

@@ -1,9 +1,13 @@
-"""Smoke runs of the CPU benchmarks at a tiny size, so that they keep working.
+"""Smoke runs of the CPU benchmarks at a tiny size, so that they keep working,
+and their `--check` decisions on given timings.
 
-Their timings mean nothing here; the benchmarks are run by hand at full size
-(see the README). `tests/test_gpu_benchmark.py` covers `benchmarks/gpu.py`.
+Their timings mean nothing here: a benchmark checks its own goals when run
+by hand at full size with `--check` (see the README), so no test here
+asserts a timing goal. `tests/test_gpu_benchmark.py` covers
+`benchmarks/gpu.py`.
 """
 
+import importlib.util
 import os
 import pathlib
 import subprocess
@@ -13,6 +17,28 @@ import keras
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Milliseconds per step of the five heads that meet every goal of head.py:
+# tied/floor = 1.2, naive/tied = 2.0, untied/naive = 0.8.
+HEAD_MS_MET = {"plain": 9.0, "tied": 12.0, "untied": 19.2, "floor": 10.0,
+               "naive": 24.0}
+
+
+def _load(script):
+    path = ROOT / "benchmarks" / script
+    spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def head():
+    return _load("head.py")
+
+
+@pytest.fixture(scope="module")
+def mnrl():
+    return _load("mnrl.py")
 
 
 def _run(script, *args):
@@ -26,17 +52,136 @@ def _run(script, *args):
 
 
 def test_head_benchmark_reports_every_head_and_goal():
+    # Without --check it exits 0 whatever the tiny case's ratios are.
     out = _run("head.py", "--quick")
-    for head in ("plain", "tied", "untied", "floor", "naive"):
-        assert f"\n{head} " in out
+    for name in ("plain", "tied", "untied", "floor", "naive"):
+        assert f"\n{name} " in out
+    lines = out.splitlines()
     for ratio in ("tied/floor", "naive/tied", "untied/naive"):
-        assert ratio in out
+        (line,) = [line for line in lines if line.startswith(ratio)]
+        assert "PASS" in line or "FAIL" in line, line
+        assert "margin" in line
+    for ratio in ("tied/plain", "untied/plain"):
+        assert any(line.startswith(ratio) for line in lines)
+
+
+def test_head_goals_on_given_timings(head):
+    checks = head.check_goals(HEAD_MS_MET)
+    assert [c[0] for c in checks] == ["tied/floor", "naive/tied",
+                                      "untied/naive"]
+    assert [c[4] for c in checks] == [True, True, True]
+    assert [round(c[1], 6) for c in checks] == [1.2, 2.0, 0.8]
+    assert [round(c[5], 6) for c in checks] == [0.05, 0.6, 0.2]
+    # Each goal missed: tied/floor 1.3, naive/tied 1.3 / 1.3 = 1.0,
+    # untied/naive 1.56 / 1.3 = 1.2.
+    slow = dict(HEAD_MS_MET, tied=13.0, naive=13.0, untied=15.6)
+    checks = head.check_goals(slow)
+    assert [c[4] for c in checks] == [False, False, False]
+    assert [round(c[5], 6) for c in checks] == [-0.05, -0.4, -0.2]
+
+
+def test_head_goals_at_their_bounds_pass(head):
+    exact = dict(HEAD_MS_MET, floor=10.0, tied=12.5, naive=17.5,
+                 untied=17.5)
+    assert [c[4] for c in head.check_goals(exact)] == [True, True, True]
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_head_check_exits_1_naming_the_missed_goal(head, check, monkeypatch,
+                                                   capsys):
+    slow = dict(HEAD_MS_MET, tied=13.0)  # tied/floor 1.3, naive/tied 1.85
+    monkeypatch.setattr(head, "measure", lambda args: slow)
+    status = head.main(["--check"] if check else [])
+    out, err = capsys.readouterr()
+    assert "tied/floor      1.30  goal <= 1.25  FAIL (margin -0.05)" in out
+    if not check:
+        assert status == 0 and err == ""
+        return
+    assert status == 1
+    assert err.splitlines() == [
+        "head.py: goal missed: tied/floor = 1.30, goal <= 1.25, "
+        "missed by 0.05"
+    ]
+
+
+def test_head_check_exits_0_when_every_goal_is_met(head, monkeypatch,
+                                                   capsys):
+    monkeypatch.setattr(head, "measure", lambda args: HEAD_MS_MET)
+    assert head.main(["--check"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("PASS") == 3 and err == ""
+
+
+def test_head_builds_each_head_with_its_widths(head):
+    heads = head.build_heads(64, 10)
+    assert list(heads) == ["plain", "tied", "untied", "floor", "naive"]
+    assert heads["tied"].tied and not heads["untied"].tied
+    for name in ("tied", "untied"):
+        assert list(heads[name].nesting_dims) == [8, 16, 32, 64]
 
 
 def test_mnrl_benchmark_runs_all_variants():
     out = _run("mnrl.py", "--batch", "8", "--dim", "32", "--dims", "8", "16",
                "32", "--repeats", "2")
-    assert "fused" in out and "sliced" in out
+    for variant in ("full", "fused", "sliced"):
+        assert f"{variant}: best" in out
+    assert "fused / full" in out and "margin" in out
+
+
+def test_mnrl_goal_on_given_timings(mnrl):
+    ratio, passed, margin = mnrl.check_goal(
+        {"full": 2.0, "fused": 2.5, "sliced": 6.0}
+    )
+    assert (round(ratio, 6), passed, round(margin, 6)) == (1.25, True, 0.05)
+    ratio, passed, margin = mnrl.check_goal(
+        {"full": 2.0, "fused": 2.8, "sliced": 6.0}
+    )
+    assert (round(ratio, 6), passed, round(margin, 6)) == (1.4, False, -0.1)
+    assert mnrl.check_goal({"full": 1.0, "fused": 1.3, "sliced": 1.0})[1]
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_mnrl_check_exits_1_naming_the_goal(mnrl, check, monkeypatch, capsys):
+    slow = {"full": 2.0, "fused": 2.8, "sliced": 5.6}
+    monkeypatch.setattr(mnrl, "run", lambda args: slow)
+    status = mnrl.main(["--check"] if check else [])
+    out, err = capsys.readouterr()
+    assert "fused / full = 1.40 (goal <= 1.3: NOT met, margin -0.10)" in out
+    assert "sliced / fused = 2.00" in out
+    if not check:
+        assert status == 0 and err == ""
+        return
+    assert status == 1
+    assert err.splitlines() == [
+        "mnrl.py: goal missed: fused / full = 1.40, goal <= 1.3, "
+        "missed by 0.10"
+    ]
+
+
+def test_mnrl_check_exits_0_when_the_goal_is_met(mnrl, monkeypatch, capsys):
+    fast = {"full": 2.0, "fused": 2.4, "sliced": 5.6}
+    monkeypatch.setattr(mnrl, "run", lambda args: fast)
+    assert mnrl.main(["--check"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_mnrl_all_backends_fails_when_one_backend_fails(mnrl, monkeypatch,
+                                                        capsys):
+    calls = []
+
+    def fake_run(command, env):
+        calls.append((env["KERAS_BACKEND"], command[2:]))
+        return subprocess.CompletedProcess(
+            command, 1 if env["KERAS_BACKEND"] == "jax" else 0
+        )
+
+    monkeypatch.setattr(mnrl.subprocess, "run", fake_run)
+    status = mnrl.main(["--all-backends", "--check", "--repeats", "3"])
+    assert status == 1
+    # Every backend runs, each with the other options, even after a failure.
+    assert calls == [(b, ["--check", "--repeats", "3"])
+                     for b in ("tensorflow", "jax", "torch")]
+    assert capsys.readouterr().err == "mnrl.py: failed on jax\n"
 
 
 @pytest.mark.skipif(

@@ -3,7 +3,9 @@
 The option checks run in-process through `keras_mrl.cli.main` (the same code
 the commands run); two subprocess runs check the real entry points
 `python -m keras_mrl` and the `keras-mrl` console script end to end.
-None of these tests trains a model: every bad option is refused first.
+None of these tests trains a model: every bad option is refused first, and
+the exit status of a run is checked on a stand-in `demo.run` that returns
+constructed results to the real goal checks.
 """
 
 import os
@@ -11,9 +13,13 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from keras_mrl import cli
+from keras_mrl import demo
+
+FF = np.array([0.80, 0.90, 0.95, 0.96, 0.97, 0.97])
 
 
 def _error_lines(stderr):
@@ -124,3 +130,83 @@ def test_out_that_is_a_file_gives_one_line(tmp_path, capsys):
     assert status == 2
     assert len(err.splitlines()) == 1, err
     assert "is not a writable directory" in err
+
+
+def _results(mrl, truncated, seconds):
+    """Constructed demo results: FF fixed, MRL and truncated as given."""
+    return {
+        "dims": list(demo.DIMS),
+        "seeds": 1,
+        "accuracy": {"mrl": list(mrl), "mrl_e": list(FF), "ff": list(FF),
+                     "truncated": list(truncated)},
+        "seconds": seconds,
+        "cpu_seconds": seconds,
+    }
+
+
+PASSING = _results(FF - 0.01, FF - [0.2, 0, 0, 0, 0, 0], 10.0)
+# MRL 2 pt under FF at width 8, the other two goals met.
+ONE_FAILING = _results(FF - [0, 0, 0.02, 0, 0, 0],
+                       FF - [0.2, 0, 0, 0, 0, 0], 10.0)
+
+
+@pytest.fixture
+def fake_run(monkeypatch):
+    """Replaces `demo.run`; returns the list of its calls' keyword args."""
+    calls = []
+
+    def use(results):
+        def run(out_dir, **kwargs):
+            calls.append(kwargs)
+            return results
+
+        monkeypatch.setattr(demo, "run", run)
+        return calls
+
+    return use
+
+
+def test_demo_exits_1_when_a_goal_fails(fake_run, tmp_path, capsys):
+    fake_run(ONE_FAILING)
+    status, out, err = _run_main(["demo", "--out", str(tmp_path)], capsys)
+    assert status == 1
+    verdicts = [line.split()[0] for line in out.splitlines()
+                if line.startswith(("PASS", "FAIL"))]
+    assert verdicts == ["PASS", "FAIL", "PASS"]
+    assert "MRL - FF: +0.0 +0.0 -2.0" in out
+    assert err.splitlines() == ["keras-mrl demo: 1 goal(s) failed"]
+
+
+def test_demo_exits_0_when_every_goal_passes(fake_run, tmp_path, capsys):
+    fake_run(PASSING)
+    status, out, err = _run_main(["demo", "--out", str(tmp_path)], capsys)
+    assert status == 0
+    assert sum(line.startswith("PASS") for line in out.splitlines()) == 3
+    assert err == ""
+
+
+@pytest.mark.parametrize(
+    "argv, seeds, quick",
+    [([], 2, False), (["--seeds", "3"], 3, False), (["--quick"], 1, True)],
+)
+def test_demo_passes_seeds_and_quick(argv, seeds, quick, fake_run, tmp_path,
+                                     capsys):
+    calls = fake_run(PASSING)
+    status, _, _ = _run_main(["demo", "--out", str(tmp_path)] + argv, capsys)
+    assert status == 0
+    assert len(calls) == 1
+    assert (calls[0]["seeds"], calls[0]["quick"]) == (seeds, quick)
+
+
+@pytest.mark.parametrize("seeds", ["1", "3"])
+def test_quick_refuses_seeds_in_one_line(seeds, fake_run, tmp_path, capsys):
+    calls = fake_run(PASSING)
+    status, out, err = _run_main(
+        ["demo", "--quick", "--seeds", seeds, "--out", str(tmp_path)], capsys
+    )
+    assert status == 2
+    assert out == "" and calls == []
+    assert err.splitlines() == [
+        f"keras-mrl demo: error: --quick runs one seed; drop --seeds {seeds} "
+        "or --quick (see --help)"
+    ]

@@ -22,12 +22,16 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """Runs `keras-mrl demo --quick` once; returns (out dir, status, stdout)."""
+    """Runs `keras-mrl demo --quick` once.
+
+    Returns:
+        `(out dir, exit status, stdout, stderr)`.
+    """
     out = tmp_path_factory.mktemp("demo")
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         status = cli.main(["demo", "--quick", "--out", str(out)])
-    return out, status, stdout.getvalue()
+    return out, status, stdout.getvalue(), stderr.getvalue()
 
 
 def _results(accuracy, seconds=10.0, dims=demo.DIMS):
@@ -41,8 +45,7 @@ def _results(accuracy, seconds=10.0, dims=demo.DIMS):
 
 
 def test_quick_run_writes_valid_results(quick_run):
-    out, status, _ = quick_run
-    assert status == 0
+    out = quick_run[0]
     results = json.loads((out / "results.json").read_text())
     assert results["dims"] == [2, 4, 8, 16, 32, 64]
     assert results["seeds"] == 1
@@ -58,13 +61,28 @@ def test_quick_run_writes_valid_results(quick_run):
     assert results["versions"]["backend"] == keras.backend.backend()
     assert results["versions"]["keras"] == keras.__version__
     assert set(results["versions"]) == {"python", "keras", "backend", "numpy"}
-    assert set(results["goals"]) == {
-        goal for goal, _, _ in demo.check_goals(results)
+    assert results["goals"] == {
+        goal: passed for goal, passed, _ in demo.check_goals(results)
     }
 
 
+def test_quick_run_fails_loudly_when_a_goal_fails(quick_run):
+    # A quick run is judged by the full run's goals; five epochs usually
+    # miss some of them, and the command must then say so and exit 1.
+    out, status, _, stderr = quick_run
+    results = json.loads((out / "results.json").read_text())
+    failed = sum(not passed for passed in results["goals"].values())
+    ours = [line for line in stderr.splitlines()
+            if line.startswith("keras-mrl")]
+    if failed:
+        assert status == 1
+        assert ours == [f"keras-mrl demo: {failed} goal(s) failed"]
+    else:
+        assert status == 0
+        assert ours == []
+
+
 def test_quick_run_retrieval(quick_run):
-    pytest.importorskip("keras_mrl.evaluation")
     results = json.loads((quick_run[0] / "results.json").read_text())
     for method in ("mrl", "ff"):
         for key in ("top1", "map@10"):
@@ -83,7 +101,7 @@ def test_quick_run_writes_png(quick_run):
 
 
 def test_quick_run_prints_progress_table_and_goals(quick_run):
-    out, _, stdout = quick_run
+    out, _, stdout, _ = quick_run
     lines = stdout.splitlines()
     # One progress line per trained model and one for the probes.
     assert sum(line.startswith("seed 1/1") for line in lines) == 2 + 6 + 1
@@ -147,8 +165,39 @@ def test_plot_writes_png(tmp_path):
     assert (tmp_path / "plot.png").read_bytes()[:8] == PNG_MAGIC
 
 
-@pytest.mark.parametrize("seeds", [0, -1, 1.5, True])
-def test_run_refuses_bad_seeds_before_training(seeds, tmp_path):
-    with pytest.raises(ValueError, match="`seeds` must be a positive int"):
+@pytest.mark.parametrize(
+    "seeds, error, message",
+    [
+        (0, ValueError, "`seeds` must be a positive int, got seeds=0"),
+        (-1, ValueError, "`seeds` must be a positive int, got seeds=-1"),
+        (1.5, TypeError, "`seeds` must be an int, got 1.5"),
+        (True, TypeError, "`seeds` must be an int, got True"),
+    ],
+)
+def test_run_refuses_bad_seeds_before_training(seeds, error, message,
+                                               tmp_path):
+    with pytest.raises(error, match=message):
         demo.run(str(tmp_path), seeds=seeds)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("quick", [1, "no", None])
+def test_run_refuses_a_quick_that_is_not_a_bool(quick, tmp_path):
+    with pytest.raises(TypeError, match="`quick` must be True or False"):
+        demo.run(str(tmp_path), seeds=1, quick=quick)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"seeds": 3}])
+def test_quick_run_refuses_more_than_one_seed(kwargs, tmp_path):
+    # The default seeds=2 included: quick never drops seeds silently.
+    seeds = kwargs.get("seeds", 2)
+    with pytest.raises(ValueError, match=f"runs one seed, got seeds={seeds}"):
+        demo.run(str(tmp_path), quick=True, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_takes_its_options_by_keyword_only(tmp_path):
+    with pytest.raises(TypeError, match="seeds=..., quick=..., log=..."):
+        demo.run(str(tmp_path), 1)
     assert list(tmp_path.iterdir()) == []

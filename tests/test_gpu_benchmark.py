@@ -54,6 +54,41 @@ def test_report_overheads_against_the_plain_head(gpu):
     assert slow.count("(missed)") == 2
 
 
+def test_missed_goals_name_the_head_and_the_margin(gpu):
+    met = {"plain": 100.0, "untied": 96.0, "tied": 97.5}
+    assert gpu.missed_goals({"images_per_second": {"float32": met}}) == []
+    # 100 / 90 - 1 = 11.1% (6.1 pt over 5%), 100 / 96 - 1 = 4.2% (over 3%).
+    slow = {"plain": 100.0, "untied": 90.0, "tied": 96.0}
+    missed = gpu.missed_goals(
+        {"images_per_second": {"float32": met, "mixed_bfloat16": slow}}
+    )
+    assert missed == [
+        "mixed_bfloat16 untied: overhead +11.1%, goal <= 5%, missed by 6.1 pt",
+        "mixed_bfloat16 tied: overhead +4.2%, goal <= 3%, missed by 1.2 pt",
+    ]
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_check_exits_1_when_a_goal_is_missed(gpu, check, monkeypatch,
+                                             capsys):
+    speeds = {"plain": 100.0, "untied": 90.0, "tied": 99.0}
+    monkeypatch.setattr(
+        gpu, "measure", lambda head, precision, args: speeds[head]
+    )
+    argv = ["--tiny", "--precisions", "float32"] + (["--check"] * check)
+    if not check:
+        gpu.main(argv)
+        assert capsys.readouterr().err == ""
+        return
+    with pytest.raises(SystemExit) as exit_:
+        gpu.main(argv)
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "gpu.py: goal missed: float32 untied: overhead +11.1%, goal <= 5%, "
+        "missed by 6.1 pt"
+    ]
+
+
 def test_tiny_run_trains_all_three_heads(gpu, capsys):
     results = gpu.main(
         ["--tiny", "--steps", "1", "--precisions", "mixed_bfloat16"]
