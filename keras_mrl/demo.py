@@ -260,7 +260,7 @@ def _run_seed(data, config, seed, tag, log):
 
 
 @keyword_only
-def run(out_dir, *, seeds=2, quick=False, log=print):
+def run(out_dir, *, seeds=None, quick=False, log=print):
     """Trains every method, writes `results.json` and `accuracy.png`.
 
     The goals are judged on the results (`check_goals`) and recorded in
@@ -268,9 +268,9 @@ def run(out_dir, *, seeds=2, quick=False, log=print):
 
     Args:
         out_dir: an existing, writable directory.
-        seeds: int >= 1, the number of seeds to average.
-        quick: bool, few epochs, for smoke tests; it runs one seed, so it
-            needs `seeds=1`.
+        seeds: int >= 1, the number of seeds to average; None for 2, or 1
+            with `quick=True`.
+        quick: bool, few epochs and one seed, for smoke tests.
         log: a function that prints one progress line.
 
     Returns:
@@ -280,8 +280,10 @@ def run(out_dir, *, seeds=2, quick=False, log=print):
         TypeError: when `seeds` is not an int or `quick` not a bool.
         ValueError: when `seeds` is below 1, or not 1 with `quick=True`.
     """
-    seeds = check_positive_int(seeds, "seeds")
     quick = check_bool(quick, "quick")
+    if seeds is None:
+        seeds = 1 if quick else 2
+    seeds = check_positive_int(seeds, "seeds")
     if quick and seeds != 1:
         raise ValueError(
             f"`quick=True` runs one seed, got seeds={seeds}. Pass seeds=1 "

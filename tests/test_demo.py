@@ -188,12 +188,11 @@ def test_run_refuses_a_quick_that_is_not_a_bool(quick, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"seeds": 3}])
-def test_quick_run_refuses_more_than_one_seed(kwargs, tmp_path):
-    # The default seeds=2 included: quick never drops seeds silently.
-    seeds = kwargs.get("seeds", 2)
+@pytest.mark.parametrize("seeds", [2, 3])
+def test_quick_run_refuses_more_than_one_seed(seeds, tmp_path):
+    # Quick never drops seeds silently.
     with pytest.raises(ValueError, match=f"runs one seed, got seeds={seeds}"):
-        demo.run(str(tmp_path), quick=True, **kwargs)
+        demo.run(str(tmp_path), quick=True, seeds=seeds)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,6 +10,19 @@ from keras_mrl.nesting import default_nesting_dims
 from keras_mrl.nesting import validate_nesting_dims
 
 
+# The arguments stored as Keras objects, each with its serializer.
+_SERIALIZED = {
+    "activation": keras.activations.serialize,
+    "kernel_initializer": keras.initializers.serialize,
+    "bias_initializer": keras.initializers.serialize,
+    "kernel_regularizer": keras.regularizers.serialize,
+    "bias_regularizer": keras.regularizers.serialize,
+    "activity_regularizer": keras.regularizers.serialize,
+    "kernel_constraint": keras.constraints.serialize,
+    "bias_constraint": keras.constraints.serialize,
+}
+
+
 @keras.saving.register_keras_serializable(package="keras_mrl")
 class MatryoshkaDense(keras.layers.Layer):
     """A dense head applied to every nested prefix of its input.
@@ -246,31 +259,11 @@ class MatryoshkaDense(keras.layers.Layer):
                 "units": self.units,
                 "nesting_dims": self.nesting_dims,
                 "tied": self.tied,
-                "activation": keras.activations.serialize(self.activation),
                 "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
-                "kernel_regularizer": keras.regularizers.serialize(
-                    self.kernel_regularizer
-                ),
-                "bias_regularizer": keras.regularizers.serialize(
-                    self.bias_regularizer
-                ),
-                "activity_regularizer": keras.regularizers.serialize(
-                    self.activity_regularizer
-                ),
-                "kernel_constraint": keras.constraints.serialize(
-                    self.kernel_constraint
-                ),
-                "bias_constraint": keras.constraints.serialize(
-                    self.bias_constraint
-                ),
             }
         )
+        for name, serialize in _SERIALIZED.items():
+            config[name] = serialize(getattr(self, name))
         return config
 
 

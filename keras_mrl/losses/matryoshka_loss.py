@@ -219,16 +219,13 @@ class MatryoshkaLoss(keras.losses.Loss):
             )
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "loss": keras.losses.serialize(self.loss),
-                "nesting_dims": self.nesting_dims,
-                "weights": self.weights,
-                "truncate_targets": self.truncate_targets,
-            }
-        )
-        return config
+        return {
+            **super().get_config(),
+            "loss": keras.losses.serialize(self.loss),
+            "nesting_dims": self.nesting_dims,
+            "weights": self.weights,
+            "truncate_targets": self.truncate_targets,
+        }
 
     @classmethod
     def from_config(cls, config):

@@ -226,6 +226,5 @@ class MatryoshkaMetric(keras.metrics.Metric):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["metric"] = keras.metrics.deserialize(config["metric"])
-        return cls(**config)
+        others = {k: v for k, v in config.items() if k != "metric"}
+        return cls(keras.metrics.deserialize(config["metric"]), **others)

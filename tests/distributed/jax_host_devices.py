@@ -68,7 +68,9 @@ def main(out):
     mesh = keras.distribution.DeviceMesh(
         (1, 2), ["batch", "model"], devices=devices
     )
-    layout_map = matryoshka_layout_map(reference, mesh, model_axis="model")
+    layout_map = matryoshka_layout_map(
+        reference, device_mesh=mesh, model_axis="model"
+    )
     model_parallel = keras.distribution.ModelParallel(
         layout_map=layout_map, batch_dim_name="batch"
     )

@@ -5,9 +5,10 @@ Imported by the worker scripts next to it and by `tests/test_distribution.py`
 from the same initial weights and feed it the same global batches.
 
 The model covers every keras_mrl component that training touches: an untied
-and a tied `MatryoshkaDense` trained through a stacked `MatryoshkaLoss`, a
-prefix-mode `MatryoshkaLoss` on the trunk embedding, and a stacked
-`MatryoshkaMetric`.
+and a tied `MatryoshkaDense` trained through a stacked `MatryoshkaLoss`, the
+tied one behind a `WidthSampling` layer (so every device must draw the same
+widths at every step), a prefix-mode `MatryoshkaLoss` on the trunk
+embedding, and a stacked `MatryoshkaMetric`.
 """
 
 import numpy as np
@@ -50,17 +51,19 @@ def build_model():
         WIDTH, activation="tanh", name="trunk"
     )(inputs)
     outputs = {
-        "head": keras_mrl.MatryoshkaDense(UNITS, NESTING_DIMS, name="head")(
-            embedding
-        ),
-        "tied": keras_mrl.MatryoshkaDense(
-            UNITS, NESTING_DIMS, tied=True, name="tied"
+        "head": keras_mrl.MatryoshkaDense(
+            UNITS, nesting_dims=NESTING_DIMS, name="head"
         )(embedding),
+        "tied": keras_mrl.layers.WidthSampling(2, seed=7, name="tied_sampling")(
+            keras_mrl.MatryoshkaDense(
+                UNITS, nesting_dims=NESTING_DIMS, tied=True, name="tied"
+            )(embedding)
+        ),
         "embedding": keras.layers.Identity(name="embedding")(embedding),
     }
     model = keras.Model(inputs, outputs, name="mrl")
-    values = initial_weights([v.shape for v in model.weights])
-    for variable, value in zip(model.weights, values):
+    values = initial_weights([v.shape for v in model.trainable_weights])
+    for variable, value in zip(model.trainable_weights, values):
         variable.assign(value)
     return model
 
@@ -88,7 +91,8 @@ def losses():
 
 def metric():
     return keras_mrl.MatryoshkaMetric(
-        keras.metrics.SparseCategoricalAccuracy(name="acc"), NESTING_DIMS
+        keras.metrics.SparseCategoricalAccuracy(name="acc"),
+        head=NESTING_DIMS,
     )
 
 
@@ -110,7 +114,10 @@ def fit(model, x, y, batch_size=GLOBAL_BATCH):
 
 
 def weights(model):
-    return [np.asarray(keras.ops.convert_to_numpy(w)) for w in model.weights]
+    return [
+        np.asarray(keras.ops.convert_to_numpy(w))
+        for w in model.trainable_weights
+    ]
 
 
 def save(path, **results):
