@@ -1,0 +1,15 @@
+"""Funnel retrieval over Matryoshka embeddings: shortlist narrow, rerank wide.
+
+This is the adaptive retrieval of Matryoshka Representation Learning
+(Kusupati et al., 2022): a cheap search at a short prefix picks a shortlist,
+and each later stage rescores only the survivors at a wider prefix. The
+package is numpy-only; faiss, when installed, runs the first stage.
+
+`FunnelIndex` (`_funnel.py`) holds the checks, the stages and the file
+(`_index_file.py`); its first stage is one of the backends of
+`_first_stage.py`, its later stages rerank with `_rerank.py`.
+"""
+
+from keras_mrl.retrieval._funnel import FunnelIndex
+
+__all__ = ["FunnelIndex"]

@@ -1,0 +1,387 @@
+"""FunnelIndex: the stages of a funnel search, its checks and its file."""
+
+import numbers
+
+import numpy as np
+
+from keras_mrl._numpy_search import l2_normalize
+from keras_mrl._validation import check_bool
+from keras_mrl._validation import check_choice
+from keras_mrl._validation import check_finite
+from keras_mrl._validation import check_optional_bool
+from keras_mrl._validation import check_optional_positive_int
+from keras_mrl._validation import check_positive_int
+from keras_mrl._validation import keyword_only
+from keras_mrl._validation import to_numpy
+from keras_mrl.nesting import validate_nesting_dims
+from keras_mrl.retrieval import _index_file
+from keras_mrl.retrieval._first_stage import INDEX_KINDS
+from keras_mrl.retrieval._first_stage import make_first_stage
+from keras_mrl.retrieval._rerank import rerank
+
+_CONFIG_KEYS = (
+    "dims", "shortlist", "index", "normalize", "hnsw_m", "ef_construction",
+    "ef_search", "use_faiss",
+)
+
+
+def _as_matrix(x, name, width=None):
+    x = to_numpy(x).astype(np.float32, copy=False)
+    if x.ndim != 2:
+        raise ValueError(
+            f"`{name}` must be a 2-D array (num_vectors, width), got shape "
+            f"{x.shape}."
+        )
+    if width is not None and x.shape[1] != width:
+        raise ValueError(
+            f"`{name}` has width {x.shape[1]}, but the corpus has width "
+            f"{width}. Pass full-width embeddings from the same model; the "
+            "index cuts the prefixes itself."
+        )
+    return check_finite(x, name)
+
+
+def _check_shortlist(shortlist, dims):
+    """Returns `shortlist` as a tuple of counts that fits `dims`."""
+    stages = len(dims) - 1
+    if isinstance(shortlist, numbers.Integral):
+        shortlist = (shortlist,)
+    if isinstance(shortlist, (str, bytes)) or not hasattr(
+        shortlist, "__iter__"
+    ):
+        raise TypeError(
+            f"`shortlist` must be a tuple of ints, one per stage but the "
+            f"last ({stages} for dims {list(dims)}), e.g. shortlist=(200,) "
+            f"for dims=(32, 1024); a one-stage index takes shortlist=(). "
+            f"Got {shortlist!r}."
+        )
+    counts = tuple(
+        check_positive_int(s, f"shortlist[{i}]")
+        for i, s in enumerate(shortlist)
+    )
+    if len(counts) != stages:
+        raise ValueError(
+            f"`shortlist` {list(counts)} must hold one count per stage but "
+            f"the last: {stages} for dims {list(dims)}."
+        )
+    for a, b in zip(counts, counts[1:]):
+        if b > a:
+            raise ValueError(
+                f"`shortlist` {list(counts)} must not grow from stage to "
+                f"stage ({b} follows {a}): a stage can only keep candidates "
+                "the stage before it kept."
+            )
+    return counts
+
+
+class FunnelIndex:
+    """Funnel search over the nested prefixes of Matryoshka embeddings.
+
+    Stage 0 searches the whole corpus at width `dims[0]` and keeps
+    `shortlist[0]` candidates per query. Each later stage `i` rescores the
+    survivors at width `dims[i]` and keeps `shortlist[i]`; the last stage
+    keeps `k`. With `normalize=True` the similarity at every width is the
+    cosine of the re-normalised prefixes, `<q[:d], x[:d]> / (|q[:d]| |x[:d]|)`;
+    with `normalize=False` it is the raw inner product of the prefixes.
+
+    The first stage runs on faiss when it is installed (the `retrieval`
+    extra, `pip install keras-mrl[retrieval]`): `index="flat"` is an exact
+    `IndexFlatIP`, `index="hnsw"` an approximate `IndexHNSWFlat` with
+    `METRIC_INNER_PRODUCT`. Without faiss, or with `use_faiss=False`, a numpy
+    first stage serves instead: an exact chunked matrix product whatever
+    `index` says. Reranking scores each query's candidates at the stage's
+    stored prefix: with faiss in place (`fvec_inner_products_by_idx`),
+    without it by gathering them into `(queries, candidates, width)` blocks
+    scored by one batched matrix product per chunk of queries.
+
+    The index stores one normalised prefix copy per width (the first stage
+    holds the `dims[0]` one), so it costs `4 * sum(dims)` bytes per vector
+    plus the HNSW graph. A shortlist longer than the corpus keeps the whole
+    corpus. An HNSW beam narrower than `shortlist[0]` may shortlist fewer
+    candidates, and the later stages rerank those it found; a search whose
+    first stage finds fewer than `k` for a query raises rather than pad the
+    answer.
+
+    Args:
+        corpus_embeddings: array `(N, D)` of full-width embeddings, finite.
+        dims: strictly increasing widths, at most `D`, one per stage.
+        shortlist: `len(dims) - 1` candidate counts, the number each stage
+            but the last keeps; each at least the next (non-increasing);
+            `()` for a one-stage index. `search` needs `shortlist[-1] >= k`.
+        index: `"flat"` (exact) or `"hnsw"` (approximate), the first stage.
+        normalize: bool, cosine on re-normalised prefixes when True, raw
+            inner product when False.
+        hnsw_m: int, HNSW neighbours per node (faiss `M`); 16, hnswlib's
+            default, is ample for the short prefix a first stage searches.
+        ef_construction: int, HNSW build beam width (`efConstruction`);
+            40 is faiss' default.
+        ef_search: optional int, HNSW search beam width (`efSearch`); None
+            for the number of candidates stage 0 returns (`shortlist[0]`,
+            or `k` for a one-stage index). faiss does not widen the beam to
+            the number of results, so a narrower one loses recall.
+        use_faiss: None to use faiss when installed, True to require it,
+            False for the numpy first stage.
+
+    Example:
+
+    >>> corpus = np.random.default_rng(0).normal(size=(500, 64))
+    >>> index = keras_mrl.retrieval.FunnelIndex(
+    ...     corpus, dims=(16, 64), shortlist=(50,)
+    ... )
+    >>> scores, ids = index.search(corpus[:3], k=5)
+    >>> ids.shape, ids[:, 0].tolist()
+    ((3, 5), [0, 1, 2])
+    """
+
+    @keyword_only
+    def __init__(
+        self,
+        corpus_embeddings,
+        *,
+        dims,
+        shortlist,
+        index="flat",
+        normalize=True,
+        hnsw_m=16,
+        ef_construction=40,
+        ef_search=None,
+        use_faiss=None,
+    ):
+        # `load` passes the prefixes of a saved index in place of the
+        # embeddings, so that a loaded index goes through these checks too.
+        saved = corpus_embeddings
+        if not isinstance(saved, _index_file.SavedCorpus):
+            corpus = _as_matrix(corpus_embeddings, "corpus_embeddings")
+            if len(corpus) == 0:
+                raise ValueError(
+                    "`corpus_embeddings` must hold at least 1 row."
+                )
+            saved = _index_file.SavedCorpus(corpus.shape[1], None, None)
+        self.width = saved.width
+        self.dims = validate_nesting_dims(
+            dims, max_dim=self.width, name="dims"
+        )
+        self.shortlist = _check_shortlist(shortlist, self.dims)
+        self.index = check_choice(index, "index", INDEX_KINDS)
+        self.normalize = check_bool(normalize, "normalize")
+        self.hnsw_m = check_positive_int(hnsw_m, "hnsw_m")
+        self.ef_construction = check_positive_int(
+            ef_construction, "ef_construction"
+        )
+        self.ef_search = check_optional_positive_int(ef_search, "ef_search")
+        self.use_faiss = check_optional_bool(use_faiss, "use_faiss")
+        prefixes = saved.prefixes
+        if prefixes is None:
+            prefixes = self._prefixes(corpus)
+        self._views = list(prefixes[1:])
+        self._first = make_first_stage(
+            prefixes[0], kind=self.index, use_faiss=self.use_faiss,
+            hnsw_m=self.hnsw_m, ef_construction=self.ef_construction,
+            ef_search=self.ef_search, state=saved.state,
+        )
+        self._size = len(prefixes[0])
+
+    def _prefixes(self, x):
+        if self.normalize:
+            # Normalising the strided view writes the only contiguous copy.
+            return [l2_normalize(x[:, :d]) for d in self.dims]
+        return [np.ascontiguousarray(x[:, :d]) for d in self.dims]
+
+    @property
+    def uses_faiss(self):
+        """Whether the first stage runs on faiss (else on numpy)."""
+        return self._first.faiss is not None
+
+    def __len__(self):
+        return self._size
+
+    def add(self, embeddings):
+        """Appends full-width embeddings; their ids continue from `len(self)`.
+
+        Each width's prefix array is reallocated, so add in large batches.
+
+        Args:
+            embeddings: array `(M, D)` with the corpus width `D`, finite.
+        """
+        new = _as_matrix(embeddings, "embeddings", width=self.width)
+        if len(new) == 0:
+            return
+        prefixes = self._prefixes(new)
+        self._first.add(prefixes[0])
+        self._views = [
+            np.concatenate([view, p])
+            for view, p in zip(self._views, prefixes[1:])
+        ]
+        self._size += len(new)
+
+    @keyword_only
+    def search(self, queries, *, k):
+        """Returns the `k` best corpus vectors of each query, best first.
+
+        Args:
+            queries: array `(Q, D)` of full-width query embeddings, finite.
+            k: int, how many results per query, at most `len(self)` and
+                `shortlist[-1]`.
+
+        Returns:
+            `(scores, ids)`: float32 and int64 arrays of shape `(Q, k)`; the
+            scores are those of the last stage, at width `dims[-1]`. Every
+            id is a row of the corpus: there is no padding.
+
+        Raises:
+            ValueError: for queries of another width, a `k` above the corpus
+                size or the last shortlist, or when an HNSW first stage
+                finds fewer than `k` candidates for a query (its beam
+                `ef_search` is too narrow).
+        """
+        queries = _as_matrix(queries, "queries", width=self.width)
+        k = check_positive_int(k, "k")
+        if k > self._size:
+            raise ValueError(
+                f"`k`={k} exceeds the corpus size {self._size}. Ask for at "
+                f"most {self._size} results."
+            )
+        if self.shortlist and self.shortlist[-1] < k:
+            raise ValueError(
+                f"`k`={k} exceeds the last shortlist "
+                f"{self.shortlist[-1]} of {list(self.shortlist)}: the last "
+                "stage cannot keep more candidates than it is given. Use "
+                f"k <= {self.shortlist[-1]} or a longer shortlist."
+            )
+        keeps = [min(s, self._size) for s in self.shortlist] + [k]
+        prefixes = self._prefixes(queries)
+        scores, ids = self._first.search(prefixes[0], keeps[0])
+        self._check_found(ids, k)
+        for view, q, keep in zip(self._views, prefixes[1:], keeps[1:]):
+            scores, ids = rerank(view, q, ids, keep, self._first.faiss)
+        return scores, ids
+
+    def _check_found(self, ids, k):
+        """Raises when a query's first stage found fewer than `k` rows.
+
+        An approximate first stage pads a short answer with id -1; passed
+        on, `corpus[-1]` would silently read the last row.
+        """
+        found = np.count_nonzero(ids >= 0, axis=1)
+        if not len(found) or found.min() >= k:
+            return
+        query = int(np.argmin(found))
+        message = (
+            f"The first stage found only {found[query]} of the "
+            f"{ids.shape[1]} candidates asked for query {query}, fewer than "
+            f"k={k}, so the answer would be padded with id -1. "
+        )
+        advice = self._first.short_answer_advice(ids.shape[1])
+        raise ValueError((message + advice).rstrip())
+
+    def get_config(self):
+        """Returns the constructor arguments, except the corpus, as a dict.
+
+        The corpus is data, as a Keras layer's weights are not in its
+        config: `from_config(config, corpus_embeddings=...)` rebuilds the
+        same index over it, and `save` stores both.
+        """
+        return {
+            "dims": list(self.dims),
+            "shortlist": list(self.shortlist),
+            "index": self.index,
+            "normalize": self.normalize,
+            "hnsw_m": self.hnsw_m,
+            "ef_construction": self.ef_construction,
+            "ef_search": self.ef_search,
+            "use_faiss": self.use_faiss,
+        }
+
+    @classmethod
+    @keyword_only
+    def from_config(cls, config, *, corpus_embeddings):
+        """Builds the index `config` describes over `corpus_embeddings`.
+
+        Args:
+            config: a dict from `get_config`.
+            corpus_embeddings: array `(N, D)` of full-width embeddings, e.g.
+                the corpus embedded again by a newer checkpoint.
+
+        Returns:
+            A `FunnelIndex` with those settings over that corpus.
+
+        Example:
+
+        >>> corpus = np.random.default_rng(0).normal(size=(200, 32))
+        >>> index = keras_mrl.retrieval.FunnelIndex(
+        ...     corpus, dims=(8, 32), shortlist=(40,), use_faiss=False
+        ... )
+        >>> again = keras_mrl.retrieval.FunnelIndex.from_config(
+        ...     index.get_config(), corpus_embeddings=corpus
+        ... )
+        >>> again.get_config() == index.get_config()
+        True
+        """
+        if not isinstance(config, dict):
+            raise TypeError(
+                f"`config` must be a dict from `get_config()`, got "
+                f"{config!r}."
+            )
+        return cls(corpus_embeddings, **config)
+
+    def save(self, path):
+        """Writes the index to one numpy `.npz` file.
+
+        The file holds a format marker and version, the configuration and
+        every width's prefix array; an HNSW first stage on faiss also
+        stores its graph (faiss's `serialize_index`), so loading does not
+        rebuild it. A flat first stage is rebuilt from its prefixes on
+        load, which is one copy.
+
+        Args:
+            path: the file path; `.npz` is appended when it does not end
+                so, as `np.savez` does.
+
+        Returns:
+            The path written, a str.
+        """
+        return _index_file.write(
+            path, config=self.get_config(), width=self.width,
+            prefixes=[self._first.vectors(), *self._views],
+            state=self._first.state(),
+        )
+
+    @classmethod
+    @keyword_only
+    def load(cls, path, *, use_faiss=None):
+        """Reads an index written by `save`.
+
+        Args:
+            path: the file, or the path given to `save`: when no file has
+                that name and it does not end in `.npz`, `.npz` is appended,
+                as `save` does.
+            use_faiss: overrides the saved choice when not None. A saved
+                HNSW graph is used when faiss is; without faiss the numpy
+                first stage serves.
+
+        Returns:
+            A `FunnelIndex` that answers as the saved one did.
+
+        Raises:
+            FileNotFoundError: when no file has that name.
+            ValueError: for a file `save` did not write (another format, a
+                corrupt or truncated file, missing entries, another format
+                version), naming the path and what is wrong.
+        """
+        use_faiss = check_optional_bool(use_faiss, "use_faiss")
+        path, config, saved = _index_file.read(path)
+        keys = set(config)
+        if keys != set(_CONFIG_KEYS):
+            raise ValueError(
+                f"Cannot load a FunnelIndex from {path!r}: its saved "
+                f"configuration lacks {sorted(set(_CONFIG_KEYS) - keys)} "
+                f"and has unknown {sorted(keys - set(_CONFIG_KEYS))}."
+            )
+        if use_faiss is not None:
+            config["use_faiss"] = use_faiss
+        try:
+            return cls.from_config(config, corpus_embeddings=saved)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"Cannot load a FunnelIndex from {path!r}: {error}"
+            ) from None
