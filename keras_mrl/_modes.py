@@ -12,6 +12,7 @@ choose the mode by the same rule: `nesting_dims` given means prefix mode.
 """
 
 import keras
+from keras import ops
 
 # Keras' losses and metrics that compare y_true and y_pred coordinate by
 # coordinate: in prefix mode their target is an embedding as wide as the
@@ -39,6 +40,66 @@ _ELEMENTWISE = (
 )
 
 
+# Keras' losses whose per-example value reduces the last axis only, so they
+# score a stacked `(..., G, units)` in one call, one value per granularity.
+# The sparse ones take class ids, which are repeated over the G axis; the
+# others take targets with the units axis, repeated the same way.
+_SPARSE_LAST_AXIS = (
+    keras.losses.SparseCategoricalCrossentropy,
+    keras.losses.sparse_categorical_crossentropy,
+)
+_DENSE_LAST_AXIS = (
+    keras.losses.CategoricalCrossentropy,
+    keras.losses.BinaryCrossentropy,
+    keras.losses.MeanSquaredError,
+    keras.losses.MeanAbsoluteError,
+    keras.losses.Huber,
+    keras.losses.LogCosh,
+    keras.losses.KLDivergence,
+    keras.losses.categorical_crossentropy,
+    keras.losses.binary_crossentropy,
+    keras.losses.mean_squared_error,
+    keras.losses.mean_absolute_error,
+    keras.losses.huber,
+    keras.losses.log_cosh,
+    keras.losses.kl_divergence,
+)
+
+
+def _is_one_of(obj, kinds):
+    return any(
+        obj is kind or (isinstance(kind, type) and isinstance(obj, kind))
+        for kind in kinds
+    )
+
+
+def stacked_targets(loss, y_true, y_pred):
+    """`y_true` repeated over the G axis of a stacked `y_pred`, or None.
+
+    One call of a last-axis loss on the whole `(..., G, units)` replaces G
+    calls on its slices: one fused softmax cross-entropy instead of G, the
+    same numbers. None means `loss` is not known to reduce the last axis
+    only, or `y_true` does not have a shape it can be repeated from.
+    """
+    if y_true is None:
+        return None
+    true_rank, pred_rank = len(y_true.shape), len(y_pred.shape)
+    if _is_one_of(loss, _SPARSE_LAST_AXIS):
+        if true_rank == pred_rank - 1 and y_true.shape[-1] == 1:
+            y_true = ops.squeeze(y_true, axis=-1)
+            true_rank -= 1
+        if true_rank != pred_rank - 2:
+            return None
+        return ops.broadcast_to(
+            ops.expand_dims(y_true, -1), ops.shape(y_pred)[:-1]
+        )
+    if _is_one_of(loss, _DENSE_LAST_AXIS) and true_rank == pred_rank - 1:
+        return ops.broadcast_to(
+            ops.expand_dims(y_true, -2), ops.shape(y_pred)
+        )
+    return None
+
+
 def cuts_targets(loss_or_metric, truncate_targets):
     """Whether prefix mode cuts `y_true` along with `y_pred`.
 
@@ -55,11 +116,7 @@ def cuts_targets(loss_or_metric, truncate_targets):
     declared = getattr(loss_or_metric, "cuts_targets", None)
     if declared is not None:
         return bool(declared)
-    return any(
-        loss_or_metric is kind
-        or (isinstance(kind, type) and isinstance(loss_or_metric, kind))
-        for kind in _ELEMENTWISE
-    )
+    return _is_one_of(loss_or_metric, _ELEMENTWISE)
 
 
 def keras_mask(x):

@@ -5,6 +5,7 @@ from keras_mrl._modes import check_prefix
 from keras_mrl._modes import check_stacked
 from keras_mrl._modes import cuts_targets
 from keras_mrl._modes import granularity_views
+from keras_mrl._modes import stacked_targets
 from keras_mrl._validation import check_optional_bool
 from keras_mrl._validation import keyword_only
 from keras_mrl.losses.nested_loss import NestedLoss
@@ -180,6 +181,13 @@ class MatryoshkaLoss(keras.losses.Loss):
             y_true.dtype
         ):
             y_true = ops.cast(y_true, dtype)
+        repeated = (
+            None if dims is not None
+            else stacked_targets(self.loss, y_true, y_pred)
+        )
+        if repeated is not None:
+            values = ops.cast(_per_example(self.loss, repeated, y_pred), dtype)
+            return ops.sum(values * ops.convert_to_tensor(weights, dtype), -1)
         if dims is not None and not cut and isinstance(self.loss, NestedLoss):
             losses = self.loss.call_prefixes(y_true, y_pred, dims)
         else:
