@@ -240,7 +240,7 @@ def test_save_load_round_trip(tmp_path, use_faiss, kind):
         assert ("first_stage_state" in saved) == (kind == "hnsw")
         header = json.loads(str(saved["header"]))
     assert header["format"] == "keras_mrl.retrieval.FunnelIndex"
-    assert header["version"] == 1
+    assert header["version"] == 2
     loaded = FunnelIndex.load(path)
     assert loaded.get_config() == index.get_config()
     assert loaded.uses_faiss == index.uses_faiss
@@ -562,8 +562,8 @@ def _config(path, **changes):
          "does not carry the format marker"),
         (lambda p: _with_header(p, format="other.Index"),
          "does not carry the format marker"),
-        (lambda p: _with_header(p, version=2),
-         "format version 2; this keras_mrl reads version 1"),
+        (lambda p: _with_header(p, version=3),
+         "format version 3; this keras_mrl reads versions 1 and 2"),
         (lambda p: _with_header(p, size="300"), "header's `size` is '300'"),
         (lambda p: _with_header(p, width=0), "header's `width` is 0"),
         (lambda p: _rewrite(p, prefix_16=None), "no `prefix_16` entry"),

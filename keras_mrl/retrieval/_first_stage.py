@@ -2,8 +2,8 @@
 
 Each backend stores the first width's prefixes and answers `search`; the
 index above it does not know which one serves. A backend is one more
-class and one more branch of `make_first_stage` (a quantized first stage
-on faiss' `IndexBinaryFlat` or scalar quantizer would be one).
+class and one more branch of `make_first_stage`; the quantized ones (int8
+and binary codes) live in `_quantized_stage.py`.
 """
 
 import abc
@@ -212,6 +212,22 @@ def _deserialize_hnsw(faiss, state, vectors):
     return index
 
 
+def resolve_faiss(use_faiss):
+    """The faiss module `use_faiss` asks for, or None for numpy.
+
+    Raises:
+        ImportError: for `use_faiss=True` without faiss installed.
+    """
+    faiss = None if use_faiss is False else import_faiss()
+    if faiss is None and use_faiss:
+        raise ImportError(
+            "FunnelIndex(use_faiss=True) needs faiss: "
+            "`pip install keras-mrl[retrieval]` (faiss-cpu), or "
+            "pass use_faiss=None to fall back to numpy."
+        )
+    return faiss
+
+
 def make_first_stage(vectors, *, kind, use_faiss, hnsw_m, ef_construction,
                      ef_search, state=None):
     """Returns the backend for `kind` and `use_faiss` over `vectors`.
@@ -224,14 +240,8 @@ def make_first_stage(vectors, *, kind, use_faiss, hnsw_m, ef_construction,
         hnsw_m, ef_construction, ef_search: the HNSW parameters.
         state: a saved `state()`, used only by the backend that wrote it.
     """
-    faiss = None if use_faiss is False else import_faiss()
+    faiss = resolve_faiss(use_faiss)
     if faiss is None:
-        if use_faiss:
-            raise ImportError(
-                "FunnelIndex(use_faiss=True) needs faiss: "
-                "`pip install keras-mrl[retrieval]` (faiss-cpu), or "
-                "pass use_faiss=None to fall back to numpy."
-            )
         return NumpyFirstStage(vectors)
     if kind == "hnsw":
         return FaissHNSWFirstStage(

@@ -15,13 +15,17 @@ from keras_mrl._validation import keyword_only
 from keras_mrl._validation import to_numpy
 from keras_mrl.nesting import validate_nesting_dims
 from keras_mrl.retrieval import _index_file
+from keras_mrl.retrieval._codes import bytes_per_vector
+from keras_mrl.retrieval._codes import check_precisions
+from keras_mrl.retrieval._codes import encode
+from keras_mrl.retrieval._codes import measure_ranges
 from keras_mrl.retrieval._first_stage import INDEX_KINDS
-from keras_mrl.retrieval._first_stage import make_first_stage
+from keras_mrl.retrieval._quantized_stage import make_first_stage
 from keras_mrl.retrieval._rerank import rerank
 
 _CONFIG_KEYS = (
-    "dims", "shortlist", "index", "normalize", "hnsw_m", "ef_construction",
-    "ef_search", "use_faiss",
+    "dims", "shortlist", "precisions", "index", "normalize", "hnsw_m",
+    "ef_construction", "ef_search", "use_faiss",
 )
 
 
@@ -84,21 +88,37 @@ class FunnelIndex:
     cosine of the re-normalised prefixes, `<q[:d], x[:d]> / (|q[:d]| |x[:d]|)`;
     with `normalize=False` it is the raw inner product of the prefixes.
 
+    Each stage stores its prefixes in a precision (`precisions`, float32
+    by default). `"int8"` keeps one byte per dimension, the scalar codes of
+    `keras_mrl.serving.quantize` over per-dimension ranges measured on
+    `calibration` (default: the corpus), and scores the float query against
+    the decoded codes. `"binary"` (first stage only, a width that is a
+    multiple of 8) keeps the sign bits of the prefix, `dims[0] / 8` bytes,
+    and ranks by Hamming distance; its score is `dims[0] - 2 * hamming`,
+    the inner product of the sign vectors. The prefix is normalised (or
+    not) before it is quantized. `bytes_per_vector` tells what each stage
+    costs.
+
     The first stage runs on faiss when it is installed (the `retrieval`
     extra, `pip install keras-mrl[retrieval]`): `index="flat"` is an exact
-    `IndexFlatIP`, `index="hnsw"` an approximate `IndexHNSWFlat` with
-    `METRIC_INNER_PRODUCT`. Without faiss, or with `use_faiss=False`, a numpy
-    first stage serves instead: an exact chunked matrix product whatever
-    `index` says. Reranking scores each query's candidates at the stage's
-    stored prefix: with faiss in place (`fvec_inner_products_by_idx`),
-    without it by gathering them into `(queries, candidates, width)` blocks
-    scored by one batched matrix product per chunk of queries.
+    `IndexFlatIP` (float32), `IndexScalarQuantizer` (int8, `QT_8bit`, inner
+    product) or `IndexBinaryFlat` (binary); `index="hnsw"` an approximate
+    `IndexHNSWFlat` with `METRIC_INNER_PRODUCT` (float32) or
+    `IndexBinaryHNSW` (binary). Without faiss, or with `use_faiss=False`, a
+    numpy first stage serves instead: an exact scan (a chunked matrix
+    product, or popcounts) whatever `index` says. Reranking scores each
+    query's candidates at the stage's stored prefix: float32 with faiss in
+    place (`fvec_inner_products_by_idx`); without faiss, and for int8
+    codes always, by gathering them into `(queries, candidates, width)`
+    blocks scored by one batched matrix product per chunk of queries.
 
     The index stores one normalised prefix copy per width (the first stage
-    holds the `dims[0]` one), so it costs `4 * sum(dims)` bytes per vector
-    plus the HNSW graph. A shortlist longer than the corpus keeps the whole
-    corpus. An HNSW beam narrower than `shortlist[0]` may shortlist fewer
-    candidates, and the later stages rerank those it found; a search whose
+    holds the `dims[0]` one) in its stage's precision: float32 at every
+    stage costs `4 * sum(dims)` bytes per vector, plus the HNSW graph and,
+    per int8 stage, its `(2, width)` float32 ranges. A shortlist longer
+    than the corpus keeps the whole corpus. An HNSW beam narrower than
+    `shortlist[0]` may shortlist fewer candidates, and the later stages
+    rerank those it found; a search whose
     first stage finds fewer than `k` for a query raises rather than pad the
     answer.
 
@@ -108,6 +128,14 @@ class FunnelIndex:
         shortlist: `len(dims) - 1` candidate counts, the number each stage
             but the last keeps; each at least the next (non-increasing);
             `()` for a one-stage index. `search` needs `shortlist[-1] >= k`.
+        precisions: None for float32 at every stage, or one precision per
+            width of `dims`: `"float32"`, `"int8"` or `"binary"` for the
+            first stage, `"float32"` or `"int8"` for the later ones.
+            `index="hnsw"` takes a float32 or binary first stage.
+        calibration: optional array `(C, D)` of full-width embeddings,
+            finite, whose prefixes' per-dimension minima and maxima set the
+            int8 steps; None for the corpus' own. Only with an int8 stage.
+            It is data, so `get_config` leaves it out; the ranges are saved.
         index: `"flat"` (exact) or `"hnsw"` (approximate), the first stage.
         normalize: bool, cosine on re-normalised prefixes when True, raw
             inner product when False.
@@ -131,6 +159,17 @@ class FunnelIndex:
     >>> scores, ids = index.search(corpus[:3], k=5)
     >>> ids.shape, ids[:, 0].tolist()
     ((3, 5), [0, 1, 2])
+
+    A binary first stage at 32 bits, rescored in float32 at 64:
+
+    >>> small = keras_mrl.retrieval.FunnelIndex(
+    ...     corpus, dims=(32, 64), shortlist=(50,),
+    ...     precisions=("binary", "float32"),
+    ... )
+    >>> small.bytes_per_vector, small.total_bytes_per_vector
+    ((4, 256), 260)
+    >>> small.search(corpus[:3], k=5)[1][:, 0].tolist()
+    [0, 1, 2]
     """
 
     @keyword_only
@@ -140,6 +179,8 @@ class FunnelIndex:
         *,
         dims,
         shortlist,
+        precisions=None,
+        calibration=None,
         index="flat",
         normalize=True,
         hnsw_m=16,
@@ -156,13 +197,16 @@ class FunnelIndex:
                 raise ValueError(
                     "`corpus_embeddings` must hold at least 1 row."
                 )
-            saved = _index_file.SavedCorpus(corpus.shape[1], None, None)
+            saved = _index_file.SavedCorpus(
+                corpus.shape[1], None, None, None
+            )
         self.width = saved.width
         self.dims = validate_nesting_dims(
             dims, max_dim=self.width, name="dims"
         )
         self.shortlist = _check_shortlist(shortlist, self.dims)
         self.index = check_choice(index, "index", INDEX_KINDS)
+        self.precisions = check_precisions(precisions, self.dims, self.index)
         self.normalize = check_bool(normalize, "normalize")
         self.hnsw_m = check_positive_int(hnsw_m, "hnsw_m")
         self.ef_construction = check_positive_int(
@@ -170,16 +214,49 @@ class FunnelIndex:
         )
         self.ef_search = check_optional_positive_int(ef_search, "ef_search")
         self.use_faiss = check_optional_bool(use_faiss, "use_faiss")
-        prefixes = saved.prefixes
-        if prefixes is None:
+        calibration = self._check_calibration(calibration)
+        stored, self._ranges = saved.prefixes, saved.ranges
+        if stored is None:
             prefixes = self._prefixes(corpus)
-        self._views = list(prefixes[1:])
+            self._ranges = self._measure_ranges(
+                prefixes if calibration is None
+                else self._prefixes(calibration)
+            )
+            stored = self._encode(prefixes)
+        self._views = list(stored[1:])
         self._first = make_first_stage(
-            prefixes[0], kind=self.index, use_faiss=self.use_faiss,
-            hnsw_m=self.hnsw_m, ef_construction=self.ef_construction,
-            ef_search=self.ef_search, state=saved.state,
+            stored[0], precision=self.precisions[0], ranges=self._ranges[0],
+            kind=self.index, use_faiss=self.use_faiss, hnsw_m=self.hnsw_m,
+            ef_construction=self.ef_construction, ef_search=self.ef_search,
+            state=saved.state,
         )
-        self._size = len(prefixes[0])
+        self._size = len(stored[0])
+
+    def _check_calibration(self, calibration):
+        if calibration is None:
+            return None
+        if "int8" not in self.precisions:
+            raise ValueError(
+                "`calibration` sets the steps of int8 stages, and "
+                f"precisions {list(self.precisions)} have none: pass "
+                "calibration=None, or an int8 stage."
+            )
+        calibration = _as_matrix(calibration, "calibration", width=self.width)
+        if len(calibration) == 0:
+            raise ValueError("`calibration` must hold at least 1 row.")
+        return calibration
+
+    def _measure_ranges(self, prefixes):
+        return tuple(
+            measure_ranges(p) if precision == "int8" else None
+            for p, precision in zip(prefixes, self.precisions)
+        )
+
+    def _encode(self, prefixes):
+        return [
+            encode(p, precision, ranges) for p, precision, ranges in
+            zip(prefixes, self.precisions, self._ranges)
+        ]
 
     def _prefixes(self, x):
         if self.normalize:
@@ -191,6 +268,24 @@ class FunnelIndex:
     def uses_faiss(self):
         """Whether the first stage runs on faiss (else on numpy)."""
         return self._first.faiss is not None
+
+    @property
+    def bytes_per_vector(self):
+        """The bytes each stage stores per corpus vector, a tuple of ints.
+
+        `4 * width` for float32, `width` for int8, `width / 8` for binary;
+        not counting an HNSW graph's links or an int8 stage's ranges, which
+        do not grow with the corpus.
+        """
+        return tuple(
+            bytes_per_vector(precision, d)
+            for precision, d in zip(self.precisions, self.dims)
+        )
+
+    @property
+    def total_bytes_per_vector(self):
+        """The bytes all stages store per corpus vector, an int."""
+        return sum(self.bytes_per_vector)
 
     def __len__(self):
         return self._size
@@ -206,11 +301,11 @@ class FunnelIndex:
         new = _as_matrix(embeddings, "embeddings", width=self.width)
         if len(new) == 0:
             return
-        prefixes = self._prefixes(new)
-        self._first.add(prefixes[0])
+        stored = self._encode(self._prefixes(new))
+        self._first.add(stored[0])
         self._views = [
             np.concatenate([view, p])
-            for view, p in zip(self._views, prefixes[1:])
+            for view, p in zip(self._views, stored[1:])
         ]
         self._size += len(new)
 
@@ -250,10 +345,17 @@ class FunnelIndex:
             )
         keeps = [min(s, self._size) for s in self.shortlist] + [k]
         prefixes = self._prefixes(queries)
-        scores, ids = self._first.search(prefixes[0], keeps[0])
+        first = prefixes[0]
+        if self.precisions[0] == "binary":
+            first = encode(first, "binary")
+        scores, ids = self._first.search(first, keeps[0])
         self._check_found(ids, k)
-        for view, q, keep in zip(self._views, prefixes[1:], keeps[1:]):
-            scores, ids = rerank(view, q, ids, keep, self._first.faiss)
+        for view, q, keep, ranges in zip(
+            self._views, prefixes[1:], keeps[1:], self._ranges[1:]
+        ):
+            scores, ids = rerank(
+                view, q, ids, keep, self._first.faiss, ranges
+            )
         return scores, ids
 
     def _check_found(self, ids, k):
@@ -284,6 +386,7 @@ class FunnelIndex:
         return {
             "dims": list(self.dims),
             "shortlist": list(self.shortlist),
+            "precisions": list(self.precisions),
             "index": self.index,
             "normalize": self.normalize,
             "hnsw_m": self.hnsw_m,
@@ -294,13 +397,16 @@ class FunnelIndex:
 
     @classmethod
     @keyword_only
-    def from_config(cls, config, *, corpus_embeddings):
+    def from_config(cls, config, *, corpus_embeddings, calibration=None):
         """Builds the index `config` describes over `corpus_embeddings`.
 
         Args:
             config: a dict from `get_config`.
             corpus_embeddings: array `(N, D)` of full-width embeddings, e.g.
                 the corpus embedded again by a newer checkpoint.
+            calibration: optional calibration embeddings for the int8
+                stages, as the constructor takes them; None calibrates on
+                `corpus_embeddings`.
 
         Returns:
             A `FunnelIndex` with those settings over that corpus.
@@ -322,13 +428,14 @@ class FunnelIndex:
                 f"`config` must be a dict from `get_config()`, got "
                 f"{config!r}."
             )
-        return cls(corpus_embeddings, **config)
+        return cls(corpus_embeddings, calibration=calibration, **config)
 
     def save(self, path):
         """Writes the index to one numpy `.npz` file.
 
-        The file holds a format marker and version, the configuration and
-        every width's prefix array; an HNSW first stage on faiss also
+        The file holds a format marker and version (2), the configuration
+        and what every stage stores (float32 prefixes, int8 codes and their
+        ranges, or packed sign bits); an HNSW first stage on faiss also
         stores its graph (faiss's `serialize_index`), so loading does not
         rebuild it. A flat first stage is rebuilt from its prefixes on
         load, which is one copy.
@@ -343,7 +450,7 @@ class FunnelIndex:
         return _index_file.write(
             path, config=self.get_config(), width=self.width,
             prefixes=[self._first.vectors(), *self._views],
-            state=self._first.state(),
+            ranges=self._ranges, state=self._first.state(),
         )
 
     @classmethod
@@ -365,8 +472,9 @@ class FunnelIndex:
         Raises:
             FileNotFoundError: when no file has that name.
             ValueError: for a file `save` did not write (another format, a
-                corrupt or truncated file, missing entries, another format
-                version), naming the path and what is wrong.
+                corrupt or truncated file, missing entries, a format
+                version other than 1 or 2), naming the path and what is
+                wrong. Version 1 files (float32 stages only) load.
         """
         use_faiss = check_optional_bool(use_faiss, "use_faiss")
         path, config, saved = _index_file.read(path)

@@ -1,11 +1,18 @@
 """The file a FunnelIndex is saved to: one `.npz` with a format marker.
 
 The archive holds `header`, a JSON string with the format name and version,
-the corpus width and size and the index's configuration; `prefix_{d}`, the
-float32 prefixes of each width `d`; and optionally `first_stage_state`, the
-bytes a first stage saves beside its vectors (an HNSW graph). Reading checks
-each of them, so a file `save` did not write fails here with a ValueError
-that names the path and what is wrong, not deep in numpy or faiss.
+the corpus width and size and the index's configuration; `prefix_{d}`, what
+the stage at width `d` stores (float32 prefixes, uint8 int8 codes or packed
+sign bits, by the configuration's `precisions`); `ranges_{d}`, the float32
+`(2, d)` minima and maxima of an int8 stage; and optionally
+`first_stage_state`, the bytes a first stage saves beside its vectors (an
+HNSW graph). Reading checks each of them, so a file `save` did not write
+fails here with a ValueError that names the path and what is wrong, not
+deep in numpy or faiss.
+
+Version 2 added `precisions` and `ranges_{d}`. A version 1 file, float32
+at every stage, is still read: its configuration gains
+`precisions=["float32", ...]`.
 """
 
 import collections
@@ -16,15 +23,18 @@ import zipfile
 import numpy as np
 
 from keras_mrl.nesting import validate_nesting_dims
+from keras_mrl.retrieval._codes import check_precisions
+from keras_mrl.retrieval._codes import stored_layout
 
 FORMAT = "keras_mrl.retrieval.FunnelIndex"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)
 _STATE = "first_stage_state"
 
 # The prefixes of a saved index, passed to `FunnelIndex` in place of the
 # embeddings so that a loaded index goes through the constructor's checks.
 SavedCorpus = collections.namedtuple(
-    "SavedCorpus", ["width", "prefixes", "state"]
+    "SavedCorpus", ["width", "prefixes", "ranges", "state"]
 )
 
 
@@ -38,14 +48,16 @@ def npz_path(path):
     return path if path.endswith(".npz") else path + ".npz"
 
 
-def write(path, *, config, width, prefixes, state):
+def write(path, *, config, width, prefixes, ranges, state):
     """Writes the file; returns the path written (`.npz` appended).
 
     Args:
         path: the path given to `save`.
         config: the index's `get_config()`, JSON-serialisable.
         width: the corpus width.
-        prefixes: one `(N, d)` array per width of `config["dims"]`.
+        prefixes: what each stage stores, one array per width of
+            `config["dims"]`.
+        ranges: one `(2, d)` array per int8 stage, None for the others.
         state: the first stage's saved bytes, or None.
     """
     header = {
@@ -58,6 +70,9 @@ def write(path, *, config, width, prefixes, state):
     arrays = {
         f"prefix_{d}": p for d, p in zip(config["dims"], prefixes)
     }
+    for d, r in zip(config["dims"], ranges):
+        if r is not None:
+            arrays[f"ranges_{d}"] = r
     if state is not None:
         arrays[_STATE] = state
     path = npz_path(path)
@@ -104,19 +119,14 @@ def _read(path):
     with np.load(path, allow_pickle=False) as data:
         header = _header(data)
         dims = _dims(header)
+        precisions = _precisions(header, dims)
         size, width = header["size"], header["width"]
-        prefixes = []
-        for d in dims:
-            prefix = _entry(data, f"prefix_{d}")
-            if prefix.dtype != np.float32 or prefix.shape != (size, d):
-                raise _Unreadable(
-                    f"`prefix_{d}` holds a {prefix.dtype} array of shape "
-                    f"{prefix.shape}, not the float32 ({size}, {d}) its "
-                    "header announces."
-                )
-            if not np.isfinite(prefix).all():
-                raise _Unreadable(f"`prefix_{d}` holds NaN or inf values.")
-            prefixes.append(prefix)
+        prefixes, ranges = [], []
+        for d, precision in zip(dims, precisions):
+            prefixes.append(_prefix(data, d, precision, size))
+            ranges.append(
+                _ranges(data, d) if precision == "int8" else None
+            )
         state = None
         if _STATE in data.files:
             state = _entry(data, _STATE)
@@ -125,7 +135,39 @@ def _read(path):
                     f"`{_STATE}` must hold 1-D uint8 bytes, got a "
                     f"{state.dtype} array of shape {state.shape}."
                 )
-    return header["config"], SavedCorpus(width, tuple(prefixes), state)
+    return header["config"], SavedCorpus(
+        width, tuple(prefixes), tuple(ranges), state
+    )
+
+
+def _prefix(data, d, precision, size):
+    prefix = _entry(data, f"prefix_{d}")
+    dtype, columns = stored_layout(precision, d)
+    if prefix.dtype != dtype or prefix.shape != (size, columns):
+        raise _Unreadable(
+            f"`prefix_{d}` holds a {prefix.dtype} array of shape "
+            f"{prefix.shape}, not the {dtype} ({size}, {columns}) its "
+            f"header announces for a {precision} stage."
+        )
+    if precision == "float32" and not np.isfinite(prefix).all():
+        raise _Unreadable(f"`prefix_{d}` holds NaN or inf values.")
+    return prefix
+
+
+def _ranges(data, d):
+    ranges = _entry(data, f"ranges_{d}")
+    if ranges.dtype != np.float32 or ranges.shape != (2, d):
+        raise _Unreadable(
+            f"`ranges_{d}` holds a {ranges.dtype} array of shape "
+            f"{ranges.shape}, not the float32 (2, {d}) minima and maxima "
+            "of an int8 stage."
+        )
+    if not np.isfinite(ranges).all() or (ranges[0] > ranges[1]).any():
+        raise _Unreadable(
+            f"`ranges_{d}` must hold finite minima (row 0) no greater than "
+            "their maxima (row 1)."
+        )
+    return ranges
 
 
 def _entry(data, key):
@@ -161,11 +203,11 @@ def _header(data):
             f"its `header` does not carry the format marker {FORMAT!r}, "
             "so it was not written by FunnelIndex.save."
         )
-    if header.get("version") != VERSION:
+    if header.get("version") not in READS:
         raise _Unreadable(
             f"it has format version {header.get('version')!r}; this "
-            f"keras_mrl reads version {VERSION}. Save the index again with "
-            "the keras_mrl that loads it."
+            f"keras_mrl reads versions {' and '.join(map(str, READS))}. "
+            "Save the index again with the keras_mrl that loads it."
         )
     for key, kind in (("width", int), ("size", int), ("config", dict)):
         value = header.get(key)
@@ -174,6 +216,19 @@ def _header(data):
         ):
             raise _Unreadable(f"its header's `{key}` is {value!r}.")
     return header
+
+
+def _precisions(header, dims):
+    config = header["config"]
+    if header["version"] == 1:
+        # Version 1 stored float32 prefixes only.
+        config.setdefault("precisions", ["float32"] * len(dims))
+    try:
+        return check_precisions(
+            config.get("precisions"), dims, config.get("index")
+        )
+    except (TypeError, ValueError) as error:
+        raise _Unreadable(f"its header's configuration: {error}") from None
 
 
 def _dims(header):

@@ -1,0 +1,110 @@
+"""What a funnel stage stores per vector: float32, int8 or binary codes.
+
+- `float32`: the (normalised) prefix itself, `4 * width` bytes.
+- `int8`: one byte per dimension, sentence-transformers' scalar codes
+  (`keras_mrl.serving.quantize`) over per-dimension ranges measured on
+  calibration embeddings. They are kept as the uint8 codes (the int8 codes
+  plus 128), the layout faiss' 8-bit scalar quantizer stores. A code `c`
+  stands for the middle of its step, `low + (c + 0.5) * (high - low) / 255`,
+  as faiss decodes it; a query is scored in float32 against that.
+- `binary`: the sign bits of the prefix (`x > 0`), packed 8 to a byte
+  (`numpy.packbits`, `quantize(..., precision="ubinary")`), `width / 8`
+  bytes, compared by Hamming distance.
+"""
+
+import numpy as np
+
+from keras_mrl._validation import check_choice
+from keras_mrl.serving import quantize
+
+PRECISIONS = ("float32", "int8", "binary")
+# A Hamming distance only ranks; a later stage rescores in numbers.
+RESCORING_PRECISIONS = ("float32", "int8")
+# faiss' HNSW graphs on codes: IndexBinaryHNSW; the scalar quantizer's
+# IndexHNSWSQ encodes by its own rounding, not these codes.
+HNSW_PRECISIONS = ("float32", "binary")
+
+
+def check_precisions(precisions, dims, index):
+    """Returns `precisions` as a tuple of one precision per width of `dims`.
+
+    None means float32 at every stage.
+    """
+    if precisions is None:
+        return ("float32",) * len(dims)
+    if isinstance(precisions, (str, bytes)) or not hasattr(
+        precisions, "__iter__"
+    ):
+        raise TypeError(
+            "`precisions` must be a tuple of str, one per width of dims "
+            f"{list(dims)}, e.g. ('binary', 'float32'); got {precisions!r}."
+        )
+    precisions = tuple(precisions)
+    if len(precisions) != len(dims):
+        raise ValueError(
+            f"`precisions` {list(precisions)} must hold one precision per "
+            f"width of dims {list(dims)}: {len(dims)}."
+        )
+    checked = [check_choice(precisions[0], "precisions[0]", PRECISIONS)]
+    for i, precision in enumerate(precisions[1:], start=1):
+        checked.append(check_choice(
+            precision, f"precisions[{i}]", RESCORING_PRECISIONS
+        ))
+    if checked[0] == "binary" and dims[0] % 8:
+        raise ValueError(
+            f"A binary first stage packs 8 dimensions to a byte, so its "
+            f"width dims[0] must be a multiple of 8; got {dims[0]}."
+        )
+    if index == "hnsw" and checked[0] not in HNSW_PRECISIONS:
+        raise ValueError(
+            f"index='hnsw' takes a first-stage precision in "
+            f"{list(HNSW_PRECISIONS)}, got {checked[0]!r}: an int8 first "
+            "stage is an exact scan (index='flat')."
+        )
+    return tuple(checked)
+
+
+def bytes_per_vector(precision, width):
+    """The bytes one vector's code takes at `width` in `precision`."""
+    return {"float32": 4 * width, "int8": width, "binary": width // 8}[
+        precision
+    ]
+
+
+def stored_layout(precision, width):
+    """`(dtype, columns)` of the array a stage stores."""
+    if precision == "float32":
+        return np.dtype(np.float32), width
+    if precision == "int8":
+        return np.dtype(np.uint8), width
+    return np.dtype(np.uint8), width // 8
+
+
+def measure_ranges(prefixes):
+    """Per-dimension `(2, width)` float32 minima and maxima."""
+    return np.stack([prefixes.min(axis=0), prefixes.max(axis=0)]).astype(
+        np.float32
+    )
+
+
+def encode(prefixes, precision, ranges=None):
+    """The codes a stage stores for `(N, width)` float32 prefixes."""
+    if precision == "float32":
+        return prefixes
+    if precision == "int8":
+        return quantize(prefixes, precision="uint8", ranges=ranges)
+    return quantize(prefixes, precision="ubinary")
+
+
+def int8_query_terms(queries, ranges):
+    """`(scaled, offset)` with `scaled @ codes.T + offset[:, None]` the
+    inner products of `queries` with the decoded int8 codes.
+
+    `q . (low + (c + 0.5) * step) = (q * step) . c + q . (low + step / 2)`,
+    so the codes are cast to float, never decoded.
+    """
+    low, high = ranges
+    step = (high - low) / np.float32(255)
+    scaled = (queries * step).astype(np.float32)
+    offset = (queries @ (low + step / 2)).astype(np.float32)
+    return scaled, offset
