@@ -10,6 +10,7 @@ them in worker processes against one device.
 
 import pathlib
 import re
+import textwrap
 
 import keras
 import pytest
@@ -24,7 +25,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def _python_blocks(path):
-    return re.findall(r"```python\n(.*?)```", path.read_text(), re.DOTALL)
+    # A block inside a list item is indented as a whole.
+    blocks = re.findall(r"```python\n(.*?)```", path.read_text(), re.DOTALL)
+    return [textwrap.dedent(block) for block in blocks]
 
 
 def _run(path):
@@ -37,7 +40,8 @@ def _run(path):
 
 
 @pytest.mark.parametrize("name", DOCS)
-def test_docs_examples_run_as_written(name):
+def test_docs_examples_run_as_written(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # what the examples save stays out of the repo
     _run(ROOT / name)
 
 
