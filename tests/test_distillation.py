@@ -68,6 +68,26 @@ def test_target_is_cut_not_the_full_teacher():
 
 
 @pytest.mark.parametrize(
+    "inner, reference",
+    [
+        (keras.losses.MeanSquaredError(), mse_reference),
+        ("cosine_similarity", cosine_reference),
+    ],
+)
+def test_wider_teacher_is_cut_to_the_student_prefixes(inner, reference):
+    # A 32-wide teacher distilled into a 16-wide student.
+    rng = np.random.default_rng(2)
+    teacher = rng.normal(size=(8, 32)).astype("float32")
+    student = rng.normal(size=(8, 16)).astype("float32")
+    loss = MatryoshkaLoss(inner, nesting_dims=DIMS, weights=WEIGHTS)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loss.call(teacher, student)),
+        reference(teacher, student, DIMS, WEIGHTS),
+        rtol=1e-5, atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
     "inner",
     [keras.losses.MeanSquaredError(), keras.losses.CosineSimilarity()],
 )

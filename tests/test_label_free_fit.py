@@ -19,7 +19,7 @@ DIMS = [4, 8, 16]
 JIT = keras.backend.backend() != "torch"
 
 
-def _views(n=200, columns=2, seed=0):
+def _views(n=72, columns=2, seed=0):
     """(n, columns, FEATURES): two noisy views of a point, then negatives."""
     rng = np.random.default_rng(seed)
     points = rng.normal(size=(n, FEATURES))
@@ -51,12 +51,12 @@ def _assert_decreases(losses):
 
 
 def test_matryoshka_ranking_loss_fits_without_labels():
-    # 200 = 3 * 64 + 8: the last, partial batch runs too.
+    # 72 = 2 * 32 + 8: the last, partial batch runs too.
     x = _views()
     history = _fit(
         MatryoshkaLoss(MultipleNegativesRankingLoss(), nesting_dims=DIMS),
         x,
-        batch_size=64,
+        batch_size=32,
     )
     _assert_decreases(history["loss"])
 
@@ -66,7 +66,7 @@ def test_dataset_of_inputs_only():
     x = _views()
     history = _fit(
         MatryoshkaLoss(MultipleNegativesRankingLoss(), nesting_dims=DIMS),
-        tf.data.Dataset.from_tensor_slices(x).shuffle(200, seed=0).batch(64),
+        tf.data.Dataset.from_tensor_slices(x).shuffle(72, seed=0).batch(32),
         validation_data=x,  # inputs only, as a NumPy array
         shuffle=False,  # the dataset shuffles itself
     )
@@ -79,7 +79,7 @@ def test_bare_symmetric_loss_with_hard_negatives_fits_without_labels():
         MultipleNegativesRankingLoss(symmetric=True),
         _views(columns=3),
         columns=3,
-        batch_size=64,
+        batch_size=32,
     )
     _assert_decreases(history["loss"])
 

@@ -1,12 +1,10 @@
-import os
-
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
 import keras_mrl
-from tests.conftest import jit_compile
+from component_test import run_layer_test
 
 DIMS = [2, 4, 8, 16]
 
@@ -14,7 +12,7 @@ DIMS = [2, 4, 8, 16]
 def _numpy_reference(layer, x):
     """The paper's head: granularity g = x[:, :m_g] @ W_g + b_g."""
     outputs = []
-    for g, m in enumerate(layer.nesting_dims):
+    for g, m in enumerate(layer.widths):
         if layer.tied:
             kernel = ops.convert_to_numpy(layer.kernel)[:m]
             bias = ops.convert_to_numpy(layer.bias)
@@ -23,6 +21,16 @@ def _numpy_reference(layer, x):
             bias = ops.convert_to_numpy(layer.biases[g])
         outputs.append(x[:, :m] @ kernel + bias)
     return np.stack(outputs, axis=1)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_component(rng, tied):
+    run_layer_test(
+        keras_mrl.MatryoshkaDense,
+        {"units": 3, "nesting_dims": [4, 8], "tied": tied},
+        rng.normal(size=(4, 8)).astype("float32"),
+        (4, 2, 3),
+    )
 
 
 @pytest.mark.parametrize("tied", [False, True])
@@ -60,8 +68,12 @@ def test_variables_untied_and_tied():
 
 def test_default_nesting_dims_and_narrower_widths(rng):
     layer = keras_mrl.MatryoshkaDense(3)
+    assert layer.widths is None
     layer(rng.normal(size=(2, 64)).astype("float32"))
-    assert layer.nesting_dims == [8, 16, 32, 64]
+    assert layer.widths == (8, 16, 32, 64)
+    # The attribute and the config keep what was passed.
+    assert layer.nesting_dims is None
+    assert layer.get_config()["nesting_dims"] is None
     # Widths may end below the input width: the extra features are unused.
     head = keras_mrl.MatryoshkaDense(3, nesting_dims=[4, 8], tied=True)
     assert tuple(head(np.ones((2, 32), "float32")).shape) == (2, 2, 3)
@@ -131,6 +143,27 @@ def test_construction_errors(kwargs, error, match):
         keras_mrl.MatryoshkaDense(**kwargs)
 
 
+def test_config_after_build_keeps_the_widths_as_passed():
+    layer = keras_mrl.MatryoshkaDense(3, nesting_dims=(4, 8))
+    before = layer.get_config()
+    layer.build((None, 16))
+    assert layer.get_config() == before
+    assert before["nesting_dims"] == [4, 8] and layer.widths == (4, 8)
+
+
+def test_positional_nesting_dims_raise_naming_the_keywords():
+    with pytest.raises(TypeError, match=r"MatryoshkaDense\(units, "
+                       r"nesting_dims=\.\.\., tied=\.\.\."):
+        keras_mrl.MatryoshkaDense(10, [8, 16])
+
+
+@pytest.mark.parametrize("name, value", [("tied", "no"), ("use_bias", 1)])
+def test_bool_arguments_take_bools_only(name, value):
+    with pytest.raises(TypeError, match=rf"`{name}` must be True or False, "
+                       rf"got {value!r}"):
+        keras_mrl.MatryoshkaDense(3, **{name: value})
+
+
 def test_build_error_for_widths_wider_than_input():
     layer = keras_mrl.MatryoshkaDense(3, nesting_dims=[8, 32])
     with pytest.raises(ValueError, match="32.*wider.*16"):
@@ -146,6 +179,7 @@ def test_config_round_trip():
     clone = keras_mrl.MatryoshkaDense.from_config(config)
     assert clone.get_config() == config
     assert clone.tied and clone.units == 7 and clone.nesting_dims == DIMS
+    assert not clone.use_bias
 
 
 def _classifier(tied, dims=DIMS, classes=4):
@@ -157,39 +191,15 @@ def _classifier(tied, dims=DIMS, classes=4):
     return keras.Model(inputs, outputs)
 
 
-def _compile(model, jit=None):
+def _compile(model, jit):
     model.compile(
         optimizer=keras.optimizers.Adam(0.01),
         loss=keras_mrl.MatryoshkaLoss(
             keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         ),
-        metrics=[
-            keras_mrl.MatryoshkaMetric(
-                keras.metrics.SparseCategoricalAccuracy(name="acc"), DIMS
-            )
-        ],
-        jit_compile=jit_compile() if jit is None else jit,
+        jit_compile=jit,
     )
     return model
-
-
-@pytest.mark.parametrize("tied", [False, True])
-def test_save_load_predict_and_continue_training(rng, tmp_path, tied):
-    x = rng.normal(size=(64, 16)).astype("float32")
-    y = rng.integers(0, 4, size=64)
-    model = _compile(_classifier(tied))
-    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
-    path = os.path.join(tmp_path, "model.keras")
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    np.testing.assert_allclose(
-        loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
-    )
-    assert isinstance(loaded.loss, keras_mrl.MatryoshkaLoss)
-    before = loaded.evaluate(x, y, verbose=0, return_dict=True)["loss"]
-    loaded.fit(x, y, epochs=5, batch_size=32, verbose=0)
-    after = loaded.evaluate(x, y, verbose=0, return_dict=True)["loss"]
-    assert after < before
 
 
 @pytest.mark.skipif(
@@ -197,13 +207,13 @@ def test_save_load_predict_and_continue_training(rng, tmp_path, tied):
 )
 @pytest.mark.parametrize("tied", [False, True])
 def test_jit_and_eager_training_agree(rng, tied):
-    x = rng.normal(size=(64, 16)).astype("float32")
-    y = rng.integers(0, 4, size=64)
+    x = rng.normal(size=(16, 16)).astype("float32")
+    y = rng.integers(0, 4, size=16)
     results = []
     for jit in (True, False):
         keras.utils.set_random_seed(1)
         model = _compile(_classifier(tied), jit=jit)
-        history = model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+        history = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
         results.append((history.history["loss"], model.get_weights()))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-4)
     for a, b in zip(results[0][1], results[1][1]):

@@ -34,6 +34,12 @@ def policy(request):
         keras.config.set_dtype_policy("float32")
 
 
+# The fits below run under one policy each, as every component's own test
+# (tests/component_test.py) already fits it under both.
+def _one_policy(name):
+    return pytest.mark.parametrize("policy", [name], indirect=True)
+
+
 def _dtype(x):
     return keras.backend.standardize_dtype(x.dtype)
 
@@ -62,7 +68,7 @@ def _log_softmax(logits, axis=-1):
 
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 def test_head_computes_in_compute_dtype_with_float32_variables(policy, tied):
-    head = keras_mrl.MatryoshkaDense(10, DIMS, tied=tied)
+    head = keras_mrl.MatryoshkaDense(10, nesting_dims=DIMS, tied=tied)
     x = np.random.default_rng(0).normal(size=(3, 16)).astype("float32")
     y = head(x)
     assert _dtype(y) == policy.compute_dtype
@@ -122,7 +128,7 @@ def test_losses_and_metrics_reduce_in_float32(policy):
     assert _dtype(supcon(labels % 2, embedding)) == "float32"
 
     metric = keras_mrl.MatryoshkaMetric(
-        keras.metrics.SparseCategoricalAccuracy(name="acc"), DIMS
+        keras.metrics.SparseCategoricalAccuracy(name="acc"), head=DIMS
     )
     metric.update_state(labels, stacked)
     result = metric.result()
@@ -163,10 +169,10 @@ def test_zero_norm_prefixes_normalise_to_zero(policy):
     x[:, :4] = 0.0  # every width-4 prefix is the zero vector
     x = _half(x, policy)
 
-    cut = truncate(x, 4)
+    cut = truncate(x, dim=4)
     assert _dtype(cut) == policy.compute_dtype
     np.testing.assert_array_equal(_numpy(cut), 0.0)
-    wider = _numpy(truncate(x, 8))
+    wider = _numpy(truncate(x, dim=8))
     np.testing.assert_allclose(np.linalg.norm(wider, axis=1), 1.0, rtol=1e-2)
 
     # A zero prefix has cosine 0 with every candidate: the ranking loss of
@@ -186,13 +192,14 @@ def _classifier(units=1000):
     embedding = keras.layers.Dense(16, activation="tanh", name="trunk")(
         inputs
     )
+    tied = keras_mrl.MatryoshkaDense(
+        units, nesting_dims=DIMS, tied=True, name="tied_head"
+    )(embedding)
     outputs = {
-        "head": keras_mrl.MatryoshkaDense(units, DIMS, name="head")(
-            embedding
-        ),
-        "tied": keras_mrl.MatryoshkaDense(
-            units, DIMS, tied=True, name="tied"
+        "head": keras_mrl.MatryoshkaDense(
+            units, nesting_dims=DIMS, name="head"
         )(embedding),
+        "tied": keras_mrl.layers.WidthSampling(2, seed=0, name="tied")(tied),
         "embedding": keras.layers.Identity(name="embedding")(embedding),
     }
     return keras.Model(inputs, outputs)
@@ -202,9 +209,7 @@ def _classifier_losses():
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     return {
         "head": keras_mrl.MatryoshkaLoss(ce),
-        "tied": keras_mrl.MatryoshkaLoss(
-            ce, weights=[1.0, 1.0, 1.0], n_dims_per_step=2, seed=0
-        ),
+        "tied": keras_mrl.MatryoshkaLoss(ce, weights=[1.0, 1.0, 1.0]),
         "embedding": keras_mrl.MatryoshkaLoss(
             keras.losses.MeanSquaredError(), nesting_dims=DIMS
         ),
@@ -219,6 +224,7 @@ def _classifier_data(n=64):
     return x, {"head": labels, "tied": labels, "embedding": teacher}
 
 
+@_one_policy("mixed_float16")
 def test_classifier_fits_with_xla(policy):
     x, y = _classifier_data()
     model = _classifier()
@@ -229,7 +235,8 @@ def test_classifier_fits_with_xla(policy):
         metrics={
             "head": [
                 keras_mrl.MatryoshkaMetric(
-                    keras.metrics.SparseCategoricalAccuracy(name="acc"), DIMS
+                    keras.metrics.SparseCategoricalAccuracy(name="acc"),
+                    head=DIMS,
                 )
             ]
         },
@@ -243,6 +250,7 @@ def test_classifier_fits_with_xla(policy):
     assert all(np.all(np.isfinite(_numpy(w))) for w in model.weights)
 
 
+@_one_policy("mixed_bfloat16")
 def test_embedding_losses_fit_with_xla_and_a_zero_prefix(policy):
     class ZeroFirstBlock(keras.layers.Layer):
         """Zeroes the first DIMS[0] features: a width with zero norm."""

@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from component_test import run_loss_test
 
 from keras_mrl.losses.matryoshka_loss import MatryoshkaLoss
 from keras_mrl.losses.multiple_negatives_ranking_loss import (
@@ -162,11 +163,41 @@ def test_bad_shape_raises_naming_it(shape):
         ({"scale": float("inf")}, ValueError),
         ({"scale": "20"}, TypeError),
         ({"symmetric": 1}, TypeError),
+        ({"symmetric": "yes"}, TypeError),
     ],
 )
 def test_bad_arguments_raise(kwargs, error):
     with pytest.raises(error, match=next(iter(kwargs))):
         MultipleNegativesRankingLoss(**kwargs)
+
+
+def test_positional_symmetric_raises_naming_the_keywords():
+    with pytest.raises(TypeError, match=r"MultipleNegativesRankingLoss\("
+                       r"scale, symmetric=\.\.\."):
+        MultipleNegativesRankingLoss(20.0, True)
+
+
+def _pairs(rng):
+    return rng.normal(size=(8, 3, 12)).astype("float32")
+
+
+def _encoder():
+    return keras.Sequential([keras.Input((3, 12)), keras.layers.Dense(16)])
+
+
+def test_component_alone(rng):
+    run_loss_test(
+        MultipleNegativesRankingLoss(scale=10.0, symmetric=True),
+        _encoder, _pairs(rng), None,
+    )
+
+
+def test_component_inside_matryoshka_loss(rng):
+    loss = MatryoshkaLoss(
+        MultipleNegativesRankingLoss(), nesting_dims=[4, 8, 16],
+        weights=[1.0, 1.0, 2.0],
+    )
+    run_loss_test(loss, _encoder, _pairs(rng), None)
 
 
 def test_config_round_trip():

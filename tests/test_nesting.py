@@ -39,6 +39,12 @@ def test_default_nesting_dims_rejects_non_int():
         default_nesting_dims(64.0)
 
 
+def test_default_nesting_dims_takes_smallest_by_keyword():
+    with pytest.raises(TypeError, match=r"default_nesting_dims\(dim, "
+                       r"smallest=\.\.\.\)"):
+        default_nesting_dims(64, 16)
+
+
 def test_validate_accepts_and_returns_tuple():
     assert validate_nesting_dims([8, 16, 32], max_dim=32) == (8, 16, 32)
 
@@ -71,7 +77,9 @@ def test_validate_rejects_non_int_lists(dims):
 
 def test_validate_weights():
     assert validate_weights(None, 3) == (1.0, 1.0, 1.0)
+    assert validate_weights(None) is None
     assert validate_weights([1, 2], 2) == (1.0, 2.0)
+    assert validate_weights([0, 2]) == (0.0, 2.0)
     with pytest.raises(ValueError, match="3 entries.*2 granularities"):
         validate_weights([1, 2, 3], 2)
 

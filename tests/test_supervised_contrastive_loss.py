@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from component_test import run_loss_test
 
 from keras_mrl.losses.matryoshka_loss import MatryoshkaLoss
 from keras_mrl.losses.supervised_contrastive_loss import (
@@ -133,6 +134,36 @@ def test_bad_shapes_raise_naming_them(labels_shape, pred_shape):
     with pytest.raises(ValueError, match=str(bad).replace("(", r"\(")
                        .replace(")", r"\)")):
         SupervisedContrastiveLoss()(labels, y_pred)
+
+
+def test_labels_of_another_length_raise():
+    with pytest.raises(ValueError, match=r"one label per embedding, got 9 "
+                       r"labels.*10 embeddings"):
+        SupervisedContrastiveLoss()(LABELS[:9], _embeddings())
+
+
+def test_string_labels_raise_asking_for_integer_ids():
+    names = np.array(["cat", "dog"] * 5)
+    with pytest.raises(ValueError, match=r"'cat'.*integer ids.*np\.unique"):
+        SupervisedContrastiveLoss()(names, _embeddings())
+
+
+def test_positional_arguments_after_temperature_raise():
+    with pytest.raises(TypeError, match=r"SupervisedContrastiveLoss\("
+                       r"temperature, reduction=\.\.\., name=\.\.\."):
+        SupervisedContrastiveLoss(0.1, "sum")
+
+
+def test_component(rng):
+    x = rng.normal(size=(8, 12)).astype("float32")
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3], "int32")
+
+    def model():
+        return keras.Sequential([keras.Input((12,)), keras.layers.Dense(8)])
+
+    run_loss_test(
+        SupervisedContrastiveLoss(temperature=0.2), model, x, labels
+    )
 
 
 @pytest.mark.parametrize("temperature", [0.0, -0.1, float("nan")])

@@ -3,6 +3,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from component_test import run_layer_test
 
 from keras_mrl.layers.truncate import Truncate
 
@@ -29,6 +30,11 @@ def test_matches_reference(normalize):
     np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
+def test_component():
+    x = np.random.default_rng(0).normal(size=(4, 3, 8)).astype("float32")
+    run_layer_test(Truncate, {"dim": 4, "normalize": True}, x, (4, 3, 4))
+
+
 def test_compute_output_shape():
     layer = Truncate(4)
     assert layer.compute_output_shape((None, 7, 16)) == (None, 7, 4)
@@ -45,6 +51,17 @@ def test_non_positive_dim_raises_at_construction(dim):
 def test_non_int_dim_raises_at_construction():
     with pytest.raises(TypeError, match="dim"):
         Truncate(4.0)
+
+
+def test_positional_normalize_raises_naming_the_keyword():
+    with pytest.raises(TypeError, match=r"Truncate\(dim, normalize=\.\.\.\)"):
+        Truncate(4, True)
+
+
+@pytest.mark.parametrize("normalize", ["no", 1])
+def test_non_bool_normalize_raises(normalize):
+    with pytest.raises(TypeError, match=rf"`normalize`.*{normalize!r}"):
+        Truncate(4, normalize=normalize)
 
 
 def test_too_wide_dim_raises_at_build():

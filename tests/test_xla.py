@@ -4,8 +4,10 @@ A TPU runs only what XLA compiles: shapes must be static, nothing may call
 back into Python on the host, and a step retraced every batch would be
 compiled every batch. Checked here on CPU for the two XLA backends, through
 the Keras trainer's own train step, for a classifier (both heads, stacked
-losses with per-step width sampling, a metric, a prefix-mode loss) and an
-embedding model (the in-batch contrastive losses in prefix mode).
+losses, per-step width sampling, a metric, a prefix-mode loss) and an
+embedding model (the in-batch contrastive losses in prefix mode). Width
+sampling draws from a `keras.random.SeedGenerator`, whose state the step
+carries: it must lower to XLA's own random bits, not to a host call.
 """
 
 import re
@@ -48,11 +50,14 @@ def _classifier():
     inputs = keras.Input((12,))
     embedding = keras.layers.Dense(16, activation="tanh")(inputs)
     embedding = TraceCounter(name="counter")(embedding)
+    tied = keras_mrl.MatryoshkaDense(
+        6, nesting_dims=DIMS, tied=True, name="tied_head"
+    )(embedding)
     outputs = {
-        "head": keras_mrl.MatryoshkaDense(6, DIMS, name="head")(embedding),
-        "tied": keras_mrl.MatryoshkaDense(6, DIMS, tied=True, name="tied")(
+        "head": keras_mrl.MatryoshkaDense(6, nesting_dims=DIMS, name="head")(
             embedding
         ),
+        "tied": keras_mrl.layers.WidthSampling(2, seed=0, name="tied")(tied),
         "embedding": keras.layers.Identity(name="embedding")(embedding),
     }
     model = keras.Model(inputs, outputs)
@@ -61,9 +66,7 @@ def _classifier():
         keras.optimizers.Adam(0.01),
         {
             "head": keras_mrl.MatryoshkaLoss(ce),
-            "tied": keras_mrl.MatryoshkaLoss(
-                ce, weights=[1.0, 1.0, 1.0], n_dims_per_step=2, seed=0
-            ),
+            "tied": keras_mrl.MatryoshkaLoss(ce, weights=[1.0, 1.0, 1.0]),
             "embedding": keras_mrl.MatryoshkaLoss(
                 keras.losses.MeanSquaredError(), nesting_dims=DIMS
             ),
@@ -71,7 +74,8 @@ def _classifier():
         metrics={
             "head": [
                 keras_mrl.MatryoshkaMetric(
-                    keras.metrics.SparseCategoricalAccuracy(name="acc"), DIMS
+                    keras.metrics.SparseCategoricalAccuracy(name="acc"),
+                    head=DIMS,
                 )
             ]
         },
@@ -192,18 +196,26 @@ class _EpochTraces(keras.callbacks.Callback):
         self.after_epoch.append(self.counter.traces)
 
 
-def _assert_lowers_without_host_calls(model, data):
+# XLA's random bits: JAX's threefry, TensorFlow's stateless Philox.
+_RANDOM_BITS = re.compile(r"threefry|rng-bit-generator")
+
+
+def _assert_lowers_without_host_calls(model, data, samples_widths):
     if BACKEND == "jax":
         stablehlo, hlo = _jax_train_step_hlo(model, data)
         # Every tensor type is static: no "?" dimension.
         assert not re.search(r"tensor<[^>]*\?", stablehlo)
         assert _host_calls(stablehlo) == []
+        text = stablehlo + hlo
     else:
         hlo = _tf_train_step_hlo(model, data)
         # Bounded dynamic dimensions print as "<=N".
         assert not re.search(r"\[[^\]]*<=", hlo)
+        text = hlo
     assert "ENTRY" in hlo
     assert _host_calls(hlo) == []
+    # WidthSampling's draw is compiled into the step, on the device.
+    assert bool(_RANDOM_BITS.search(text)) == samples_widths
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
@@ -240,4 +252,6 @@ def test_train_step_is_xla_ready(kind):
 
     # The Keras trainer's own step, with the optimizer and metric
     # variables that training built.
-    _assert_lowers_without_host_calls(model, _batch((x, y)))
+    _assert_lowers_without_host_calls(
+        model, _batch((x, y)), samples_widths=kind == "classifier"
+    )

@@ -152,8 +152,10 @@ class MatryoshkaLoss(keras.losses.Loss):
                 "train, e.g. nesting_dims=[32, 64, 128, 256]."
             )
         count = None if nesting_dims is None else len(self.nesting_dims)
-        weights = validate_weights(weights, count)
-        self.weights = None if weights is None else list(weights)
+        # Kept as passed: None stays None in get_config().
+        self.weights = (
+            None if weights is None else list(validate_weights(weights, count))
+        )
         self.truncate_targets = check_optional_bool(
             truncate_targets, "truncate_targets"
         )

@@ -18,19 +18,18 @@ _AMBIGUOUS_NAMES = ("accuracy", "acc", "crossentropy", "ce")
 
 
 def _as_metric(metric):
-    """Returns `(metric, cuts)`: a Metric, and whether it compares coordinates.
+    """Returns `(copy, cuts)` for a metric argument.
 
-    A function (or a name that resolves to one) is wrapped in a
-    `MeanMetricWrapper`; whether it compares coordinates is decided on the
-    function itself, before it is wrapped.
+    `copy(name)` builds an independent metric of that name, and `cuts` is
+    whether it compares coordinates. A function (or a name that resolves
+    to one) is wrapped in a `MeanMetricWrapper`; whether it compares
+    coordinates is decided on the function itself, before it is wrapped.
     """
     if isinstance(metric, type):
         raise TypeError(
             f"`metric` must be a metric instance, got the class "
             f"{metric.__name__}. Write {metric.__name__}(...)."
         )
-    if isinstance(metric, keras.metrics.Metric):
-        return metric, cuts_targets(metric, None)
     if isinstance(metric, str) and metric in _AMBIGUOUS_NAMES:
         raise ValueError(
             f"MatryoshkaMetric cannot resolve {metric!r}: Keras picks its "
@@ -38,14 +37,25 @@ def _as_metric(metric):
             "metric, e.g. 'sparse_categorical_accuracy' for integer labels "
             "or 'categorical_accuracy' for one-hot labels."
         )
-    if isinstance(metric, (str, dict)) or callable(metric):
-        resolved = keras.metrics.get(metric)
-        if isinstance(resolved, keras.metrics.Metric):
-            return resolved, cuts_targets(resolved, None)
-        wrapped = keras.metrics.MeanMetricWrapper(
-            resolved, name=getattr(resolved, "__name__", str(metric))
-        )
-        return wrapped, cuts_targets(resolved, None)
+    if isinstance(metric, (str, dict)) or (
+        callable(metric) and not isinstance(metric, keras.metrics.Metric)
+    ):
+        metric = keras.metrics.get(metric)
+    if isinstance(metric, keras.metrics.Metric):
+        config = metric.get_config()
+
+        def copy(name):
+            return type(metric).from_config({**config, "name": name})
+
+        return copy, metric.name, cuts_targets(metric, None)
+    if callable(metric):
+        # A plain function (registered or not, a lambda too) is wrapped
+        # anew for every width, as Keras' `compile` wraps it.
+        def copy(name):
+            return keras.metrics.MeanMetricWrapper(metric, name=name)
+
+        name = getattr(metric, "__name__", "metric")
+        return copy, name, cuts_targets(metric, None)
     raise TypeError(
         "`metric` must be a keras.metrics.Metric, a metric name such as "
         f"'sparse_categorical_accuracy', or a function; got {metric!r}."
@@ -87,9 +97,9 @@ class MatryoshkaMetric(keras.metrics.Metric):
 
     `result()` is a dict `{"{name}@{width}": value}`, which Keras puts into
     the `fit`/`evaluate` logs as `acc@8`, `acc@16`, ..., `val_acc@8`, ...,
-    in increasing width (`evaluate(..., return_dict=True)` keeps that
-    order; its list form sorts keys as strings, as Keras does for every
-    dict-valued metric).
+    one per width. Keras sorts the keys of its logs as strings, so `fit`'s
+    history and `evaluate` list `acc@16` before `acc@8`: read the values by
+    key (`evaluate(..., return_dict=True)`), not by position.
 
     The mode follows the same rule as `keras_mrl.MatryoshkaLoss`:
 
@@ -142,7 +152,7 @@ class MatryoshkaMetric(keras.metrics.Metric):
         name=None,
         **kwargs,
     ):
-        template, cuts = _as_metric(metric)
+        copy, default_name, cuts = _as_metric(metric)
         if (nesting_dims is None) == (head is None):
             raise ValueError(
                 "MatryoshkaMetric reads either a MatryoshkaDense head's "
@@ -150,7 +160,7 @@ class MatryoshkaMetric(keras.metrics.Metric):
                 "into prefixes (pass `nesting_dims=`), exactly one of them; "
                 f"got nesting_dims={nesting_dims!r} and head={head!r}."
             )
-        super().__init__(name=name or template.name, **kwargs)
+        super().__init__(name=name or default_name, **kwargs)
         self.nesting_dims = (
             None
             if nesting_dims is None
@@ -161,13 +171,11 @@ class MatryoshkaMetric(keras.metrics.Metric):
             truncate_targets, "truncate_targets"
         )
         self._cuts = cuts if truncate_targets is None else truncate_targets
-        self._template_name = template.name
-        # One independent copy per width, named for the logs. The template
-        # itself is not kept: its variables would sit unused in the state.
-        config = template.get_config()
+        self._copy, self._default_name = copy, default_name
+        # One independent copy per width, named for the logs. The metric
+        # passed is not kept: its variables would sit unused in the state.
         self._granularity_metrics = [
-            type(template).from_config({**config, "name": f"{self.name}@{w}"})
-            for w in self.widths
+            copy(f"{self.name}@{w}") for w in self.widths
         ]
 
     @property
@@ -178,10 +186,7 @@ class MatryoshkaMetric(keras.metrics.Metric):
     @property
     def metric(self):
         """A fresh copy of the wrapped metric, as it was passed."""
-        first = self._granularity_metrics[0]
-        return type(first).from_config(
-            {**first.get_config(), "name": self._template_name}
-        )
+        return self._copy(self._default_name)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = ops.convert_to_tensor(y_pred)
