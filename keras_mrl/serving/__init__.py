@@ -1,0 +1,4 @@
+"""Serving Matryoshka embeddings small: quantization (numpy)."""
+
+from keras_mrl.serving.quantize import hamming_distance
+from keras_mrl.serving.quantize import quantize
