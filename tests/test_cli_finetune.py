@@ -1,0 +1,157 @@
+"""`keras-mrl finetune` on a tiny KerasHub BERT preset (no download)."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_mrl import cli
+
+keras_hub = pytest.importorskip("keras_hub")
+pytest.importorskip("tensorflow")
+
+from _tiny_bert import pairs  # noqa: E402
+from _tiny_bert import tiny_embedder  # noqa: E402
+
+WIDTH = 16
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    path = str(tmp_path_factory.mktemp("tiny") / "preset")
+    tiny_embedder(hidden_dim=WIDTH).save_to_preset(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
+    queries, documents = pairs(40)
+    path.write_text("".join(
+        json.dumps({"query": q, "document": d}) + "\n"
+        for q, d in zip(queries, documents)
+    ))
+    return str(path)
+
+
+def _run(model_dir, pairs_file, out, *extra):
+    return cli.main([
+        "finetune", "--model", model_dir, "--pairs", pairs_file,
+        "--dims", "8,16", "--out", str(out), "--steps", "3",
+        "--batch-size", "8", "--learning-rate", "1e-2", *extra,
+    ])
+
+
+def _one_error_line(capsys, match):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and match in err, err
+    assert "Traceback" not in err
+
+
+def test_finetune_writes_a_preset_that_reloads(model_dir, pairs_file,
+                                               tmp_path, capsys):
+    out = tmp_path / "tuned"
+    assert _run(model_dir, pairs_file, out) == 0
+    printed = capsys.readouterr().out
+    assert "| 8 |" in printed and "| 16 |" in printed
+    assert "36 training pairs, 4 held out" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["finetuned"]) == ["16", "8"]
+    tuned = keras_hub.models.TextEmbedder.from_preset(str(out))
+    base = keras_hub.models.TextEmbedder.from_preset(model_dir)
+    texts = pairs(4)[0]
+    assert tuned.encode_text(texts, verbose=0).shape == (4, WIDTH)
+    difference = np.abs(tuned.encode_text(texts, verbose=0)
+                        - base.encode_text(texts, verbose=0)).max()
+    assert difference > 1e-4  # it was trained
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+def test_missing_model_directory_exits_2(pairs_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _run(str(tmp_path / "absent"), pairs_file, out) == 2
+    _one_error_line(capsys, "is not a directory")
+    assert not out.exists()
+
+
+def test_missing_pairs_file_exits_2(model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _run(model_dir, str(tmp_path / "absent.jsonl"), out) == 2
+    _one_error_line(capsys, "is not a file")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("line, match", [
+    ("{not json", ":3 is not JSON"),
+    (json.dumps({"query": "sum"}), ':3 must be an object'),
+    (json.dumps({"query": "sum", "document": 3}), ':3 must be an object'),
+    (json.dumps(["sum", "values"]), ':3 must be an object'),
+])
+def test_malformed_line_exits_2_naming_it(model_dir, tmp_path, capsys,
+                                          line, match):
+    path = tmp_path / "bad.jsonl"
+    good = json.dumps({"query": "a b", "document": "c d"})
+    path.write_text(f"{good}\n{good}\n{line}\n{good}\n")
+    out = tmp_path / "out"
+    assert _run(model_dir, str(path), out) == 2
+    _one_error_line(capsys, match)
+    assert not out.exists()
+
+
+def test_too_few_pairs_exit_2(model_dir, tmp_path, capsys):
+    path = tmp_path / "few.jsonl"
+    path.write_text(json.dumps({"query": "a b", "document": "c d"}) + "\n")
+    assert _run(model_dir, str(path), tmp_path / "out") == 2
+    _one_error_line(capsys, "at least 4")
+
+
+def test_widths_wider_than_the_model_exit_2(model_dir, pairs_file,
+                                            tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main([
+        "finetune", "--model", model_dir, "--pairs", pairs_file,
+        "--dims", "8,32", "--out", str(out),
+    ])
+    assert code == 2
+    _one_error_line(capsys, "wider than the model")
+    assert not out.exists()
+
+
+def test_non_increasing_widths_exit_2(model_dir, pairs_file, tmp_path,
+                                      capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["finetune", "--model", model_dir, "--pairs", pairs_file,
+                  "--dims", "16,8", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    _one_error_line(capsys, "strictly increasing")
+
+
+def test_non_empty_out_exits_2_and_is_left_alone(model_dir, pairs_file,
+                                                 tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert _run(model_dir, pairs_file, out) == 2
+    _one_error_line(capsys, "not an empty directory")
+    assert os.listdir(out) == ["keep.txt"]
+
+
+def test_unloadable_model_directory_exits_2(pairs_file, tmp_path, capsys):
+    model = tmp_path / "junk"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    out = tmp_path / "out"
+    assert _run(str(model), pairs_file, out) == 2
+    _one_error_line(capsys, "cannot be loaded")
+    assert not out.exists()
+
+
+def test_sequence_length_beyond_the_model_exits_2(model_dir, pairs_file,
+                                                  tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _run(model_dir, pairs_file, out, "--sequence-length", "13") == 2
+    _one_error_line(capsys, "longer than the model's maximum, 12")
+    assert not out.exists()
