@@ -201,3 +201,23 @@ def test_spectrum_benchmark_fits_both_heads():
 def test_funnel_benchmark_quick():
     out = _run("funnel.py", "--quick", "--repeats", "1")
     assert "overlap" in out.lower()
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="numpy and faiss only; one backend is enough",
+)
+def test_quantized_funnel_benchmark_quick():
+    out = _run("quantized_funnel.py", "--quick")
+    assert "goal" in out and "overlap" in out.lower()
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="one backend is enough for the smoke run",
+)
+def test_adaptor_benchmark_synthetic_smoke():
+    out = _run(
+        "adaptor.py", "--synthetic", "--epochs", "1", "--supervised-epochs", "1"
+    )
+    assert "PCA" in out and "adaptor" in out.lower()

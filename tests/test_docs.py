@@ -3,9 +3,11 @@
 Each file's ```python blocks run in order in one namespace, as a reader
 would paste them, with the `jit_compile=True` they show: on TensorFlow and
 JAX, which compile the train step with XLA (torch runs the same code
-eagerly in the component tests). docs/scaling.md is left out: its recipes
-need several devices or processes, and `tests/test_distribution.py` runs
-them in worker processes against one device.
+eagerly in the component tests). Two files are run elsewhere:
+docs/scaling.md's recipes need several devices or processes, and
+`tests/test_distribution.py` runs them in worker processes against one
+device; docs/text_finetune.md fine-tunes all-MiniLM-L6-v2, which notebook
+05 does with the same calls under `make test`.
 """
 
 import pathlib
@@ -16,7 +18,12 @@ import keras
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DOCS = ["docs/losses.md", "docs/embeddings.md", "docs/adaptive.md"]
+DOCS = [
+    "docs/losses.md",
+    "docs/embeddings.md",
+    "docs/adaptive.md",
+    "docs/serving.md",
+]
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() not in ("tensorflow", "jax"),
