@@ -62,6 +62,28 @@ def _check_directory(path):
             f"{path!r} holds a {model_type!r} model; only BERT models "
             "(model_type 'bert' in config.json) are supported."
         )
+    _check_modules(path)
+
+
+# The sentence-transformers modules KerasHub's converter reproduces; it
+# skips any other (a Dense head, say), which would give other vectors.
+_SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
+def _check_modules(path):
+    modules_json = os.path.join(path, "modules.json")
+    if not os.path.isfile(modules_json):
+        return
+    for module in _read_json(modules_json):
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        if kind not in _SUPPORTED_MODULES:
+            raise ValueError(
+                f"{path!r} has a {kind!r} module ({module.get('path')!r} in "
+                "modules.json) after the transformer; KerasHub loads only "
+                f"{', '.join(_SUPPORTED_MODULES)}, so its vectors would "
+                "differ from sentence-transformers'. Load the model without "
+                "that module, or apply it yourself."
+            )
 
 
 def wordpiece_vocabulary(tokenizer_json):
@@ -158,8 +180,10 @@ def load_sentence_transformer(path, *, sequence_length=None, cache_dir=None):
 
     Raises:
         ValueError: when `path` is not a directory, lacks one of
-            `config.json`, `model.safetensors`, `tokenizer.json`, or holds
-            another model type than BERT.
+            `config.json`, `model.safetensors`, `tokenizer.json`, holds
+            another model type than BERT, or lists a module after the
+            transformer other than pooling and normalisation (a Dense
+            head, which KerasHub would skip).
         ImportError: when keras-hub or safetensors is not installed.
 
     Example:

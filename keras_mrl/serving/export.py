@@ -1,0 +1,539 @@
+"""Writes a KerasHub BERT text embedder as a sentence-transformers directory.
+
+The directory is what `sentence_transformers.SentenceTransformer(path)`
+loads: the BERT weights under Hugging Face's names in `model.safetensors`
+with its `config.json`, the WordPiece tokenizer (`vocab.txt`,
+`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`),
+then one module per step of the Keras model in `modules.json`: pooling,
+normalisation, an optional linear head (`Dense`), a final normalisation.
+Everything is written with numpy, json and safetensors: neither torch nor
+sentence-transformers is needed to export.
+
+Two details make sentence-transformers compute what Keras computes:
+KerasHub's BERT uses the tanh approximation of GELU, so `config.json` says
+`gelu_new`; and the tokenizer keeps the Keras tokenizer's `lowercase` and
+`strip_accents`, written explicitly (Hugging Face's default strips accents
+whenever it lowercases, KerasHub's does not).
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from keras_mrl._validation import check_bool
+from keras_mrl._validation import check_optional_positive_int
+from keras_mrl._validation import keyword_only
+from keras_mrl.nesting import validate_nesting_dims
+
+_POOLING = ("mean", "cls", "max")
+_SPECIAL = ("unk", "sep", "pad", "cls", "mask")
+
+
+def _import_hub():
+    try:
+        import keras_hub
+        import safetensors.numpy  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            f"Exporting to sentence-transformers needs keras-hub and "
+            f"safetensors ({error}); install them with "
+            "`pip install keras-mrl[hub]`."
+        ) from error
+    return keras_hub
+
+
+def _numpy(variable):
+    import keras
+
+    return np.asarray(
+        keras.ops.convert_to_numpy(variable), dtype=np.float32
+    )
+
+
+def _split_model(embedder, head):
+    """Returns `(embedder, head)` of an embedder or a ContrastiveModel."""
+    from keras_mrl.models import ContrastiveModel
+
+    if isinstance(embedder, ContrastiveModel):
+        if head is not None:
+            raise ValueError(
+                "`head` must be None when exporting a ContrastiveModel: its "
+                "own head is exported. Pass the embedder itself to export "
+                "another head."
+            )
+        return embedder.embedder, embedder.head
+    return embedder, head
+
+
+def _check_embedder(embedder, keras_hub):
+    if not isinstance(embedder, keras_hub.models.BertTextEmbedder):
+        raise TypeError(
+            "`embedder` must be a keras_hub.models.BertTextEmbedder (for "
+            "instance from keras_mrl.hub.load_sentence_transformer) or a "
+            "keras_mrl.models.ContrastiveModel around one, got "
+            f"{type(embedder).__name__}."
+        )
+    if embedder.pooling_mode not in _POOLING:
+        raise ValueError(
+            f"The embedder's pooling_mode {embedder.pooling_mode!r} has no "
+            f"sentence-transformers equivalent; use one of {_POOLING}."
+        )
+
+
+def _head_kernel(head, width):
+    """Returns the head's `(kernel (in, out), bias or None)` in numpy."""
+    import keras
+
+    from keras_mrl.layers import OrthogonalProjection
+
+    if not isinstance(head, (OrthogonalProjection, keras.layers.Dense)):
+        raise TypeError(
+            "`head` must be None, a keras_mrl.layers.OrthogonalProjection or "
+            f"a linear keras.layers.Dense, got {type(head).__name__}."
+        )
+    if not head.built:
+        raise ValueError(
+            "`head` is not built; call it on embeddings (or train it) first."
+        )
+    if isinstance(head, OrthogonalProjection):
+        kernel, bias = head.kernel, None
+    else:
+        if head.activation is not keras.activations.linear:
+            raise ValueError(
+                "A Dense `head` must have no activation (a linear map) to be "
+                f"exported, got activation {head.activation.__name__!r}."
+            )
+        kernel, bias = head.kernel, head.bias
+    kernel = _numpy(kernel)
+    if kernel.shape[0] != width:
+        raise ValueError(
+            f"`head` takes inputs of width {kernel.shape[0]}, but the "
+            f"embedder outputs {width} dimensions."
+        )
+    return kernel, None if bias is None else _numpy(bias)
+
+
+def _check_target(path, overwrite):
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise ValueError(
+                f"`path` {path!r} exists and is not a directory; choose a "
+                "new directory path."
+            )
+        if os.listdir(path) and not overwrite:
+            raise ValueError(
+                f"`path` {path!r} is a directory that is not empty; choose "
+                "a new path or pass overwrite=True to replace it."
+            )
+    return path
+
+
+def _backbone_weights(backbone):
+    """Returns the BERT weights under Hugging Face's names (numpy)."""
+    dim = backbone.hidden_dim
+    weights = {
+        "embeddings.word_embeddings.weight":
+            backbone.get_layer("token_embedding").embeddings,
+        "embeddings.position_embeddings.weight":
+            backbone.get_layer("position_embedding").position_embeddings,
+        "embeddings.token_type_embeddings.weight":
+            backbone.get_layer("segment_embedding").embeddings,
+        "embeddings.LayerNorm.weight":
+            backbone.get_layer("embeddings_layer_norm").gamma,
+        "embeddings.LayerNorm.bias":
+            backbone.get_layer("embeddings_layer_norm").beta,
+    }
+    weights = {name: _numpy(v) for name, v in weights.items()}
+
+    def linear(prefix, kernel, bias):
+        # Keras keeps (inputs, outputs), split per head in attention;
+        # torch keeps (outputs, inputs).
+        kernel = _numpy(kernel)
+        if kernel.ndim == 3:
+            kernel = kernel.reshape(dim, dim)
+        weights[f"{prefix}.weight"] = np.ascontiguousarray(kernel.T)
+        weights[f"{prefix}.bias"] = _numpy(bias).reshape(-1)
+
+    def norm(prefix, layer):
+        weights[f"{prefix}.weight"] = _numpy(layer.gamma)
+        weights[f"{prefix}.bias"] = _numpy(layer.beta)
+
+    for i in range(backbone.num_layers):
+        block = backbone.get_layer(f"transformer_layer_{i}")
+        attention = block._self_attention_layer
+        prefix = f"encoder.layer.{i}"
+        for name, dense in (("query", attention.query_dense),
+                            ("key", attention.key_dense),
+                            ("value", attention.value_dense)):
+            linear(f"{prefix}.attention.self.{name}", dense.kernel,
+                   dense.bias)
+        linear(f"{prefix}.attention.output.dense",
+               attention.output_dense.kernel, attention.output_dense.bias)
+        norm(f"{prefix}.attention.output.LayerNorm",
+             block._self_attention_layer_norm)
+        linear(f"{prefix}.intermediate.dense",
+               block._feedforward_intermediate_dense.kernel,
+               block._feedforward_intermediate_dense.bias)
+        linear(f"{prefix}.output.dense",
+               block._feedforward_output_dense.kernel,
+               block._feedforward_output_dense.bias)
+        norm(f"{prefix}.output.LayerNorm", block._feedforward_layer_norm)
+    pooler = backbone.get_layer("pooled_dense")
+    linear("pooler.dense", pooler.kernel, pooler.bias)
+    return weights
+
+
+def _bert_config(backbone, pad_token_id, matryoshka_dims):
+    config = {
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": backbone.vocabulary_size,
+        "hidden_size": backbone.hidden_dim,
+        "num_hidden_layers": backbone.num_layers,
+        "num_attention_heads": backbone.num_heads,
+        "intermediate_size": backbone.intermediate_dim,
+        # KerasHub's BERT computes the tanh approximation of GELU.
+        "hidden_act": "gelu_new",
+        "hidden_dropout_prob": backbone.dropout,
+        "attention_probs_dropout_prob": backbone.dropout,
+        "max_position_embeddings": backbone.max_sequence_length,
+        "type_vocab_size": backbone.num_segments,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": pad_token_id,
+        "position_embedding_type": "absolute",
+        "torch_dtype": "float32",
+    }
+    if matryoshka_dims is not None:
+        # Read by vLLM to allow a `dimensions` request parameter.
+        config["is_matryoshka"] = True
+        config["matryoshka_dimensions"] = list(matryoshka_dims)
+    return config
+
+
+def _tokenizer_files(tokenizer, sequence_length):
+    """Returns `{file name: text}` of the tokenizer's Hugging Face files."""
+    vocabulary = list(tokenizer.get_vocabulary())
+    ids = {token: i for i, token in enumerate(vocabulary)}
+    special = {
+        "unk": tokenizer.oov_token, "sep": tokenizer.sep_token,
+        "pad": tokenizer.pad_token, "cls": tokenizer.cls_token,
+        "mask": tokenizer.mask_token,
+    }
+    lowercase = bool(tokenizer.lowercase)
+    strip_accents = bool(tokenizer.strip_accents)
+    cjk = bool(tokenizer.split_on_cjk)
+    special_map = {f"{k}_token": special[k] for k in _SPECIAL}
+    tokenizer_config = dict(
+        special_map, do_lower_case=lowercase, strip_accents=strip_accents,
+        tokenize_chinese_chars=cjk, do_basic_tokenize=True,
+        never_split=None, tokenizer_class="BertTokenizer",
+        model_max_length=sequence_length,
+    )
+
+    def template(*parts):
+        return [({"SpecialToken": {"id": part, "type_id": type_id}}
+                 if part.startswith("[") else
+                 {"Sequence": {"id": part, "type_id": type_id}})
+                for part, type_id in parts]
+
+    cls, sep = special["cls"], special["sep"]
+    tokenizer_json = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {"id": ids[token], "content": token, "single_word": False,
+             "lstrip": False, "rstrip": False, "normalized": False,
+             "special": True}
+            for token in sorted(set(special.values()), key=ids.get)
+        ],
+        "normalizer": {
+            "type": "BertNormalizer", "clean_text": True,
+            "handle_chinese_chars": cjk, "strip_accents": strip_accents,
+            "lowercase": lowercase,
+        },
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": template((cls, 0), ("A", 0), (sep, 0)),
+            "pair": template((cls, 0), ("A", 0), (sep, 0), ("B", 1),
+                             (sep, 1)),
+            "special_tokens": {
+                token: {"id": token, "ids": [ids[token]], "tokens": [token]}
+                for token in (cls, sep)
+            },
+        },
+        "decoder": {"type": "WordPiece", "prefix": tokenizer.suffix_indicator,
+                    "cleanup": True},
+        "model": {
+            "type": "WordPiece", "unk_token": special["unk"],
+            "continuing_subword_prefix": tokenizer.suffix_indicator,
+            "max_input_chars_per_word": 100, "vocab": ids,
+        },
+    }
+    return {
+        "vocab.txt": "".join(token + "\n" for token in vocabulary),
+        "tokenizer.json": json.dumps(tokenizer_json, ensure_ascii=False),
+        "tokenizer_config.json": _json(tokenizer_config),
+        "special_tokens_map.json": _json(special_map),
+    }
+
+
+def _json(value):
+    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+
+
+def _model_card(width, sequence_length, matryoshka_dims):
+    front = [
+        "---",
+        "library_name: sentence-transformers",
+        "pipeline_tag: sentence-similarity",
+        "tags:",
+        "- sentence-transformers",
+        "- feature-extraction",
+        "- sentence-similarity",
+    ]
+    if matryoshka_dims is not None:
+        front += ["- matryoshka",
+                  f"matryoshka_dimensions: {list(matryoshka_dims)}"]
+    smallest = width if matryoshka_dims is None else matryoshka_dims[0]
+    body = [
+        "---", "",
+        "# Sentence embedder exported by keras-mrl", "",
+        f"A BERT sentence embedder of {width} dimensions (inputs of up to "
+        f"{sequence_length} tokens), fine-tuned in Keras and exported by "
+        "`keras_mrl.serving.export_sentence_transformer`.", "",
+    ]
+    if matryoshka_dims is not None:
+        body += [
+            "It was trained with Matryoshka Representation Learning: the "
+            "first `m` dimensions of an embedding are an embedding of their "
+            f"own for each `m` in {list(matryoshka_dims)}.", "",
+        ]
+    body += [
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        f"model = SentenceTransformer(path, truncate_dim={smallest})",
+        "embeddings = model.encode(texts, normalize_embeddings=True)",
+        "```", "",
+    ]
+    return "\n".join(front + body)
+
+
+@keyword_only
+def export_sentence_transformer(embedder, *, path, head=None,
+                                matryoshka_dims=None, normalize=True,
+                                tokenizer=None, sequence_length=None,
+                                overwrite=False):
+    """Writes a KerasHub BERT embedder as a sentence-transformers directory.
+
+    `sentence_transformers.SentenceTransformer(path)` then encodes texts to
+    the vectors of the Keras model (up to float rounding): the embedder's
+    BERT, its pooling (mean, cls or max) and its own normalisation, then
+    `head` (or a `ContrastiveModel`'s head) as a `Dense` module without
+    bias (`OrthogonalProjection`) or with the `Dense` layer's bias, then,
+    with `normalize`, an L2 normalisation. The widths `matryoshka_dims` are
+    recorded in `config.json` (`matryoshka_dimensions`, which vLLM reads),
+    `config_sentence_transformers.json` and the model card `README.md`;
+    serve a prefix with `SentenceTransformer(path, truncate_dim=m)` and
+    `encode(..., normalize_embeddings=True)`, which renormalises after
+    cutting.
+
+    The directory is written next to `path` and renamed at the end, so an
+    interrupted export leaves no half-written model. A directory without a
+    `Dense` module loads back into Keras with
+    `keras_mrl.hub.load_sentence_transformer`.
+
+    Args:
+        embedder: a `keras_hub.models.BertTextEmbedder`, or a
+            `keras_mrl.models.ContrastiveModel` around one (its head is
+            exported too).
+        path: the directory to write; it must not exist or be empty,
+            unless `overwrite`.
+        head: optional `keras_mrl.layers.OrthogonalProjection` or linear
+            `keras.layers.Dense` applied after the embedder (the `head` of
+            the `ContrastiveModel` it was trained in).
+        matryoshka_dims: optional increasing widths the model was trained
+            at, none wider than its output.
+        normalize: bool, whether the exported model L2-normalises its
+            output.
+        tokenizer: the `keras_hub.models.BertTokenizer` to export when the
+            embedder has no preprocessor; None uses the preprocessor's.
+        sequence_length: optional int, the `max_seq_length` of the exported
+            model; None keeps the preprocessor's `sequence_length` (or the
+            backbone's `max_sequence_length` without a preprocessor).
+        overwrite: bool, whether to replace a non-empty `path`.
+
+    Returns:
+        The absolute path of the written directory.
+
+    Raises:
+        TypeError: for an embedder that is not a BERT `TextEmbedder`, or a
+            head of another type.
+        ValueError: for a `path` that is a file or a non-empty directory
+            (without `overwrite`), widths wider than the output, a
+            `sequence_length` beyond the position embeddings, a missing
+            tokenizer, or a head whose input width is not the embedder's.
+        ImportError: when keras-hub or safetensors is not installed.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> import keras_hub
+    >>> vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "sum",
+    ...               "of", "the", "array"]
+    >>> tokenizer = keras_hub.models.BertTokenizer(
+    ...     vocabulary=vocabulary, lowercase=True)
+    >>> backbone = keras_hub.models.BertBackbone(
+    ...     vocabulary_size=len(vocabulary), num_layers=1, num_heads=2,
+    ...     hidden_dim=8, intermediate_dim=16, max_sequence_length=16)
+    >>> embedder = keras_hub.models.BertTextEmbedder(
+    ...     backbone, keras_hub.models.BertTextEmbedderPreprocessor(
+    ...         tokenizer, sequence_length=16))
+    >>> path = keras_mrl.serving.export_sentence_transformer(
+    ...     embedder, path=os.path.join(tempfile.mkdtemp(), "model"),
+    ...     matryoshka_dims=[4, 8])
+    >>> sorted(os.listdir(path))[:4]
+    ['1_Pooling', '2_Normalize', 'README.md', 'config.json']
+    >>> from sentence_transformers import (
+    ...     SentenceTransformer)  # doctest: +SKIP
+    >>> SentenceTransformer(path, truncate_dim=4).encode(
+    ...     ["the sum of the array"]).shape  # doctest: +SKIP
+    (1, 4)
+    """
+    keras_hub = _import_hub()
+    import safetensors.numpy
+
+    embedder, head = _split_model(embedder, head)
+    _check_embedder(embedder, keras_hub)
+    normalize = check_bool(normalize, "normalize")
+    overwrite = check_bool(overwrite, "overwrite")
+    sequence_length = check_optional_positive_int(
+        sequence_length, "sequence_length"
+    )
+    backbone = embedder.backbone
+    width = backbone.hidden_dim
+    head_weights = None if head is None else _head_kernel(head, width)
+    out_width = width if head_weights is None else head_weights[0].shape[1]
+    if matryoshka_dims is not None:
+        matryoshka_dims = validate_nesting_dims(
+            matryoshka_dims, out_width, name="matryoshka_dims"
+        )
+    preprocessor = embedder.preprocessor
+    if tokenizer is None and preprocessor is not None:
+        tokenizer = preprocessor.tokenizer
+    if not isinstance(tokenizer, keras_hub.models.BertTokenizer):
+        raise ValueError(
+            "The export needs the embedder's WordPiece tokenizer: give the "
+            "embedder a BertTextEmbedderPreprocessor or pass "
+            "tokenizer=keras_hub.models.BertTokenizer(...); got "
+            f"{type(tokenizer).__name__}."
+        )
+    if sequence_length is None:
+        sequence_length = (backbone.max_sequence_length
+                           if preprocessor is None
+                           else preprocessor.sequence_length)
+    if sequence_length > backbone.max_sequence_length:
+        raise ValueError(
+            f"`sequence_length` {sequence_length} exceeds the backbone's "
+            f"{backbone.max_sequence_length} position embeddings."
+        )
+    path = _check_target(path, overwrite)
+
+    modules = [("", "Transformer"), ("1_Pooling", "Pooling")]
+    if embedder.normalize:
+        modules.append(("2_Normalize", "Normalize"))
+    if head_weights is not None:
+        modules.append((f"{len(modules)}_Dense", "Dense"))
+    if normalize and modules[-1][1] != "Normalize":
+        modules.append((f"{len(modules)}_Normalize", "Normalize"))
+    files = _tokenizer_files(tokenizer, sequence_length)
+    files["config.json"] = _json(_bert_config(
+        backbone, tokenizer.pad_token_id, matryoshka_dims
+    ))
+    files["modules.json"] = _json([
+        {"idx": i, "name": str(i), "path": folder,
+         "type": f"sentence_transformers.models.{kind}"}
+        for i, (folder, kind) in enumerate(modules)
+    ])
+    files["sentence_bert_config.json"] = _json(
+        {"max_seq_length": sequence_length, "do_lower_case": False}
+    )
+    st_config = {"__version__": {}, "prompts": {},
+                 "default_prompt_name": None,
+                 "similarity_fn_name": "cosine"}
+    if matryoshka_dims is not None:
+        st_config["matryoshka_dimensions"] = list(matryoshka_dims)
+    files["config_sentence_transformers.json"] = _json(st_config)
+    files["README.md"] = _model_card(out_width, sequence_length,
+                                     matryoshka_dims)
+    pooling = embedder.pooling_mode
+    files["1_Pooling/config.json"] = _json({
+        "word_embedding_dimension": width,
+        "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean",
+        "pooling_mode_max_tokens": pooling == "max",
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    })
+    for folder, kind in modules:
+        if kind == "Normalize":
+            files[f"{folder}/config.json"] = _json({})
+        elif kind == "Dense":
+            files[f"{folder}/config.json"] = _json({
+                "in_features": width, "out_features": out_width,
+                "bias": head_weights[1] is not None,
+                "activation_function": "torch.nn.modules.linear.Identity",
+            })
+
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    building = tempfile.mkdtemp(dir=parent, prefix=".export-")
+    try:
+        for name, text in files.items():
+            os.makedirs(os.path.join(building, os.path.dirname(name)),
+                        exist_ok=True)
+            with open(os.path.join(building, name), "w",
+                      encoding="utf-8") as file:
+                file.write(text)
+        metadata = {"format": "pt"}
+        safetensors.numpy.save_file(
+            _backbone_weights(backbone),
+            os.path.join(building, "model.safetensors"), metadata=metadata,
+        )
+        if head_weights is not None:
+            kernel, bias = head_weights
+            tensors = {"linear.weight": np.ascontiguousarray(kernel.T)}
+            if bias is not None:
+                tensors["linear.bias"] = bias
+            dense = next(f for f, kind in modules if kind == "Dense")
+            safetensors.numpy.save_file(
+                tensors, os.path.join(building, dense, "model.safetensors"),
+                metadata=metadata,
+            )
+        _replace(building, path)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return path
+
+
+def _replace(building, path):
+    """Moves `building` to `path`; an old `path` goes only once it is in."""
+    if not os.path.exists(path):
+        os.replace(building, path)
+        return
+    old = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=".replaced-")
+    os.rmdir(old)
+    os.replace(path, old)
+    try:
+        os.replace(building, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,369 @@
+"""keras_mrl.serving.export_sentence_transformer against sentence-transformers.
+
+The reference is the Keras model itself: the exported directory, loaded by
+`sentence_transformers.SentenceTransformer`, must encode texts to the
+vectors the embedder (and its head) computes. The tiny BERT has every
+weight drawn at random, so that a bias or a norm mapped to the wrong place
+changes the vectors; the real all-MiniLM-L6-v2 runs once, under
+TensorFlow (the first backend of `make test`).
+"""
+
+import inspect
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+keras_hub = pytest.importorskip("keras_hub")
+pytest.importorskip("safetensors")
+
+import keras_mrl  # noqa: E402
+import keras_mrl.hub  # noqa: E402
+from keras_mrl.serving.export import export_sentence_transformer  # noqa
+from _tiny_bert import VOCABULARY  # noqa: E402
+from _tiny_bert import pairs  # noqa: E402
+
+# An accented word and its plain form: KerasHub keeps accents, Hugging
+# Face's BERT tokenizer strips them by default when it lowercases.
+TINY_VOCABULARY = VOCABULARY + ["café", "cafe"]
+TEXTS = pairs(12)[0] + pairs(12)[1] + ["the Café of the array", "VALUES"]
+SEQUENCE_LENGTH = 12
+
+
+def _tiny(pooling_mode="mean", normalize=True):
+    tokenizer = keras_hub.models.BertTokenizer(
+        vocabulary=TINY_VOCABULARY, lowercase=True
+    )
+    preprocessor = keras_hub.models.BertTextEmbedderPreprocessor(
+        tokenizer, sequence_length=SEQUENCE_LENGTH
+    )
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(TINY_VOCABULARY), num_layers=2, num_heads=2,
+        hidden_dim=16, intermediate_dim=32, max_sequence_length=16,
+        dropout=0.0,
+    )
+    rng = np.random.default_rng(1)
+    for variable in backbone.weights:
+        variable.assign(
+            rng.normal(size=variable.shape, scale=0.3).astype("float32")
+            + (1.0 if "gamma" in variable.path else 0.0)
+        )
+    return keras_hub.models.BertTextEmbedder(
+        backbone, preprocessor, pooling_mode=pooling_mode,
+        normalize=normalize,
+    )
+
+
+def _keras(embedder, head=None, normalize=True):
+    x = keras.ops.convert_to_numpy(embedder.predict(TEXTS, verbose=0))
+    if head is not None:
+        x = keras.ops.convert_to_numpy(head(x))
+    if normalize:
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def _st(path, **kwargs):
+    st = pytest.importorskip("sentence_transformers")
+    pytest.importorskip("torch")
+    return st.SentenceTransformer(path, device="cpu", **kwargs)
+
+
+def _module_types(path):
+    with open(os.path.join(path, "modules.json"), encoding="utf-8") as f:
+        return [m["type"].rsplit(".", 1)[-1] for m in json.load(f)]
+
+
+def _read_json(path, name):
+    with open(os.path.join(path, name), encoding="utf-8") as file:
+        return json.load(file)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return _tiny()
+
+
+def test_round_trip_encodes_the_keras_vectors(tiny, tmp_path):
+    path = export_sentence_transformer(tiny, path=tmp_path / "model")
+    assert sorted(os.listdir(path)) == sorted([
+        "1_Pooling", "2_Normalize", "README.md", "config.json",
+        "config_sentence_transformers.json", "model.safetensors",
+        "modules.json", "sentence_bert_config.json",
+        "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json",
+        "vocab.txt",
+    ])
+    assert _module_types(path) == ["Transformer", "Pooling", "Normalize"]
+    assert _read_json(path, "sentence_bert_config.json")[
+        "max_seq_length"] == SEQUENCE_LENGTH
+    ours = _keras(tiny)
+    theirs = _st(path).encode(TEXTS)
+    np.testing.assert_allclose(np.linalg.norm(theirs, axis=1), 1, atol=1e-5)
+    assert np.abs(theirs - ours).max() <= 1e-5
+
+
+def test_exported_tokenizer_gives_the_keras_token_ids(tiny, tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    path = export_sentence_transformer(tiny, path=tmp_path / "model")
+    hf = tokenizers.Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
+    keras_ids = keras.ops.convert_to_numpy(
+        tiny.preprocessor(TEXTS)["token_ids"]
+    )
+    for text, row in zip(TEXTS, keras_ids):
+        assert hf.encode(text).ids == [int(i) for i in row if i != 0]
+    accented = hf.encode("café").ids[1]
+    assert accented == TINY_VOCABULARY.index("café")
+    with open(os.path.join(path, "vocab.txt"), encoding="utf-8") as file:
+        assert file.read().splitlines() == TINY_VOCABULARY
+
+
+@pytest.mark.parametrize("pooling_mode", ["cls", "max"])
+def test_other_poolings_without_normalisation(pooling_mode, tmp_path):
+    embedder = _tiny(pooling_mode=pooling_mode, normalize=False)
+    path = export_sentence_transformer(
+        embedder, path=tmp_path / "model", normalize=False
+    )
+    assert _module_types(path) == ["Transformer", "Pooling"]
+    pooling = _read_json(path, "1_Pooling/config.json")
+    assert pooling[f"pooling_mode_{pooling_mode}_token"
+                   + ("" if pooling_mode == "cls" else "s")]
+    ours = _keras(embedder, normalize=False)
+    theirs = _st(path).encode(TEXTS)
+    assert np.abs(np.linalg.norm(theirs, axis=1) - 1).max() > 0.1
+    assert np.abs(theirs - ours).max() <= 1e-4
+
+
+def test_orthogonal_head_is_a_dense_module_and_truncates(tiny, tmp_path):
+    head = keras_mrl.layers.OrthogonalProjection()
+    head.adapt(_keras(tiny))
+    path = export_sentence_transformer(
+        tiny, path=tmp_path / "model", head=head, matryoshka_dims=[4, 8, 16]
+    )
+    assert _module_types(path) == [
+        "Transformer", "Pooling", "Normalize", "Dense", "Normalize"
+    ]
+    assert _read_json(path, "3_Dense/config.json")["bias"] is False
+    ours = _keras(tiny, head)
+    assert np.abs(_st(path).encode(TEXTS) - ours).max() <= 1e-5
+    short = _st(path, truncate_dim=4).encode(
+        TEXTS, normalize_embeddings=True
+    )
+    prefix = ours[:, :4] / np.linalg.norm(ours[:, :4], axis=1, keepdims=True)
+    assert short.shape == (len(TEXTS), 4)
+    assert np.abs(short - prefix).max() <= 1e-5
+
+
+def test_contrastive_model_exports_its_dense_head_with_bias(tiny, tmp_path):
+    head = keras.layers.Dense(8)
+    head.build((None, 16))
+    head.bias.assign(np.linspace(-1, 1, 8).astype("float32"))
+    model = keras_mrl.models.ContrastiveModel(tiny, head=head)
+    path = export_sentence_transformer(
+        model, path=tmp_path / "model", matryoshka_dims=[4, 8]
+    )
+    assert _read_json(path, "3_Dense/config.json")["bias"] is True
+    theirs = _st(path).encode(TEXTS)
+    assert theirs.shape == (len(TEXTS), 8)
+    assert np.abs(theirs - _keras(tiny, head)).max() <= 1e-5
+
+
+def test_matryoshka_dims_are_recorded(tiny, tmp_path):
+    path = export_sentence_transformer(
+        tiny, path=tmp_path / "model", matryoshka_dims=[4, 8, 16]
+    )
+    assert _read_json(path, "config.json")["matryoshka_dimensions"] == [
+        4, 8, 16]
+    assert _read_json(path, "config_sentence_transformers.json")[
+        "matryoshka_dimensions"] == [4, 8, 16]
+    with open(os.path.join(path, "README.md"), encoding="utf-8") as file:
+        assert "matryoshka_dimensions: [4, 8, 16]" in file.read()
+    plain = export_sentence_transformer(tiny, path=tmp_path / "plain")
+    assert "matryoshka_dimensions" not in _read_json(plain, "config.json")
+
+
+def test_export_loads_back_into_keras(tiny, tmp_path):
+    path = export_sentence_transformer(tiny, path=tmp_path / "model")
+    again = keras_mrl.hub.load_sentence_transformer(
+        path, cache_dir=str(tmp_path / "cache")
+    )
+    assert again.preprocessor.sequence_length == SEQUENCE_LENGTH
+    assert np.abs(_keras(again) - _keras(tiny)).max() <= 1e-6
+
+
+def test_embedder_without_preprocessor_takes_a_tokenizer(tiny, tmp_path):
+    bare = keras_hub.models.BertTextEmbedder(tiny.backbone)
+    with pytest.raises(ValueError, match="tokenizer"):
+        export_sentence_transformer(bare, path=tmp_path / "a")
+    path = export_sentence_transformer(
+        bare, path=tmp_path / "b", tokenizer=tiny.preprocessor.tokenizer
+    )
+    # Without a preprocessor the backbone's length is the limit.
+    assert _read_json(path, "sentence_bert_config.json")[
+        "max_seq_length"] == 16
+
+
+def test_overwrite_replaces_and_otherwise_refuses(tiny, tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(ValueError, match="overwrite=True"):
+        export_sentence_transformer(tiny, path=target)
+    assert os.listdir(target) == ["old.txt"]
+    export_sentence_transformer(tiny, path=target, overwrite=True)
+    assert "old.txt" not in os.listdir(target)
+    assert os.listdir(tmp_path) == ["model"]  # no staging directory left
+
+
+def test_empty_directory_is_filled(tiny, tmp_path):
+    (tmp_path / "model").mkdir()
+    path = export_sentence_transformer(tiny, path=tmp_path / "model")
+    assert "model.safetensors" in os.listdir(path)
+
+
+def test_failed_export_leaves_nothing(tiny, tmp_path, monkeypatch):
+    import safetensors.numpy
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", fail)
+    with pytest.raises(OSError, match="disk full"):
+        export_sentence_transformer(tiny, path=tmp_path / "model")
+    assert os.listdir(tmp_path) == []
+
+
+def test_path_that_is_a_file_raises(tiny, tmp_path):
+    (tmp_path / "model").write_text("")
+    with pytest.raises(ValueError, match="not a directory"):
+        export_sentence_transformer(tiny, path=tmp_path / "model",
+                                    overwrite=True)
+
+
+def test_non_bert_embedder_raises(tmp_path):
+    encoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(TypeError, match="BertTextEmbedder"):
+        export_sentence_transformer(encoder, path=tmp_path / "model")
+
+
+def test_widths_wider_than_the_output_raise(tiny, tmp_path):
+    with pytest.raises(ValueError, match="wider than"):
+        export_sentence_transformer(
+            tiny, path=tmp_path / "model", matryoshka_dims=[8, 32]
+        )
+    head = keras.layers.Dense(8)
+    head.build((None, 16))
+    with pytest.raises(ValueError, match="wider than"):
+        export_sentence_transformer(
+            tiny, path=tmp_path / "model", head=head,
+            matryoshka_dims=[8, 16],
+        )
+    assert not (tmp_path / "model").exists()
+
+
+def test_bad_heads_raise(tiny, tmp_path):
+    path = tmp_path / "model"
+    narrow = keras.layers.Dense(4)
+    narrow.build((None, 8))
+    with pytest.raises(ValueError, match="width 8"):
+        export_sentence_transformer(tiny, path=path, head=narrow)
+    relu = keras.layers.Dense(4, activation="relu")
+    relu.build((None, 16))
+    with pytest.raises(ValueError, match="'relu'"):
+        export_sentence_transformer(tiny, path=path, head=relu)
+    with pytest.raises(TypeError, match="OrthogonalProjection"):
+        export_sentence_transformer(tiny, path=path,
+                                    head=keras.layers.ReLU())
+    with pytest.raises(ValueError, match="not built"):
+        export_sentence_transformer(tiny, path=path,
+                                    head=keras.layers.Dense(4))
+    model = keras_mrl.models.ContrastiveModel(tiny)
+    with pytest.raises(ValueError, match="its own head"):
+        export_sentence_transformer(model, path=path, head=narrow)
+
+
+def test_bad_scalars_raise(tiny, tmp_path):
+    path = tmp_path / "model"
+    with pytest.raises(TypeError, match="normalize"):
+        export_sentence_transformer(tiny, path=path, normalize="yes")
+    with pytest.raises(TypeError, match="overwrite"):
+        export_sentence_transformer(tiny, path=path, overwrite=1)
+    with pytest.raises(ValueError, match="position embeddings"):
+        export_sentence_transformer(tiny, path=path, sequence_length=17)
+    with pytest.raises(ValueError, match="sequence_length"):
+        export_sentence_transformer(tiny, path=path, sequence_length=0)
+
+
+def test_path_is_keyword_only(tiny, tmp_path):
+    with pytest.raises(TypeError, match="path="):
+        export_sentence_transformer(tiny, str(tmp_path / "model"))
+
+
+# --- The real model. ---
+
+def _first_lines(count):
+    """Docstring summaries of public stdlib callables: real, fixed text."""
+    import functools
+    import itertools
+    import random
+    import string
+
+    lines = []
+    for module in (functools, inspect, itertools, random, string):
+        for name, value in sorted(vars(module).items()):
+            doc = inspect.getdoc(value) if callable(value) else None
+            if name.startswith("_") or not doc:
+                continue
+            line = doc.strip().splitlines()[0].strip()
+            if len(line) > 20 and line not in lines:
+                lines.append(line)
+    assert len(lines) >= count
+    return lines[:count]
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="one backend suffices for the 90 MB model; the tiny model's "
+    "round trips run under every backend",
+)
+def test_all_minilm_l6_v2_round_trip(tmp_path):
+    try:
+        source = keras_mrl.hub.all_minilm_l6_v2_directory(
+            cache_dir=str(tmp_path / "hub")
+        )
+    except ImportError as error:
+        pytest.skip(f"the offline model wheel is not installed: {error}")
+    sentences = _first_lines(24)
+    embedder = keras_mrl.hub.load_sentence_transformer(
+        source, sequence_length=64, cache_dir=str(tmp_path / "hub")
+    )
+    ours = keras.ops.convert_to_numpy(
+        embedder.encode_text(sentences, verbose=0)
+    )
+    path = export_sentence_transformer(
+        embedder, path=tmp_path / "model",
+        matryoshka_dims=[32, 64, 128, 256, 384],
+    )
+    model = _st(path)
+    assert model.max_seq_length == 64
+    theirs = model.encode(sentences)
+    assert theirs.shape == (24, 384)
+    np.testing.assert_allclose(np.linalg.norm(theirs, axis=1), 1, atol=1e-5)
+    assert np.abs(theirs - ours).max() <= 1e-3
+    model.truncate_dim = 64
+    short = model.encode(sentences, normalize_embeddings=True)
+    prefix = ours[:, :64] / np.linalg.norm(ours[:, :64], axis=1,
+                                          keepdims=True)
+    assert np.abs(short - prefix).max() <= 1e-3
+
+
+def test_hub_refuses_a_directory_with_a_dense_head(tiny, tmp_path):
+    # KerasHub's converter would skip the head and give other vectors.
+    head = keras.layers.Dense(8, use_bias=False)
+    head.build((None, 16))
+    path = export_sentence_transformer(
+        tiny, path=tmp_path / "model", head=head
+    )
+    with pytest.raises(ValueError, match="'Dense' module"):
+        keras_mrl.hub.load_sentence_transformer(path)
