@@ -10,7 +10,6 @@ import numbers
 
 import numpy as np
 
-from keras_mrl._validation import check_choice
 from keras_mrl._validation import check_finite
 from keras_mrl._validation import keyword_only
 from keras_mrl.nesting import validate_nesting_dims
@@ -151,70 +150,70 @@ class Cascade:
     @keyword_only
     def calibrate(
         cls, val_logits, *, val_labels, nesting_dims, tolerance=0.0,
-        search="shared",
+        delta=None,
     ):
-        """Chooses the thresholds that save the most width on validation.
+        """Chooses thresholds that lose at most `tolerance` on unseen data.
 
-        The goal is the smallest mean width such that the cascade loses at
-        most `tolerance * N` of the validation answers the widest width gets
-        right. An answer the widest width gets wrong is not credited when a
-        narrower width gets it right: such luck does not recur on new data,
-        and trading it for real losses overfits. The cascade's validation
-        accuracy is therefore at least the widest width's minus
-        `tolerance`.
+        The loss of a sample is 1 when the widest width answers it right
+        and the cascade does not, else 0: its mean is an upper bound on the
+        accuracy the cascade gives up against the widest width (a narrow
+        width's lucky right answer is not credited). The thresholds are
+        one value shared by every width but the widest, which orders the
+        cascades from full width (`inf`, no loss) to the narrowest width
+        (0.0, the most saving). The calibration keeps the most saving one
+        whose loss on the validation samples passes a risk-control test:
 
-        `search` picks the family of thresholds searched:
+        - `delta=None` (default): conformal risk control (Angelopoulos et
+          al., 2022, arXiv 2208.02814, Theorem 1), which allows `k`
+          validation losses out of `N` when `(k + 1) / (N + 1) <=
+          tolerance`. The guarantee: over the draw of validation and test
+          samples from the same distribution, the expected loss on a new
+          sample is at most `tolerance`. It spends the budget on average.
+        - `delta` in (0, 1): Learn-then-Test (Angelopoulos et al., 2021,
+          arXiv 2110.01052) with the exact binomial tail p-value
+          `P(Binomial(N, tolerance) <= k) <= delta` and fixed-sequence
+          testing from full width. The guarantee: with probability at
+          least `1 - delta` over the validation draw, the loss on new data
+          is at most `tolerance`. It spends less than the budget, and
+          needs `N >= log(1 / delta) / tolerance` validation samples to
+          save anything.
 
-        - `"shared"` (default): one value for every width but the widest,
-          the exact best over all splits of the validation confidences.
-          One free number barely overfits. On sklearn digits (359
-          validation, 360 test samples, 10 random splits;
-          `benchmarks/cascade.py`) it changed test accuracy against full
-          width by -0.03 to -0.06 pt on average (worst split -0.28 pt) at
-          7.0-7.3x fewer dimensions on TensorFlow and JAX, where
-          `"per_width"` lost 0.78-0.83 pt.
-        - `"per_width"`: a free threshold per width, by coordinate descent.
-          A step takes one width, holds the other thresholds fixed, and
-          tries every threshold that splits that width's validation
-          confidences differently, keeping the best if it improves on the
-          current cascade; sweeps repeat until one improves nothing. It runs
-          from three starts and keeps the best: the full-width cascade (all
-          thresholds `inf`) swept from the narrowest width, the same swept
-          from the widest, and the best shared cascade. It saves more width
-          on validation, so use it when the validation set is large enough
-          that its per-width choices carry over.
-
-        Ties go to more widest-width answers kept, then to the higher
-        threshold. A chosen threshold sits halfway between neighbouring
-        validation confidences, for a margin on unseen data; one that
-        accepts every validation sample reaching its width has no lower
-        neighbour and is the lowest of their confidences. With a single
-        width the only cascade is that width, threshold 0.0.
+        Both tests need a loss that can only grow as the threshold falls;
+        a sample's loss is therefore counted at a threshold when the
+        cascade loses it there or at any higher threshold (an upper bound
+        of the cascade's loss). `tolerance=0.0` allows no loss and keeps
+        every sample at the widest width. The threshold chosen sits
+        halfway between the validation confidences around it, for a
+        margin on unseen data; none below it is a threshold of 0.0.
 
         Args:
-            val_logits: stacked validation logits `(N, G, C)`.
+            val_logits: stacked validation logits `(N, G, C)`, drawn from
+                the data the cascade will serve.
             val_labels: integer labels `(N,)`.
             nesting_dims: the `G` widths of the granularities.
-            tolerance: float in [0, 1], the fraction of validation answers
-                the cascade may lose against the widest width.
-            search: `"shared"` or `"per_width"`, as above.
+            tolerance: float in [0, 1], the accuracy the cascade may give
+                up against the widest width on unseen data.
+            delta: None, or a float in (0, 1): the probability allowed for
+                the loss on unseen data to exceed `tolerance`.
 
         Returns:
             A calibrated `Cascade`.
 
         Raises:
-            TypeError: for a `tolerance` that is not a real number.
+            TypeError: for a `tolerance` or `delta` that is not a real
+                number.
             ValueError: for logits or labels of the wrong shape or values
                 (NaN or infinite logits included), a `tolerance` outside
-                [0, 1], or an unknown `search`.
+                [0, 1] or a `delta` outside (0, 1).
 
         Example:
 
         >>> logits = np.array([[[3.0, 0.0], [3.0, 0.0]],
-        ...                    [[0.2, 0.0], [0.0, 3.0]]])
-        >>> labels = np.array([0, 1])
+        ...                    [[0.2, 0.0], [0.0, 3.0]]] * 10)
+        >>> labels = np.array([0, 1] * 10)
         >>> cascade = keras_mrl.adaptive.Cascade.calibrate(
-        ...     logits, val_labels=labels, nesting_dims=[8, 64]
+        ...     logits, val_labels=labels, nesting_dims=[8, 64],
+        ...     tolerance=0.1,
         ... )
         >>> cascade.report(logits, labels=labels)["mean_width"]
         36.0
@@ -222,38 +221,17 @@ class Cascade:
         dims = validate_nesting_dims(nesting_dims)
         logits = _check_logits(val_logits, len(dims), "val_logits")
         labels = _check_labels(val_labels, logits, "val_labels")
-        if isinstance(tolerance, bool) or not isinstance(
-            tolerance, numbers.Real
-        ):
-            raise TypeError(
-                f"`tolerance` must be a float in [0, 1], got {tolerance!r}."
-            )
-        if not 0.0 <= tolerance <= 1.0:
-            raise ValueError(
-                f"`tolerance` must be a float in [0, 1], got {tolerance!r}."
-            )
-        search = check_choice(search, "search", ("shared", "per_width"))
+        tolerance = _check_fraction(tolerance, "tolerance", 0.0, 1.0, True)
+        if delta is not None:
+            delta = _check_fraction(delta, "delta", 0.0, 1.0, False)
         confidence, predicted = _max_softmax(logits)
         correct = predicted == labels[:, None]
-        # Only the answers the widest width gets right count (see above).
-        kept = correct & correct[:, -1:]
-        widths = np.asarray(dims)
-        # Counts, not fractions, so that the constraint is exact; the 1e-9
-        # keeps a tolerance such as 0.29 * 100 = 28.999999999999996 whole.
-        need = int(np.ceil(kept[:, -1].sum() - tolerance * len(labels) - 1e-9))
-        data = (confidence, kept, widths, need)
-        shared = _best_shared(*data)
-        if search == "shared":
-            return cls(dims, thresholds=shared.tolist())
-        full_width = np.full(len(dims), np.inf)
-        full_width[-1] = 0.0
-        narrow_first = range(len(dims) - 1)
-        runs = [
-            _descend(full_width, narrow_first, *data),
-            _descend(full_width, reversed(narrow_first), *data),
-            _descend(shared, narrow_first, *data),
-        ]
-        thresholds, _ = min(runs, key=lambda run: run[1])
+        lost = correct[:, -1:] & ~correct
+        levels = _loss_levels(confidence, lost)
+        allowed = _allowed_losses(len(labels), tolerance, delta)
+        value = _shared_threshold(levels, confidence[:, :-1], allowed)
+        thresholds = np.full(len(dims), value)
+        thresholds[-1] = 0.0
         return cls(dims, thresholds=thresholds.tolist())
 
     def _decide(self, logits):
@@ -316,127 +294,97 @@ class Cascade:
         return cls(**config)
 
 
-def _score(thresholds, confidence, correct, widths):
-    """`(total width, -correct answers)` of a cascade; smaller is better."""
-    stops = _stops(confidence, thresholds)
-    rows = np.arange(len(stops))
-    return int(widths[stops].sum()), -int(correct[rows, stops].sum())
 
 
-def _descend(thresholds, order, confidence, correct, widths, need):
-    """Coordinate descent from a feasible cascade; returns it and its score."""
-    thresholds = thresholds.copy()
-    order = list(order)
-    best = _score(thresholds, confidence, correct, widths)
-    improved = True
-    while improved:
-        improved = False
-        for g in order:
-            value, score = _best_threshold(
-                g, thresholds, confidence, correct, widths, need
-            )
-            # Strict improvement: the loop ends, as scores are finite ints.
-            if score < best:
-                thresholds[g], best, improved = value, score, True
-    return thresholds, best
+def _check_fraction(value, name, low, high, closed):
+    """Returns `value` as a float in [low, high] (closed) or (low, high)."""
+    bounds = f"[{low}, {high}]" if closed else f"({low}, {high})"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, numbers.Real
+    ):
+        raise TypeError(
+            f"`{name}` must be a float in {bounds}, got {value!r}."
+        )
+    inside = low <= value <= high if closed else low < value < high
+    if not inside:
+        raise ValueError(
+            f"`{name}` must be a float in {bounds}, got {value!r}."
+        )
+    return float(value)
 
 
-def _best_shared(confidence, correct, widths, need):
-    """The best feasible cascade whose thresholds are all one value.
+def _loss_levels(confidence, lost):
+    """The highest shared threshold at which each sample is lost.
 
     A shared threshold `t` stops a sample at the first width whose
-    confidence reaches `t`, so the sample stops at width `g` for every `t`
-    in `(max of its narrower confidences, its confidence at g]`. One sweep
-    over those intervals scores every candidate at once: each distinct
-    narrow confidence, and `inf` (all at the widest width, always
-    feasible; with a single width, the only candidate).
+    confidence reaches `t`: at narrow width `g` for `t` in (the max of its
+    narrower confidences, its confidence at `g`]. The sample is lost at
+    every threshold up to the top of the highest such interval where its
+    answer is lost, `-inf` when there is none: `t <= level` is the
+    monotone upper bound of its loss that the risk-control tests need.
+
+    Args:
+        confidence: `(N, G)` max softmax probabilities.
+        lost: `(N, G)` bools, the widest width right and width `g` wrong.
     """
-    num_widths = confidence.shape[1]
     narrow = confidence[:, :-1]
-    values = np.unique(narrow)
-    # Differences over the candidates `values[k]`, then `inf` last.
-    total_width = np.zeros(len(values) + 2, np.int64)
-    total_correct = np.zeros(len(values) + 2, np.int64)
-    below = np.full(len(confidence), -np.inf)
-    for g in range(num_widths):
-        if g < num_widths - 1:
-            top = narrow[:, g]
-            live = top > below
-            end = np.searchsorted(values, top[live], "right")
-        else:
-            live = np.ones(len(confidence), bool)
-            end = np.full(len(confidence), len(values) + 1)
-        start = np.searchsorted(values, below[live], "right")
-        hits = correct[live, g].astype(np.int64)
-        np.add.at(total_width, start, widths[g])
-        np.add.at(total_width, end, -widths[g])
-        np.add.at(total_correct, start, hits)
-        np.add.at(total_correct, end, -hits)
-        if g < num_widths - 1:
-            below = np.maximum(below, narrow[:, g])
-    total_width = np.cumsum(total_width)[:-1]
-    total_correct = np.cumsum(total_correct)[:-1]
-    feasible = np.flatnonzero(total_correct >= need)
-    # lexsort's last key is the primary one; ties go to the higher value.
-    k = feasible[np.lexsort((-feasible, -total_correct[feasible],
-                             total_width[feasible]))[0]]
-    if k == len(values):
-        value = np.inf
-    elif k == 0:
-        value = values[0]
-    else:
-        value = (values[k - 1] + values[k]) / 2.0
-    thresholds = np.full(num_widths, value)
-    thresholds[-1] = 0.0
-    return thresholds
-
-
-def _best_threshold(g, thresholds, confidence, correct, widths, need):
-    """The best threshold of width `g`, the others fixed, and its score.
-
-    The score is `(total width, -correct answers)`, smaller is better; a
-    threshold that loses too much accuracy is never chosen.
-    """
-    stops = _stops(confidence, thresholds)
-    before = stops < g
-    # Where a sample that reaches `g` goes when `g` does not accept it.
-    off = thresholds.copy()
-    off[g] = np.inf
-    fallback = _stops(confidence, off)
-    rows = np.flatnonzero(before)
-    fixed_correct = correct[rows, stops[rows]].sum()
-    fixed_width = widths[stops[rows]].sum()
-
-    rows = np.flatnonzero(~before)
-    order = rows[np.argsort(-confidence[rows, g], kind="stable")]
-    conf = confidence[order, g]
-    # Stopping the j most confident at `g` and sending the rest on:
-    zero = np.zeros(1, np.int64)
-    stop_correct = np.concatenate([zero, np.cumsum(correct[order, g])])
-    go_correct = correct[order, fallback[order]]
-    go_correct = go_correct.sum() - np.concatenate(
-        [zero, np.cumsum(go_correct)]
+    below = np.maximum.accumulate(narrow, axis=1)
+    below = np.concatenate(
+        [np.full((len(narrow), 1), -np.inf), below[:, :-1]], axis=1
     )
-    go_width = widths[fallback[order]]
-    go_width = go_width.sum() - np.concatenate([zero, np.cumsum(go_width)])
-    total_correct = fixed_correct + stop_correct + go_correct
-    total_width = fixed_width + widths[g] * np.arange(len(order) + 1) + go_width
+    # A width whose confidence does not beat a narrower one never answers.
+    answers = narrow > below
+    return np.where(answers & lost[:, :-1], narrow, -np.inf).max(
+        axis=1, initial=-np.inf
+    )
 
-    # Only a j at the end of a run of equal confidences is a threshold.
-    splits = np.ones(len(order) + 1, bool)
-    splits[1:-1] = conf[:-1] > conf[1:]
-    # Never empty: the current threshold is one of the splits, and the
-    # cascade it belongs to is feasible.
-    feasible = np.flatnonzero(splits & (total_correct >= need))
-    # lexsort's last key is the primary one; ties go to the smaller j.
-    j = feasible[np.lexsort((feasible, -total_correct[feasible],
-                             total_width[feasible]))[0]]
-    if j == 0:
-        value = np.inf
-    elif j == len(order):
-        # Every sample reaching `g` stops: no lower confidence to split
-        # from, so the lowest one is the threshold, without a margin.
-        value = conf[-1]
-    else:
-        value = (conf[j - 1] + conf[j]) / 2.0
-    return float(value), (int(total_width[j]), -int(total_correct[j]))
+
+def _binomial_cdf(n, p):
+    """`P(Binomial(n, p) <= k)` for k = 0 ... n, for 0 < p < 1."""
+    k = np.arange(n)
+    # log pmf(k + 1) - log pmf(k) = log((n - k) / (k + 1) * p / (1 - p)).
+    steps = np.log((n - k) / (k + 1)) + np.log(p) - np.log1p(-p)
+    log_pmf = n * np.log1p(-p) + np.concatenate([[0.0], np.cumsum(steps)])
+    return np.minimum(np.cumsum(np.exp(log_pmf)), 1.0)
+
+
+def _allowed_losses(n, tolerance, delta):
+    """The most validation losses out of `n` that the test accepts, or -1.
+
+    With `delta=None` conformal risk control: `(k + 1) / (n + 1) <=
+    tolerance`. With a `delta`: the binomial tail `P(Binomial(n,
+    tolerance) <= k) <= delta` of Learn-then-Test.
+    """
+    if tolerance >= 1.0:
+        return n
+    if delta is None:
+        # The 1e-9 keeps a product such as 0.29 * 100 = 28.999999999999996
+        # whole.
+        return min(n, int(np.floor(tolerance * (n + 1) - 1 + 1e-9)))
+    if tolerance <= 0.0:
+        return -1
+    cdf = _binomial_cdf(n, tolerance)
+    return int(np.searchsorted(cdf, delta, side="right")) - 1
+
+
+def _shared_threshold(levels, narrow, allowed):
+    """The lowest shared threshold losing at most `allowed` samples.
+
+    Args:
+        levels: `(N,)` from `_loss_levels`.
+        narrow: `(N, G - 1)` confidences of the narrow widths.
+        allowed: the most losses accepted; -1 for none at all.
+    """
+    if allowed < 0:
+        return np.inf
+    ranked = np.sort(levels[np.isfinite(levels)])[::-1]
+    if allowed >= len(ranked):
+        return 0.0
+    # Strictly above the level of the (allowed + 1)-th loss, halfway to
+    # the next validation confidence, so that no validation sample changes
+    # its stop anywhere in between.
+    floor = ranked[allowed]
+    above = narrow[narrow > floor]
+    if not above.size:
+        return np.inf
+    return float((floor + above.min()) / 2.0)
