@@ -197,3 +197,14 @@ def check_dim(dim, width=None, shape=None):
             f"{shape}, whose last dimension is {width}. Use dim <= {width}."
         )
     return dim
+
+
+def to_matrix(x, name):
+    """Returns `x` (an array, a list or a tensor) as a 2-D numpy array."""
+    x = to_numpy(x)
+    if x.ndim != 2:
+        raise ValueError(
+            f"`{name}` must be a 2-D array (num_vectors, dim), got shape "
+            f"{x.shape}. Reshape one vector with x[None, :]."
+        )
+    return x

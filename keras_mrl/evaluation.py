@@ -24,7 +24,7 @@ from keras_mrl._validation import check_finite
 from keras_mrl._validation import check_positive_int
 from keras_mrl._validation import keyword_only
 from keras_mrl._validation import label_vector
-from keras_mrl._validation import to_numpy
+from keras_mrl._validation import to_matrix
 from keras_mrl.nesting import validate_nesting_dims
 
 # With chunk_size=None, a chunk holds this many scores. A score costs about
@@ -33,19 +33,9 @@ from keras_mrl.nesting import validate_nesting_dims
 _SCORES_PER_CHUNK = 2**24
 
 
-def _embeddings(x, name):
-    x = to_numpy(x)
-    if x.ndim != 2:
-        raise ValueError(
-            f"`{name}` must be a 2-D array of shape (num_items, D), got "
-            f"shape {x.shape}."
-        )
-    return x
-
-
 def _check_inputs(queries, corpus, nesting_dims, k, chunk_size):
-    queries = _embeddings(queries, "query_embeddings")
-    corpus = _embeddings(corpus, "corpus_embeddings")
+    queries = to_matrix(queries, "query_embeddings")
+    corpus = to_matrix(corpus, "corpus_embeddings")
     if corpus.shape[0] == 0:
         raise ValueError(
             "The corpus is empty: `corpus_embeddings` has shape "

@@ -452,7 +452,7 @@ def test_load_rejects_a_foreign_binary_hnsw_graph(tmp_path):
     graph = faiss.serialize_index_binary(faiss.IndexBinaryFlat(16))
     _rewrite(path, first_stage_state=graph)
     with pytest.raises(ValueError, match="not the IndexBinaryHNSW of the "
-                       "400 x 16-bit"):
+                       "400 x 16 first-stage bit codes"):
         FunnelIndex.load(path)
     _rewrite(path, first_stage_state=np.frombuffer(b"junk", np.uint8))
     with pytest.raises(ValueError, match="cannot be read by faiss"):

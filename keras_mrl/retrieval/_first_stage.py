@@ -173,7 +173,10 @@ class FaissHNSWFirstStage(_FaissFirstStage):
             super().__init__(faiss, index)
             self.add(vectors)
             return
-        super().__init__(faiss, _deserialize_hnsw(faiss, state, vectors))
+        super().__init__(faiss, deserialize_graph(
+            faiss.deserialize_index, state, faiss.IndexHNSWFlat,
+            vectors.shape, "prefixes",
+        ))
 
     def _search(self, queries, count):
         params = self.faiss.SearchParametersHNSW()
@@ -193,21 +196,29 @@ class FaissHNSWFirstStage(_FaissFirstStage):
         return self.faiss.serialize_index(self.index)
 
 
-def _deserialize_hnsw(faiss, state, vectors):
-    """The saved graph, checked against the vectors saved beside it."""
+def deserialize_graph(read, state, kind, shape, what):
+    """A saved faiss graph, checked against the data saved beside it.
+
+    Args:
+        read: faiss' deserializer (`deserialize_index` or its binary twin).
+        state: the saved bytes.
+        kind: the faiss index class the graph must be.
+        shape: `(n, d)`, the rows and dimensions (bits) it must hold.
+        what: the data saved beside it, for the messages.
+    """
     try:
-        index = faiss.deserialize_index(np.asarray(state, np.uint8))
+        index = read(np.asarray(state, np.uint8))
     except RuntimeError as error:
         raise ValueError(
-            f"The saved HNSW graph cannot be read by faiss: {error}"
+            f"The saved {kind.__name__} graph cannot be read by faiss: "
+            f"{error}"
         ) from None
-    n, d = vectors.shape
-    if not isinstance(index, faiss.IndexHNSWFlat) or (
-        index.d, index.ntotal) != (d, n):
+    n, d = shape
+    if not isinstance(index, kind) or (index.d, index.ntotal) != (d, n):
         raise ValueError(
             f"The saved faiss index ({type(index).__name__}, {index.ntotal} "
-            f"x {index.d}) is not the IndexHNSWFlat of the {n} x {d} "
-            "first-stage prefixes saved beside it."
+            f"x {index.d}) is not the {kind.__name__} of the {n} x {d} "
+            f"first-stage {what} saved beside it."
         )
     return index
 
@@ -240,12 +251,31 @@ def make_first_stage(vectors, *, kind, use_faiss, hnsw_m, ef_construction,
         hnsw_m, ef_construction, ef_search: the HNSW parameters.
         state: a saved `state()`, used only by the backend that wrote it.
     """
-    faiss = resolve_faiss(use_faiss)
+    return pick_backend(
+        vectors, resolve_faiss(use_faiss), kind,
+        (NumpyFirstStage, FaissFlatFirstStage, FaissHNSWFirstStage),
+        hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search,
+        state=state,
+    )
+
+
+def pick_backend(vectors, faiss, kind, backends, *, hnsw_m, ef_construction,
+                 ef_search, state):
+    """Builds the numpy, faiss flat or faiss HNSW class of `backends`.
+
+    Args:
+        vectors: what the stage stores.
+        faiss: the faiss module, or None for numpy.
+        kind: "flat" or "hnsw".
+        backends: `(numpy class, faiss flat class, faiss HNSW class)`.
+        hnsw_m, ef_construction, ef_search, state: the HNSW arguments.
+    """
+    numpy_backend, flat_backend, hnsw_backend = backends
     if faiss is None:
-        return NumpyFirstStage(vectors)
+        return numpy_backend(vectors)
     if kind == "hnsw":
-        return FaissHNSWFirstStage(
+        return hnsw_backend(
             faiss, vectors, m=hnsw_m, ef_construction=ef_construction,
             ef_search=ef_search, state=state,
         )
-    return FaissFlatFirstStage(faiss, vectors)
+    return flat_backend(faiss, vectors)

@@ -190,7 +190,10 @@ class FaissBinaryHNSWFirstStage(_FaissBinary,
                  state=None):
         self.faiss, self.ef_search = faiss, ef_search
         if state is not None:
-            self.index = _deserialize_binary_hnsw(faiss, state, codes)
+            self.index = _first_stage.deserialize_graph(
+                faiss.deserialize_index_binary, state, faiss.IndexBinaryHNSW,
+                (len(codes), 8 * codes.shape[1]), "bit codes",
+            )
             return
         self.index = faiss.IndexBinaryHNSW(8 * codes.shape[1], m)
         self.index.hnsw.efConstruction = ef_construction
@@ -203,25 +206,6 @@ class FaissBinaryHNSWFirstStage(_FaissBinary,
 
     def state(self):
         return self.faiss.serialize_index_binary(self.index)
-
-
-def _deserialize_binary_hnsw(faiss, state, codes):
-    """The saved graph, checked against the codes saved beside it."""
-    try:
-        index = faiss.deserialize_index_binary(np.asarray(state, np.uint8))
-    except RuntimeError as error:
-        raise ValueError(
-            f"The saved binary HNSW graph cannot be read by faiss: {error}"
-        ) from None
-    n, d = len(codes), 8 * codes.shape[1]
-    if not isinstance(index, faiss.IndexBinaryHNSW) or (
-        index.d, index.ntotal) != (d, n):
-        raise ValueError(
-            f"The saved faiss index ({type(index).__name__}, {index.ntotal} "
-            f"x {index.d} bits) is not the IndexBinaryHNSW of the {n} x "
-            f"{d}-bit first-stage codes saved beside it."
-        )
-    return index
 
 
 def make_first_stage(vectors, *, precision, ranges, kind, use_faiss,
@@ -246,11 +230,10 @@ def make_first_stage(vectors, *, precision, ranges, kind, use_faiss,
         if faiss is None:
             return NumpyInt8FirstStage(vectors, ranges)
         return FaissInt8FirstStage(faiss, vectors, ranges)
-    if faiss is None:
-        return NumpyBinaryFirstStage(vectors)
-    if kind == "hnsw":
-        return FaissBinaryHNSWFirstStage(
-            faiss, vectors, m=hnsw_m, ef_construction=ef_construction,
-            ef_search=ef_search, state=state,
-        )
-    return FaissBinaryFlatFirstStage(faiss, vectors)
+    return _first_stage.pick_backend(
+        vectors, faiss, kind,
+        (NumpyBinaryFirstStage, FaissBinaryFlatFirstStage,
+         FaissBinaryHNSWFirstStage),
+        hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search,
+        state=state,
+    )

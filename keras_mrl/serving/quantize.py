@@ -19,6 +19,7 @@ from keras_mrl._validation import check_choice
 from keras_mrl._validation import check_dim
 from keras_mrl._validation import check_finite
 from keras_mrl._validation import keyword_only
+from keras_mrl._validation import to_matrix
 from keras_mrl._validation import to_numpy
 
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
@@ -27,12 +28,7 @@ _SCALAR = ("int8", "uint8")
 
 def _float_matrix(x, name):
     """Returns `x` as a finite 2-D float numpy array, or raises."""
-    x = to_numpy(x)
-    if x.ndim != 2:
-        raise ValueError(
-            f"`{name}` must be a 2-D array (num_vectors, dim), got shape "
-            f"{x.shape}. Reshape one vector with x[None, :]."
-        )
+    x = to_matrix(x, name)
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(
             f"`{name}` must hold floats (unquantized embeddings), got dtype "
