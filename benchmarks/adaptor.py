@@ -34,7 +34,6 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -76,21 +75,9 @@ def _parse_args(argv=None):
 
 
 def _pairs(split):
-    # Built in a fresh process, as benchmarks/text_finetune.py does:
-    # importing every module of the packages must leave nothing here.
-    with tempfile.TemporaryDirectory() as out:
-        built = subprocess.run(
-            [sys.executable, docstring_pairs.__file__, "--out", out],
-            capture_output=True, text=True,
-        )
-        if built.returncode:
-            sys.exit(f"docstring_pairs.py failed:\n{built.stderr}")
-        splits = {name: docstring_pairs.read_jsonl(
-            os.path.join(out, f"{name}.jsonl"))
-            for name in ("train", "validation", "test")}
-    if split == "validation":
-        return splits["train"], splits["validation"]
-    return splits["train"] + splits["validation"], splits["test"]
+    return docstring_pairs.split_for(
+        docstring_pairs.build_in_subprocess(), split
+    )
 
 
 def _encode(texts, length):

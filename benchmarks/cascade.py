@@ -43,7 +43,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -92,18 +91,7 @@ def _versions():
 
 
 def _docstring_pairs():
-    # In a fresh process, as benchmarks/adaptor.py does: importing every
-    # module of the packages must leave nothing in this one.
-    with tempfile.TemporaryDirectory() as out:
-        built = subprocess.run(
-            [sys.executable, docstring_pairs.__file__, "--out", out],
-            capture_output=True, text=True,
-        )
-        if built.returncode:
-            sys.exit(f"docstring_pairs.py failed:\n{built.stderr}")
-        return {name: docstring_pairs.read_jsonl(
-            os.path.join(out, f"{name}.jsonl"))
-            for name in ("train", "validation", "test")}
+    return docstring_pairs.build_in_subprocess()
 
 
 def _embed(texts):

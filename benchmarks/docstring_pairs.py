@@ -37,6 +37,7 @@ import pkgutil
 import random
 import subprocess
 import sys
+import tempfile
 import warnings
 
 SEED = 0
@@ -252,6 +253,30 @@ def write_jsonl(pairs, path):
     with open(path, "w", encoding="utf-8") as file:
         for pair in pairs:
             file.write(json.dumps(pair, ensure_ascii=False) + "\n")
+
+
+def build_in_subprocess():
+    """Returns `{"train", "validation", "test"}` pairs, built in a new process.
+
+    Importing every module of the packages leaves side effects (backends,
+    plotting) behind, so a benchmark builds the pairs in a fresh process.
+    """
+    with tempfile.TemporaryDirectory() as out:
+        built = subprocess.run(
+            [sys.executable, __file__, "--out", out],
+            capture_output=True, text=True,
+        )
+        if built.returncode:
+            sys.exit(f"docstring_pairs.py failed:\n{built.stderr}")
+        return {name: read_jsonl(os.path.join(out, f"{name}.jsonl"))
+                for name in ("train", "validation", "test")}
+
+
+def split_for(splits, split):
+    """`(train, evaluation)` pairs: validation, or test with train+val."""
+    if split == "validation":
+        return splits["train"], splits["validation"]
+    return splits["train"] + splits["validation"], splits["test"]
 
 
 def main(argv=None):

@@ -32,9 +32,7 @@ margin. The plot goes to docs/text_finetune.png (`--plot`).
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -76,21 +74,9 @@ def _parse_args(argv=None):
 
 
 def _data(split):
-    # Built in a fresh process: importing every module of the packages must
-    # not leave its side effects (backends, plotting) in this one.
-    with tempfile.TemporaryDirectory() as out:
-        built = subprocess.run(
-            [sys.executable, docstring_pairs.__file__, "--out", out],
-            capture_output=True, text=True,
-        )
-        if built.returncode:
-            sys.exit(f"docstring_pairs.py failed:\n{built.stderr}")
-        splits = {name: docstring_pairs.read_jsonl(
-            os.path.join(out, f"{name}.jsonl"))
-            for name in ("train", "validation", "test")}
-    if split == "validation":
-        return splits["train"], splits["validation"]
-    return splits["train"] + splits["validation"], splits["test"]
+    return docstring_pairs.split_for(
+        docstring_pairs.build_in_subprocess(), split
+    )
 
 
 class _Tokens:
