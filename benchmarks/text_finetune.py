@@ -70,7 +70,17 @@ def _parse_args(argv=None):
                         help="also write the results there")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when a goal is missed")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--save-embeddings", default=None, metavar="DIR",
+        help="write (e)'s embeddings of the whole docstring corpus there "
+             "(corpus.npy, queries.npy, relevant.npy), the input of "
+             "benchmarks/quantized_funnel.py --embeddings",
+    )
+    args = parser.parse_args(argv)
+    if args.save_embeddings and "e" not in args.models:
+        parser.error("--save-embeddings saves (e)'s embeddings: keep 'e' "
+                     f"in --models (got {args.models!r})")
+    return args
 
 
 def _data(split):
@@ -172,6 +182,20 @@ def _model_encoder(embedder, head):
     return encode
 
 
+def _save_embeddings(directory, encode, test_q, test_d, train_d):
+    """The whole corpus (test documents first, then training documents),
+    the test queries, and each query's relevant corpus row."""
+    os.makedirs(directory, exist_ok=True)
+    queries = encode(test_q)
+    corpus = np.concatenate([encode(test_d), encode(train_d)])
+    np.save(os.path.join(directory, "queries.npy"), queries)
+    np.save(os.path.join(directory, "corpus.npy"), corpus)
+    np.save(os.path.join(directory, "relevant.npy"),
+            np.arange(len(queries)))
+    print(f"wrote {corpus.shape[0]} corpus and {queries.shape[0]} query "
+          f"embeddings to {directory}", flush=True)
+
+
 def run(args):
     import keras
 
@@ -236,6 +260,10 @@ def run(args):
         seconds["(e)"] = _train(embedder, head, train_data, args, TRAINED,
                                 weights, "(e) MRL from the PCA rotation")
         evaluate("(e) MRL+PCA", _model_encoder(embedder, head))
+        if args.save_embeddings:
+            _save_embeddings(args.save_embeddings,
+                             _model_encoder(embedder, head),
+                             test_q, test_d, train_data[1])
     total = time.perf_counter() - began
     return {"results": results, "train_seconds": seconds,
             "total_seconds": total, "backend": keras.backend.backend(),

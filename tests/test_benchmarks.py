@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -221,3 +222,44 @@ def test_adaptor_benchmark_synthetic_smoke():
         "adaptor.py", "--synthetic", "--epochs", "1", "--supervised-epochs", "1"
     )
     assert "PCA" in out and "adaptor" in out.lower()
+
+
+@pytest.fixture(scope="module")
+def memory_budget():
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # it imports funnel.py
+    return _load("memory_budget.py")
+
+
+@pytest.mark.numpy_only
+def test_memory_budget_scores_one_relevant_document(memory_budget):
+    ids = np.array([[5, 1, 2], [9, 8, 7], [3, 4, 0]])
+    ndcg, recall = memory_budget.ranking_scores(ids, np.array([5, 7, 6]))
+    # Ranks 0 and 2 found, one missed: nDCG (1 + 1/log2(4)) / 3.
+    np.testing.assert_allclose(ndcg, 100 * (1 + 0.5) / 3)
+    np.testing.assert_allclose(recall, 100 * 2 / 3)
+
+
+@pytest.mark.numpy_only
+def test_memory_budget_table_on_saved_embeddings(memory_budget, tmp_path):
+    rng = np.random.default_rng(0)
+    corpus = rng.normal(size=(1200, 384)).astype("float32")
+    queries = corpus[:40] + 0.05 * rng.normal(size=(40, 384))
+    np.save(tmp_path / "corpus.npy", corpus)
+    np.save(tmp_path / "queries.npy", queries.astype("float32"))
+    np.save(tmp_path / "relevant.npy", np.arange(40))
+    rows = {r["label"]: r for r in memory_budget.rows(
+        *memory_budget.load(str(tmp_path)))}
+    exact = rows["float32 384"]
+    assert (exact["first"], exact["overlap"], exact["recall"]) == (
+        1536, 1.0, 100.0)
+    funnel = rows["binary 256 -> int8 384, shortlist 100"]
+    assert (funnel["first"], funnel["total"]) == (32, 32 + 384)
+    assert len(rows) == len(memory_budget.SINGLE) + len(
+        memory_budget.FUNNELS)
+
+
+@pytest.mark.numpy_only
+def test_memory_budget_names_the_command_for_a_missing_directory(
+        memory_budget, tmp_path):
+    with pytest.raises(SystemExit, match="--save-embeddings"):
+        memory_budget.load(str(tmp_path))

@@ -86,3 +86,10 @@ def test_table_has_a_row_per_width(bench):
     table = bench.format_table(run)
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert len(rows) == len(bench.WIDTHS) + 1
+
+
+def test_saving_embeddings_needs_model_e(bench):
+    with pytest.raises(SystemExit):
+        bench._parse_args(["--models", "ab", "--save-embeddings", "out"])
+    args = bench._parse_args(["--models", "e", "--save-embeddings", "out"])
+    assert args.save_embeddings == "out"
