@@ -8,6 +8,8 @@ from keras_mrl._modes import granularity_views
 from keras_mrl._modes import stacked_targets
 from keras_mrl._validation import check_optional_bool
 from keras_mrl._validation import keyword_only
+from keras_mrl.losses._cross_entropy import is_sparse_logits_cross_entropy
+from keras_mrl.losses._cross_entropy import sparse_logits_cross_entropy
 from keras_mrl.losses.nested_loss import NestedLoss
 from keras_mrl.losses.nested_loss import compute_dtype
 from keras_mrl.losses.nested_loss import fill_missing_targets
@@ -44,6 +46,8 @@ def _as_loss(loss):
 
 def _per_example(loss, y_true, y_pred):
     # The unreduced `call` of a Loss object; a loss function is unreduced.
+    if is_sparse_logits_cross_entropy(loss) and y_pred.shape[-1] is not None:
+        return sparse_logits_cross_entropy(y_true, y_pred)
     if isinstance(loss, keras.losses.Loss):
         return loss.call(y_true, y_pred)
     return loss(y_true, y_pred)
