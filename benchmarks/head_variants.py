@@ -21,7 +21,8 @@ median of interleaved rounds:
   matmul per block, running sums, a stack), `tied/cumsum` (the block
   products stacked, then one `cumsum`), `tied/slices` (a slice per block
   instead of one split), `tied/block_weights` (one variable per block
-  instead of one kernel split each step);
+  instead of one kernel split each step) and `tied/block_weights+cumsum`
+  (both);
 - untied heads: the layer (`untied`: a slice `x[:, :m]` per width) and
   `untied/blocks` (the product of each block of `x` with the rows of every
   kernel that reads it, one matmul per block, then running sums).
@@ -80,7 +81,7 @@ class TiedVariant(keras.layers.Layer):
         self.units, self.widths, self.how = units, widths, how
 
     def build(self, input_shape):
-        if self.how == "block_weights":
+        if self.how.startswith("block_weights"):
             self.blocks = [
                 self.add_weight(shape=(b - a, self.units), name=f"k{b}")
                 for a, b in block_bounds(self.widths)
@@ -92,7 +93,7 @@ class TiedVariant(keras.layers.Layer):
                                     name="bias")
 
     def call(self, x):
-        if self.how == "block_weights":
+        if self.how.startswith("block_weights"):
             parts = [ops.matmul(a, w) for a, w in zip(
                 split_blocks(x, self.widths), self.blocks)]
         elif self.how == "slices":
@@ -102,7 +103,7 @@ class TiedVariant(keras.layers.Layer):
             parts = [ops.matmul(a, b) for a, b in zip(
                 split_blocks(x, self.widths),
                 split_blocks(self.kernel, self.widths, axis=0))]
-        if self.how == "cumsum":
+        if self.how.endswith("cumsum"):
             out = ops.cumsum(ops.stack(parts, axis=-2), axis=-2)
         else:
             out = ops.stack(list(running_sums(parts)), axis=-2)
@@ -169,6 +170,9 @@ def variants(dim, classes):
                         keras_ce),
         "tied/block_weights": (
             lambda: TiedVariant(classes, widths, "block_weights"), keras_ce),
+        "tied/block_weights+cumsum": (
+            lambda: TiedVariant(classes, widths, "block_weights+cumsum"),
+            keras_ce),
         "untied": (lambda: keras_mrl.MatryoshkaDense(
             classes, nesting_dims=widths), keras_ce),
         "untied+lse": (lambda: keras_mrl.MatryoshkaDense(
@@ -217,7 +221,7 @@ def main(argv=None):
     print(f"backend={keras.backend.backend()} batch={args.batch} "
           f"D={args.dim} classes={args.classes} rounds={args.rounds}")
     for name, value in ms.items():
-        print(f"{name:<14} {value:8.2f} ms  {value / ms['plain']:5.2f}x plain")
+        print(f"{name:<26} {value:8.2f} ms  {value / ms['plain']:5.2f}x plain")
     return 0
 
 

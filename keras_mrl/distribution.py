@@ -25,7 +25,8 @@ def matryoshka_layout_map(
     """Returns a `LayoutMap` that shards the Matryoshka heads over `units`.
 
     Every kernel of every `keras_mrl.layers.MatryoshkaDense` in `model`
-    (`kernel` of a tied head, `kernel_{m}` of an untied one) gets the layout
+    (the blocks `kernel_{start}_{end}` of a tied head, `kernel_{m}` of an
+    untied one) gets the layout
     `(None, model_axis)` and every bias `(model_axis,)`: each device holds
     a slice of the classes of every granularity, which is what a
     large-vocabulary head needs. Every other variable is left to the map
@@ -114,7 +115,7 @@ def matryoshka_layout_map(
                 f"split evenly. Use a multiple of {shards} units or a "
                 "smaller model axis."
             )
-        kernels = [head.kernel] if head.tied else head.kernels
+        kernels = head.kernel_blocks if head.tied else head.kernels
         biases = [head.bias] if head.tied else head.biases
         for kernel in kernels:
             layout_map[f"^{re.escape(kernel.path)}$"] = (None, model_axis)

@@ -106,7 +106,8 @@ def test_layout_map_shards_every_head_variable_on_units():
         "net/head/bias_8": ("model",),
         "net/head/kernel_16": (None, "model"),
         "net/head/bias_16": ("model",),
-        "net/head_2/kernel": (None, "model"),
+        "net/head_2/kernel_0_4": (None, "model"),
+        "net/head_2/kernel_4_8": (None, "model"),
         "net/head_2/bias": ("model",),
     }
 
@@ -371,16 +372,17 @@ def test_jax_model_parallel_shards_heads_over_units(host_device_results):
     # The spec, not only the run: a layout key that matched nothing would
     # have replicated the kernel and trained just the same.
     specs = {k: str(v) for k, v in r["mp_specs"].items()}
-    kernels = ["head/kernel_4", "head/kernel_8", "head/kernel_16"]
+    kernels = ["head/kernel_4", "head/kernel_8", "head/kernel_16",
+               "tied/kernel_0_4", "tied/kernel_4_8", "tied/kernel_8_16"]
     biases = ["head/bias_4", "head/bias_8", "head/bias_16", "tied/bias"]
     assert specs == {
-        **{k: "(None, 'model')" for k in kernels + ["tied/kernel"]},
+        **{k: "(None, 'model')" for k in kernels},
         **{b: "('model',)" for b in biases},
     }
     half = problem.UNITS // 2
     shapes = {k: tuple(v) for k, v in r["mp_shard_shapes"].items()}
     assert shapes["head/kernel_4"] == (4, half)
-    assert shapes["tied/kernel"] == (16, half)
+    assert shapes["tied/kernel_8_16"] == (8, half)
     assert shapes["tied/bias"] == (half,)
     _assert_same_training(
         r["mp_weights"],

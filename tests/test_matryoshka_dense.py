@@ -63,7 +63,21 @@ def test_variables_untied_and_tied():
     assert len(untied.trainable_weights) == 2 * len(DIMS)
     tied = keras_mrl.MatryoshkaDense(5, nesting_dims=DIMS, tied=True)
     tied.build((None, 16))
-    assert [tuple(w.shape) for w in tied.trainable_weights] == [(16, 5), (5,)]
+    # One variable per block of rows, and one bias: 16 rows in all.
+    blocks = [(0, 2), (2, 4), (4, 8), (8, 16)]
+    assert [w.name for w in tied.kernel_blocks] == [
+        f"kernel_{a}_{b}" for a, b in blocks
+    ]
+    assert [tuple(w.shape) for w in tied.trainable_weights] == [
+        (b - a, 5) for a, b in blocks
+    ] + [(5,)]
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(tied.kernel),
+        np.concatenate([ops.convert_to_numpy(w) for w in tied.kernel_blocks]),
+    )
+    # (torch's Module.__getattr__ replaces the message that names `kernels`.)
+    with pytest.raises(AttributeError, match="kernel"):
+        untied.kernel
 
 
 def test_default_nesting_dims_and_narrower_widths(rng):

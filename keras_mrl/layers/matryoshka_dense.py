@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_mrl._blocks import block_bounds
 from keras_mrl._blocks import running_sums
 from keras_mrl._blocks import split_blocks
 from keras_mrl._validation import check_bool
@@ -39,7 +40,13 @@ class MatryoshkaDense(keras.layers.Layer):
     `(m_G, units)` and one bias are shared, and granularity `g` reads the
     first `m_g` rows of the kernel. The tied head costs about one `Dense`:
     each disjoint block `x[..., m_{g-1}:m_g] @ W[m_{g-1}:m_g]` is multiplied
-    once and the products are accumulated.
+    once and the products are accumulated. The tied kernel is stored as one
+    variable per block of rows (`kernel_blocks`, named `kernel_{start}_{end}`),
+    so that no step copies the blocks out of one kernel; `kernel` reads
+    them as one `(m_G, units)` tensor. A `kernel_regularizer` or
+    `kernel_constraint` therefore applies to each block: the same for
+    elementwise ones (L1, L2, `NonNeg`), per block of rows for norm
+    constraints such as `MaxNorm`.
 
     Args:
         units: int, the width of each granularity's output (e.g. classes).
@@ -126,6 +133,23 @@ class MatryoshkaDense(keras.layers.Layer):
         return list(validate_nesting_dims(self.nesting_dims, input_dim))
 
     @property
+    def kernel(self):
+        """The tied kernel `(widths[-1], units)`, its blocks joined.
+
+        A tensor read from `kernel_blocks`; assign to those to change it.
+        """
+        if not self.tied:
+            raise AttributeError(
+                "An untied MatryoshkaDense has one kernel per width: read "
+                "`kernels`."
+            )
+        if not self.built:
+            raise AttributeError(
+                "MatryoshkaDense has no kernel before it is built."
+            )
+        return ops.concatenate(list(self.kernel_blocks), axis=0)
+
+    @property
     def widths(self):
         """The widths in use, a tuple of ints; None before build."""
         return self._widths
@@ -134,7 +158,13 @@ class MatryoshkaDense(keras.layers.Layer):
         input_dim = input_shape[-1]
         self._widths = tuple(self._resolve_dims(input_dim))
         if self.tied:
-            self.kernel = self._add_kernel("kernel", self._widths[-1])
+            # One variable per block: slicing one kernel into its blocks
+            # copied each of them at every step (benchmarks/head_variants.py,
+            # issue 13: TensorFlow's step 6-12% faster this way).
+            self.kernel_blocks = [
+                self._add_kernel(f"kernel_{start}_{end}", end - start)
+                for start, end in block_bounds(self._widths)
+            ]
             self.bias = self._add_bias("bias")
         else:
             self.kernels = [
@@ -172,8 +202,7 @@ class MatryoshkaDense(keras.layers.Layer):
             partials = [
                 ops.matmul(x, w)
                 for x, w in zip(
-                    split_blocks(inputs, self._widths),
-                    split_blocks(self.kernel, self._widths, axis=0),
+                    split_blocks(inputs, self._widths), self.kernel_blocks
                 )
             ]
             outputs = ops.stack(list(running_sums(partials)), axis=-2)
