@@ -4,12 +4,10 @@ The in-batch contrastive losses score all pairs of a batch at every width of
 a Matryoshka embedding. Slicing each prefix and multiplying it again costs
 `sum(nesting_dims)` multiply-adds per pair; here the Gram matrix of prefix
 `m_g` is the running sum of the Gram matrices of the disjoint blocks
-`[m_{g-1}, m_g)` (see `keras_mrl._blocks`), and the squared norms of every
-prefix come out of one product with a 0/1 matrix, so all widths together
-cost about one full-width Gram matrix.
+`[m_{g-1}, m_g)`, and so are the squared norms, so all widths together cost
+one full-width Gram matrix (see `keras_mrl._blocks`).
 """
 
-import numpy as np
 from keras import ops
 
 from keras_mrl._blocks import running_sums
@@ -44,25 +42,7 @@ def prefix_similarities(
     def prefix_totals(per_block):
         return list(running_sums(per_block))
 
-    # prefix_sums(v)[:, g] = sum(v[:, :m_g]): one small matmul with a 0/1
-    # matrix instead of a sum per block and a running sum, which on torch's
-    # eager dispatch cost two dozen small kernels per tensor (issue 13).
-    if nesting_dims is None:
-        def prefix_sums(values):
-            return ops.sum(values, axis=-1, keepdims=True)
-    else:
-        width = nesting_dims[-1]
-        indicator = ops.convert_to_tensor(
-            np.arange(width)[:, None] < np.asarray(nesting_dims)[None, :],
-            dtype=anchors.dtype,
-        )
-
-        def prefix_sums(values):
-            if values.shape[-1] != width:
-                values = values[..., :width]
-            return ops.matmul(values, indicator)
-
-    anchor_norms = prefix_sums(anchors * anchors)
+    anchor_norms = prefix_totals(ops.sum(a * a, axis=-1) for a in anchor_blocks)
     grams = [
         prefix_totals(
             ops.matmul(a, ops.transpose(o))
@@ -70,22 +50,26 @@ def prefix_similarities(
         )
         for blocks in other_blocks
     ]
-    other_norms = [prefix_sums(other * other) for other in others]
+    other_norms = [
+        prefix_totals(ops.sum(o * o, axis=-1) for o in blocks)
+        for blocks in other_blocks
+    ]
     if paired:
-        paired_dots = prefix_sums(anchors * others[0])
-    # The scale rides on the (A, G) factors, not on each (A, N) matrix.
-    all_rows = scale * inverse_norm(anchor_norms, ops)
-    all_columns = [inverse_norm(n, ops) for n in other_norms]
+        paired_dots = prefix_totals(
+            ops.sum(a * o, axis=-1)
+            for a, o in zip(anchor_blocks, other_blocks[0])
+        )
     results = []
     for g in range(len(anchor_blocks)):
-        row_factors = all_rows[:, g]
-        column_factors = [c[:, g] for c in all_columns]
+        # The scale rides on the (A,) vector, not on each (A, N) matrix.
+        row_factors = scale * inverse_norm(anchor_norms[g], ops)
+        column_factors = [inverse_norm(n[g], ops) for n in other_norms]
         matrices = [
             gram[g] * ops.expand_dims(row_factors, 1) * ops.expand_dims(col, 0)
             for gram, col in zip(grams, column_factors)
         ]
         paired_scores = None
         if paired:
-            paired_scores = paired_dots[:, g] * row_factors * column_factors[0]
+            paired_scores = paired_dots[g] * row_factors * column_factors[0]
         results.append((paired_scores, matrices))
     return results
