@@ -264,6 +264,10 @@ def test_memory_budget_names_the_command_for_a_missing_directory(
         memory_budget.load(str(tmp_path))
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="one backend is enough for the smoke run",
+)
 def test_head_variants_benchmark_times_every_variant():
     out = _run("head_variants.py", "--batch", "8", "--dim", "16",
                "--classes", "4", "--steps", "1", "--rounds", "1")
