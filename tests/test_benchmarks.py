@@ -255,6 +255,10 @@ def test_memory_budget_table_on_saved_embeddings(memory_budget, tmp_path):
     assert (funnel["first"], funnel["total"]) == (32, 32 + 384)
     assert len(rows) == len(memory_budget.SINGLE) + len(
         memory_budget.FUNNELS)
+    plot = tmp_path / "budget.png"
+    assert memory_budget.main(
+        ["--embeddings", str(tmp_path), "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 0
 
 
 @pytest.mark.numpy_only
