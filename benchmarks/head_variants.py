@@ -44,6 +44,8 @@ from keras_mrl._blocks import block_bounds
 from keras_mrl._blocks import running_sums
 from keras_mrl._blocks import split_blocks
 
+from head import CopiedDense  # the floor head of benchmarks/head.py
+
 
 def lse_cross_entropy(y_true, y_pred):
     """Sparse softmax cross-entropy of logits, per example and granularity."""
@@ -63,16 +65,6 @@ class OneHotCrossEntropy(keras.losses.Loss):
         picked = ops.sum(ops.one_hot(labels, y_pred.shape[-1]) * y_pred, -1)
         values = ops.logsumexp(y_pred, axis=-1) - picked
         return ops.sum(values, -1) if len(y_pred.shape) == 3 else values
-
-
-class Copied(keras.layers.Layer):
-    def __init__(self, units, count, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = keras.layers.Dense(units)
-        self.count = count
-
-    def call(self, x):
-        return ops.stack([self.dense(x)] * self.count, axis=-2)
 
 
 class TiedVariant(keras.layers.Layer):
@@ -152,14 +144,14 @@ def variants(dim, classes):
     return {
         "plain": (lambda: keras.layers.Dense(classes), ce),
         "plain+onehot": (lambda: keras.layers.Dense(classes), onehot),
-        "floor+onehot": (lambda: Copied(classes, g), onehot),
+        "floor+onehot": (lambda: CopiedDense(classes, g), onehot),
         "tied+onehot": (lambda: keras_mrl.MatryoshkaDense(
             classes, nesting_dims=widths, tied=True), onehot),
         "untied+onehot": (lambda: keras_mrl.MatryoshkaDense(
             classes, nesting_dims=widths), onehot),
         "dense+mse": (lambda: keras.layers.Dense(classes), "mse"),
-        "floor": (lambda: Copied(classes, g), keras_ce),
-        "floor+lse": (lambda: Copied(classes, g), lse),
+        "floor": (lambda: CopiedDense(classes, g), keras_ce),
+        "floor+lse": (lambda: CopiedDense(classes, g), lse),
         "tied": (lambda: keras_mrl.MatryoshkaDense(
             classes, nesting_dims=widths, tied=True), keras_ce),
         "tied+lse": (lambda: keras_mrl.MatryoshkaDense(
