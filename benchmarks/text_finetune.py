@@ -182,12 +182,11 @@ def _model_encoder(embedder, head):
     return encode
 
 
-def _save_embeddings(directory, encode, test_q, test_d, train_d):
+def _save_embeddings(directory, queries, test_documents, train_documents):
     """The whole corpus (test documents first, then training documents),
     the test queries, and each query's relevant corpus row."""
     os.makedirs(directory, exist_ok=True)
-    queries = encode(test_q)
-    corpus = np.concatenate([encode(test_d), encode(train_d)])
+    corpus = np.concatenate([test_documents, train_documents])
     np.save(os.path.join(directory, "queries.npy"), queries)
     np.save(os.path.join(directory, "corpus.npy"), corpus)
     np.save(os.path.join(directory, "relevant.npy"),
@@ -231,6 +230,7 @@ def run(args):
         print(f"{label}: nDCG@10 at 64 / 384 = "
               f"{results[label]['ndcg@10'][WIDTHS.index(64)]:.1f} / "
               f"{results[label]['ndcg@10'][-1]:.1f}", flush=True)
+        return q, d
 
     base_pca_fit = None
     if "a" in args.models or "e" in args.models:
@@ -259,11 +259,11 @@ def run(args):
         head.trainable = not args.e_frozen_head
         seconds["(e)"] = _train(embedder, head, train_data, args, TRAINED,
                                 weights, "(e) MRL from the PCA rotation")
-        evaluate("(e) MRL+PCA", _model_encoder(embedder, head))
+        encode = _model_encoder(embedder, head)
+        queries, documents = evaluate("(e) MRL+PCA", encode)
         if args.save_embeddings:
-            _save_embeddings(args.save_embeddings,
-                             _model_encoder(embedder, head),
-                             test_q, test_d, train_data[1])
+            _save_embeddings(args.save_embeddings, queries, documents,
+                             encode(train_data[1]))
     total = time.perf_counter() - began
     return {"results": results, "train_seconds": seconds,
             "total_seconds": total, "backend": keras.backend.backend(),
