@@ -8,9 +8,13 @@ changes the vectors; the real all-MiniLM-L6-v2 runs once, under
 TensorFlow (the first backend of `make test`).
 """
 
+import functools
 import inspect
+import itertools
 import json
 import os
+import random
+import string
 
 import keras
 import numpy as np
@@ -22,6 +26,7 @@ pytest.importorskip("safetensors")
 import keras_mrl  # noqa: E402
 import keras_mrl.hub  # noqa: E402
 from keras_mrl.serving.export import export_sentence_transformer  # noqa
+from _docstring_lines import first_lines  # noqa: E402
 from _tiny_bert import VOCABULARY  # noqa: E402
 from _tiny_bert import pairs  # noqa: E402
 
@@ -302,26 +307,6 @@ def test_path_is_keyword_only(tiny, tmp_path):
 
 # --- The real model. ---
 
-def _first_lines(count):
-    """Docstring summaries of public stdlib callables: real, fixed text."""
-    import functools
-    import itertools
-    import random
-    import string
-
-    lines = []
-    for module in (functools, inspect, itertools, random, string):
-        for name, value in sorted(vars(module).items()):
-            doc = inspect.getdoc(value) if callable(value) else None
-            if name.startswith("_") or not doc:
-                continue
-            line = doc.strip().splitlines()[0].strip()
-            if len(line) > 20 and line not in lines:
-                lines.append(line)
-    assert len(lines) >= count
-    return lines[:count]
-
-
 @pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="one backend suffices for the 90 MB model; the tiny model's "
@@ -334,7 +319,9 @@ def test_all_minilm_l6_v2_round_trip(tmp_path):
         )
     except ImportError as error:
         pytest.skip(f"the offline model wheel is not installed: {error}")
-    sentences = _first_lines(24)
+    sentences = first_lines(
+        (functools, inspect, itertools, random, string), 24
+    )
     embedder = keras_mrl.hub.load_sentence_transformer(
         source, sequence_length=64, cache_dir=str(tmp_path / "hub")
     )

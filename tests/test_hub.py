@@ -5,9 +5,11 @@ once per module; sentence-transformers' own `encode` of the same directory
 is the reference.
 """
 
-import inspect
+import collections
 import json
 import os
+import shutil
+import textwrap
 
 import numpy as np
 import pytest
@@ -16,30 +18,12 @@ pytest.importorskip("keras_hub")
 pytest.importorskip("safetensors")
 
 import keras_mrl.hub  # noqa: E402
+from _docstring_lines import first_lines  # noqa: E402
 
 
-def _first_lines(count):
-    """Docstring summaries of public stdlib callables: real, fixed text."""
-    import collections
-    import json as json_module
-    import os.path
-    import shutil
-    import textwrap
-
-    lines = []
-    for module in (os.path, shutil, textwrap, collections, json_module):
-        for name, value in sorted(vars(module).items()):
-            doc = inspect.getdoc(value) if callable(value) else None
-            if name.startswith("_") or not doc:
-                continue
-            line = doc.strip().splitlines()[0].strip()
-            if len(line) > 20 and line not in lines:
-                lines.append(line)
-    assert len(lines) >= count
-    return lines[:count]
-
-
-SENTENCES = _first_lines(40)
+SENTENCES = first_lines(
+    (os.path, shutil, textwrap, collections, json), 40
+)
 
 
 @pytest.fixture(scope="module")
