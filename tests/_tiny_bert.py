@@ -10,20 +10,36 @@ WORDS = (
 VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
 
 
-def tiny_embedder(sequence_length=12, hidden_dim=16):
-    """Returns a 1-layer BertTextEmbedder of width `hidden_dim`."""
+def tiny_embedder(
+    sequence_length=12,
+    hidden_dim=16,
+    *,
+    vocabulary=VOCABULARY,
+    num_layers=1,
+    max_sequence_length=None,
+    **embedder_kwargs,
+):
+    """Returns a BertTextEmbedder of width `hidden_dim`, `num_layers` deep.
+
+    `max_sequence_length` (default `sequence_length`) sizes the position
+    embeddings; `embedder_kwargs` go to `BertTextEmbedder` (`pooling_mode`,
+    `normalize`).
+    """
     tokenizer = keras_hub.models.BertTokenizer(
-        vocabulary=VOCABULARY, lowercase=True
+        vocabulary=vocabulary, lowercase=True
     )
     preprocessor = keras_hub.models.BertTextEmbedderPreprocessor(
         tokenizer, sequence_length=sequence_length
     )
     backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(VOCABULARY), num_layers=1, num_heads=2,
+        vocabulary_size=len(vocabulary), num_layers=num_layers, num_heads=2,
         hidden_dim=hidden_dim, intermediate_dim=32,
-        max_sequence_length=sequence_length, dropout=0.0,
+        max_sequence_length=max_sequence_length or sequence_length,
+        dropout=0.0,
     )
-    return keras_hub.models.BertTextEmbedder(backbone, preprocessor)
+    return keras_hub.models.BertTextEmbedder(
+        backbone, preprocessor, **embedder_kwargs
+    )
 
 
 def pairs(n):

@@ -29,6 +29,7 @@ from keras_mrl.serving.export import export_sentence_transformer  # noqa
 from _docstring_lines import first_lines  # noqa: E402
 from _tiny_bert import VOCABULARY  # noqa: E402
 from _tiny_bert import pairs  # noqa: E402
+from _tiny_bert import tiny_embedder  # noqa: E402
 
 # An accented word and its plain form: KerasHub keeps accents, Hugging
 # Face's BERT tokenizer strips them by default when it lowercases.
@@ -38,27 +39,18 @@ SEQUENCE_LENGTH = 12
 
 
 def _tiny(pooling_mode="mean", normalize=True):
-    tokenizer = keras_hub.models.BertTokenizer(
-        vocabulary=TINY_VOCABULARY, lowercase=True
-    )
-    preprocessor = keras_hub.models.BertTextEmbedderPreprocessor(
-        tokenizer, sequence_length=SEQUENCE_LENGTH
-    )
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(TINY_VOCABULARY), num_layers=2, num_heads=2,
-        hidden_dim=16, intermediate_dim=32, max_sequence_length=16,
-        dropout=0.0,
+    embedder = tiny_embedder(
+        SEQUENCE_LENGTH, vocabulary=TINY_VOCABULARY, num_layers=2,
+        max_sequence_length=16, pooling_mode=pooling_mode,
+        normalize=normalize,
     )
     rng = np.random.default_rng(1)
-    for variable in backbone.weights:
+    for variable in embedder.backbone.weights:
         variable.assign(
             rng.normal(size=variable.shape, scale=0.3).astype("float32")
             + (1.0 if "gamma" in variable.path else 0.0)
         )
-    return keras_hub.models.BertTextEmbedder(
-        backbone, preprocessor, pooling_mode=pooling_mode,
-        normalize=normalize,
-    )
+    return embedder
 
 
 def _keras(embedder, head=None, normalize=True):
