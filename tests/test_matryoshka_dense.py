@@ -242,3 +242,97 @@ def test_mixed_bfloat16_dtypes(rng, tied):
     assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
     assert all(w.dtype == "float32" for w in layer.weights)
     assert layer.export(4).compute_dtype == "bfloat16"
+
+
+def _max_overlap_correlation(weights):
+    """Largest |correlation| between any two weights on their common rows."""
+    weights = [ops.convert_to_numpy(w) for w in weights]
+    largest = 0.0
+    for i, a in enumerate(weights):
+        for b in weights[i + 1 :]:
+            rows = min(len(a), len(b))
+            corr = np.corrcoef(a[:rows].ravel(), b[:rows].ravel())[0, 1]
+            largest = max(largest, abs(corr))
+    return largest
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_no_two_initial_kernels_are_equal_or_proportional(tied):
+    head = keras_mrl.MatryoshkaDense(100, tied=tied)
+    head.build((None, 2048))
+    weights = head.kernel_blocks if tied else head.kernels
+    assert len(weights) == 9
+    assert _max_overlap_correlation(weights) < 0.5
+
+
+def test_untied_random_biases_are_independent_draws():
+    head = keras_mrl.MatryoshkaDense(
+        100, nesting_dims=[8, 16, 32], bias_initializer="random_normal"
+    )
+    head.build((None, 32))
+    assert _max_overlap_correlation(head.biases) < 0.5
+
+
+def test_tied_kernel_starts_with_the_statistics_of_a_dense_kernel():
+    head = keras_mrl.MatryoshkaDense(100, tied=True)
+    head.build((None, 2048))
+    dense = keras.layers.Dense(100)
+    dense.build((None, 2048))
+    kernel = ops.convert_to_numpy(head.kernel)
+    reference = ops.convert_to_numpy(dense.kernel)
+    # Glorot uniform over (2048, 100) has std sqrt(2 / (2048 + 100)); the
+    # sample std of 204,800 draws is within 0.2% of it.
+    assert abs(kernel.mean()) < 1e-3
+    np.testing.assert_allclose(kernel.std(), reference.std(), rtol=0.01)
+    np.testing.assert_allclose(kernel.std(), np.sqrt(2 / 2148), rtol=0.01)
+
+
+def test_seeded_tied_head_starts_as_a_seeded_dense_split():
+    head = keras_mrl.MatryoshkaDense(
+        7,
+        nesting_dims=[2, 4, 8, 16],
+        tied=True,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=3),
+        bias_initializer=keras.initializers.RandomNormal(seed=4),
+    )
+    head.build((None, 16))
+    dense = keras.layers.Dense(
+        7,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=3),
+        bias_initializer=keras.initializers.RandomNormal(seed=4),
+    )
+    dense.build((None, 16))
+    expected = ops.convert_to_numpy(dense.kernel)
+    for (start, end), block in zip(
+        [(0, 2), (2, 4), (4, 8), (8, 16)], head.kernel_blocks
+    ):
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(block), expected[start:end]
+        )
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(head.bias), ops.convert_to_numpy(dense.bias)
+    )
+
+
+def test_seeded_untied_head_draws_each_width_with_its_own_fan_in():
+    def build():
+        head = keras_mrl.MatryoshkaDense(
+            50,
+            nesting_dims=[8, 64, 512],
+            kernel_initializer=keras.initializers.GlorotUniform(seed=5),
+        )
+        head.build((None, 512))
+        return [ops.convert_to_numpy(k) for k in head.kernels]
+
+    first, again = build(), build()
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    dense = keras.layers.Dense(
+        50, kernel_initializer=keras.initializers.GlorotUniform(seed=5)
+    )
+    dense.build((None, 8))
+    np.testing.assert_array_equal(first[0], ops.convert_to_numpy(dense.kernel))
+    for kernel, m in zip(first, [8, 64, 512]):
+        np.testing.assert_allclose(
+            kernel.std(), np.sqrt(2 / (m + 50)), rtol=0.1
+        )

@@ -4,6 +4,8 @@ from keras import ops
 from keras_mrl._blocks import block_bounds
 from keras_mrl._blocks import running_sums
 from keras_mrl._blocks import split_blocks
+from keras_mrl._initializers import independent
+from keras_mrl._initializers import split_draw
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_positive_int
 from keras_mrl._validation import keyword_only
@@ -57,8 +59,12 @@ class MatryoshkaDense(keras.layers.Layer):
         tied: bool, whether all granularities share one kernel and bias.
         activation: activation applied to every granularity's output.
         use_bias: bool, whether to add a bias.
-        kernel_initializer: initializer of the kernels.
-        bias_initializer: initializer of the biases.
+        kernel_initializer: initializer of the kernels. A tied head's
+            blocks start as one draw of a `(widths[-1], units)` kernel,
+            split, so the head starts as a `Dense(units)` seeded alike;
+            an untied head draws each width's kernel on its own, with its
+            own fan-in, as one `Dense` per width would.
+        bias_initializer: initializer of the biases, drawn the same way.
         kernel_regularizer: regularizer of the kernels.
         bias_regularizer: regularizer of the biases.
         activity_regularizer: regularizer of the output.
@@ -159,38 +165,54 @@ class MatryoshkaDense(keras.layers.Layer):
         self._widths = tuple(self._resolve_dims(input_dim))
         if self.tied:
             # One variable per block: slicing one kernel into its blocks
-            # copied each of them at every step (benchmarks/head_variants.py,
-            # issue 13: TensorFlow's step 6-12% faster this way).
+            # copied each of them at every step. The blocks start as one
+            # draw of a `(widths[-1], units)` kernel, split: the head starts
+            # as the Dense it replaces.
+            bounds = list(block_bounds(self._widths))
+            initializers = split_draw(
+                self.kernel_initializer, (self._widths[-1], self.units), bounds
+            )
             self.kernel_blocks = [
-                self._add_kernel(f"kernel_{start}_{end}", end - start)
-                for start, end in block_bounds(self._widths)
+                self._add_kernel(f"kernel_{start}_{end}", end - start, init)
+                for (start, end), init in zip(bounds, initializers)
             ]
-            self.bias = self._add_bias("bias")
+            self.bias = self._add_bias("bias", self.bias_initializer)
         else:
+            # Each width's kernel and bias is a draw of its own, with its
+            # own fan-in, as one Dense per width would start.
+            count = len(self._widths)
             self.kernels = [
-                self._add_kernel(f"kernel_{m}", m) for m in self._widths
+                self._add_kernel(f"kernel_{m}", m, init)
+                for m, init in zip(
+                    self._widths, independent(self.kernel_initializer, count)
+                )
             ]
-            self.biases = [self._add_bias(f"bias_{m}") for m in self._widths]
+            self.biases = [
+                self._add_bias(f"bias_{m}", init)
+                for m, init in zip(
+                    self._widths, independent(self.bias_initializer, count)
+                )
+            ]
         self.input_spec = keras.layers.InputSpec(
             min_ndim=2, axes={-1: input_dim}
         )
 
-    def _add_kernel(self, name, rows):
+    def _add_kernel(self, name, rows, initializer):
         return self.add_weight(
             name=name,
             shape=(rows, self.units),
-            initializer=self.kernel_initializer,
+            initializer=initializer,
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
         )
 
-    def _add_bias(self, name):
+    def _add_bias(self, name, initializer):
         if not self.use_bias:
             return None
         return self.add_weight(
             name=name,
             shape=(self.units,),
-            initializer=self.bias_initializer,
+            initializer=initializer,
             regularizer=self.bias_regularizer,
             constraint=self.bias_constraint,
         )
