@@ -24,7 +24,7 @@ and cached under the system's temporary directory (`--cache`).
 
     KERAS_BACKEND=jax python benchmarks/adaptor.py [--check]
 
-`--check` exits 1 when a goal of issue 11 is missed by the supervised
+`--check` exits 1 when a goal is missed by the supervised
 adaptor (d), naming the goal and the margin; (c) is reported against the
 same goals. `--synthetic` runs everything on random embeddings with a
 decaying spectrum instead (no model, seconds), to try the script.
@@ -70,7 +70,7 @@ def _parse_args(argv=None):
     parser.add_argument("--json", default=None, metavar="PATH",
                         help="also write the results as JSON")
     parser.add_argument("--check", action="store_true",
-                        help="exit 1 when a goal of issue 11 is missed")
+                        help="exit 1 when a goal is missed")
     return parser.parse_args(argv)
 
 
@@ -217,7 +217,7 @@ def format_table(run_results):
 
 
 def check_goals(run_results, label):
-    """Returns `[(goal, passed, detail)]` of issue 11 for adaptor `label`."""
+    """Returns `[(goal, passed, detail)]` for adaptor `label`."""
     results = run_results["results"]
     adapted = np.array(results[label])
     pca = np.maximum(results["(b) PCA"], results["(b2) PCA, uncentred"])

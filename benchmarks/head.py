@@ -12,9 +12,9 @@ Heads (batch 256, D = 2048, 1000 classes, widths 8 ... 2048):
 - naive: a tied kernel computing x[:, :m] @ W[:m] for every width m.
 
 All heads share one optimizer and loss; the Matryoshka ones use
-MatryoshkaLoss. Goals (issue 13): tied/plain <= 1.15, untied/plain <= 2.1
+MatryoshkaLoss. Goals: tied/plain <= 1.15, untied/plain <= 2.1
 (its matmuls are sum(m_g) / D = 2.0 times one Dense's), and the tied head
-well under the naive one (naive/tied >= 1.4, issue 2). floor/plain,
+well under the naive one (naive/tied >= 1.4). floor/plain,
 tied/floor and untied/naive are printed with them. Each head is timed in
 several interleaved rounds and the median is kept, since the machine is
 shared and noisy. With `--check` the script exits 1 when a goal is missed,

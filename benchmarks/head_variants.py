@@ -2,7 +2,7 @@
 
     KERAS_BACKEND=jax python benchmarks/head_variants.py [--rounds 7]
 
-The measurements behind issue 13's choices for `MatryoshkaDense` and
+The measurements behind the choices for `MatryoshkaDense` and
 `MatryoshkaLoss`, on `benchmarks/head.py`'s case (batch 256, D 2048, 1000
 classes, widths 8 ... 2048, SGD, one XLA-compiled `train_on_batch`), each
 step's time as a ratio to the plain `Dense(1000)` with its cross-entropy,
@@ -14,7 +14,7 @@ median of interleaved rounds:
   `MatryoshkaLoss(SparseCategoricalCrossentropy(from_logits=True))` (what
   `head.py` calls the floor);
 - the cross-entropy written three ways: Keras' own (the plain rows, and
-  `MatryoshkaLoss` before issue 13), `+lse` (`logsumexp(z) - z[label]`
+  `MatryoshkaLoss` used to compute), `+lse` (`logsumexp(z) - z[label]`
   with a gather) and `+onehot` (`logsumexp(z) - <one_hot, z>`, what
   `MatryoshkaLoss` now computes for that loss, whatever the row's name);
 - tied heads: the layer (`tied`: one `split` of `x` and of the kernel, a

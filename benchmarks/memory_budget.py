@@ -2,7 +2,7 @@
 
 The table of docs/serving.md. Its input is the directory that
 `benchmarks/text_finetune.py --models e --save-embeddings DIR` writes: the
-MRL fine-tune of all-MiniLM-L6-v2 (issue 10's model (e)) embedding the
+MRL fine-tune of all-MiniLM-L6-v2 (`text_finetune.py`'s model (e)) embedding the
 whole docstring corpus (`corpus.npy`, every document of the three splits),
 the 1,485 scipy test queries (`queries.npy`) and each query's one relevant
 document (`relevant.npy`).

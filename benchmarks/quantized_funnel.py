@@ -19,7 +19,7 @@ ones 200 or 1,000, the float32 one 200; the HNSW one 1,000, its beam
 (`ef_search`) as wide.
 
 The vectors: with `--embeddings FILE.npy` (real MRL embeddings, `(N, 384)`,
-e.g. the docstring corpus embedded by issue 10's MRL fine-tune) the
+e.g. the docstring corpus embedded by `text_finetune.py`'s MRL fine-tune) the
 overlap is measured on them too (queries: `--queries FILE.npy`, or 256
 rows held out of the corpus), and the 1M vectors are drawn to match their
 per-dimension means and standard deviations. Without it, the vectors are
@@ -27,7 +27,7 @@ the Matryoshka-like clusters of `benchmarks/funnel.py` (2,000 clusters,
 noise 0.48, decay 0.39: what `benchmarks/spectrum.py` measures on an
 MRL-trained embedding) and the overlap is measured on the 1M vectors.
 
-Goals (issue 11): a run whose first stage stores at most 32 bytes per
+Goals: a run whose first stage stores at most 32 bytes per
 vector keeps a top-10 overlap of at least 0.95 (on the real embeddings
 when given), and is at least 10x faster than exact search at 1M.
 `--check` exits 1 when no run meets both.

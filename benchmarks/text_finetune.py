@@ -25,7 +25,7 @@ read only by the default `--split test`.
 
     KERAS_BACKEND=jax python benchmarks/text_finetune.py [--check]
 
-`--check` exits 1 when a goal of issue 10 is missed, naming it and the
+`--check` exits 1 when a goal is missed, naming it and the
 margin. The plot goes to docs/text_finetune.png (`--plot`).
 """
 
@@ -285,7 +285,7 @@ def format_table(run_results):
 
 
 def check_goals(run_results):
-    """Returns `[(goal, passed, detail)]` for the goals of issue 10."""
+    """Returns `[(goal, passed, detail)]` for the goals."""
     results = run_results["results"]
     goals = []
     if not {"(e) MRL+PCA", "(c) PCA of (b)", "(b) MNRL"} <= set(results):

@@ -8,12 +8,9 @@ of Keras' own (a log-softmax times the one-hot labels on JAX,
 `sparse_softmax_cross_entropy_with_logits` on TensorFlow, `cross_entropy`
 after moving the class axis on torch): the one-hot product fuses into the
 reduction and the gradient, `softmax(z) - one_hot`, is one elementwise
-pass. Measured faster on all three backends (issue 13): the train step of
-`benchmarks/head.py`'s untied head 2.94x -> 2.04x a plain Dense on JAX,
-the tied head 1.31x -> 1.21x on TensorFlow (`benchmarks/head_variants.py`),
-and on eager torch 56.8 -> 48.7 ms (untied) and 39.4 -> 37.4 ms (tied).
-Picking `z[label]` with a gather instead was slower than Keras' own on
-JAX: a gather's gradient is a scatter.
+pass. It is faster than Keras' own on all three backends
+(docs/benchmarks.md). Picking `z[label]` with a gather instead is slower
+on JAX: a gather's gradient is a scatter.
 """
 
 import keras
