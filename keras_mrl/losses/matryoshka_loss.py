@@ -16,17 +16,6 @@ from keras_mrl.losses.nested_loss import fill_missing_targets
 from keras_mrl.nesting import validate_nesting_dims
 from keras_mrl.nesting import validate_weights
 
-# Arguments of earlier versions, with what replaces them.
-_MOVED = {
-    "n_dims_per_step": (
-        "width sampling moved to a layer: put "
-        "keras_mrl.layers.WidthSampling(n_dims_per_step, seed=...) after the "
-        "MatryoshkaDense head"
-    ),
-    "seed": "the seed of width sampling is keras_mrl.layers.WidthSampling's",
-}
-
-
 def _as_loss(loss):
     """Returns a `keras.losses.Loss` or a per-example loss function."""
     if isinstance(loss, type):
@@ -137,11 +126,6 @@ class MatryoshkaLoss(keras.losses.Loss):
         name="matryoshka_loss",
         **kwargs,
     ):
-        for old, hint in _MOVED.items():
-            if old in kwargs:
-                raise TypeError(
-                    f"MatryoshkaLoss no longer takes `{old}`: {hint}."
-                )
         super().__init__(name=name, reduction=reduction, **kwargs)
         self.loss = _as_loss(loss)
         self.nesting_dims = (
