@@ -13,8 +13,9 @@ import tempfile
 
 import keras
 import numpy as np
+from conftest import jit_compile
 
-JIT = keras.backend.backend() in ("tensorflow", "jax")
+JIT = jit_compile()
 POLICIES = ("mixed_float16", "mixed_bfloat16")
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from keras_mrl.callbacks import RetrievalEvaluator
 from keras_mrl.evaluation import retrieval_metrics
+from conftest import jit_compile
 
-JIT = keras.backend.backend() in ("tensorflow", "jax")
 DIMS = [4, 8]
 
 
@@ -23,7 +23,7 @@ def _compiled(model):
     model.compile(
         optimizer=keras.optimizers.SGD(0.1),
         loss="mse",
-        jit_compile=True if JIT else "auto",
+        jit_compile=jit_compile(),
     )
     return model
 

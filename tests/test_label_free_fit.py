@@ -13,12 +13,10 @@ from keras_mrl.losses.matryoshka_loss import MatryoshkaLoss
 from keras_mrl.losses.multiple_negatives_ranking_loss import (
     MultipleNegativesRankingLoss,
 )
+from conftest import jit_compile
 
 FEATURES = 24
 DIMS = [4, 8, 16]
-JIT = keras.backend.backend() != "torch"
-
-
 def _views(n=72, columns=2, seed=0):
     """(n, columns, FEATURES): two noisy views of a point, then negatives."""
     rng = np.random.default_rng(seed)
@@ -41,7 +39,9 @@ def _encoder(columns=2):
 
 def _fit(loss, x, columns=2, **kwargs):
     model = _encoder(columns)
-    model.compile(keras.optimizers.Adam(0.01), loss, jit_compile=JIT)
+    model.compile(
+        keras.optimizers.Adam(0.01), loss, jit_compile=jit_compile()
+    )
     return model.fit(x, epochs=3, verbose=0, **kwargs).history
 
 
@@ -88,6 +88,8 @@ def test_plain_keras_loss_still_fails_without_labels():
     # Why the ranking losses handle y_true=None themselves. When this starts
     # passing through `fit`, Keras handles it and the overrides can go.
     model = _encoder()
-    model.compile("sgd", keras.losses.MeanSquaredError(), jit_compile=JIT)
+    model.compile(
+        "sgd", keras.losses.MeanSquaredError(), jit_compile=jit_compile()
+    )
     with pytest.raises(ValueError):
         model.fit(_views(n=8), epochs=1, verbose=0)

@@ -18,8 +18,8 @@ from keras_mrl.losses.supervised_contrastive_loss import (
     SupervisedContrastiveLoss,
 )
 from keras_mrl.ops import truncate
+from conftest import jit_compile
 
-JIT = keras.backend.backend() != "torch"
 DIMS = [4, 8, 16]
 # Relative error of one rounding to the compute dtype's mantissa.
 ROUNDING = {"bfloat16": 2.0**-8, "float16": 2.0**-11}
@@ -240,7 +240,7 @@ def test_classifier_fits_with_xla(policy):
                 )
             ]
         },
-        jit_compile=JIT,
+        jit_compile=jit_compile(),
     )
     history = model.fit(x, y, batch_size=16, epochs=3, verbose=0).history
     for key in ("loss", "acc@4", "acc@16"):
@@ -273,7 +273,7 @@ def test_embedding_losses_fit_with_xla_and_a_zero_prefix(policy):
                 SupervisedContrastiveLoss(), nesting_dims=DIMS
             ),
         },
-        jit_compile=JIT,
+        jit_compile=jit_compile(),
     )
     rng = np.random.default_rng(5)
     labels = np.repeat(np.arange(16), 4).astype("int32")

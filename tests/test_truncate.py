@@ -6,9 +6,7 @@ import pytest
 from component_test import run_layer_test
 
 from keras_mrl.layers.truncate import Truncate
-
-JIT = keras.backend.backend() in ("tensorflow", "jax")
-
+from conftest import jit_compile
 
 def _reference(x, dim):
     prefix = np.asarray(x, dtype=np.float64)[..., :dim]
@@ -100,7 +98,7 @@ def test_save_and_load_gives_identical_outputs(tmp_path):
 def test_jit_predict_matches_reference():
     encoder = _encoder()
     serving = keras.Sequential([encoder, Truncate(4)])
-    serving.compile(jit_compile=True if JIT else "auto")
+    serving.compile(jit_compile=jit_compile())
     x = np.random.default_rng(2).normal(size=(5, 10)).astype("float32")
     full = encoder.predict(x, verbose=0)
     np.testing.assert_allclose(
