@@ -79,7 +79,7 @@ def _gradient_step(loss_fn):
 
         # Eager, as Keras' torch backend trains by default: torch.compile
         # (jit_compile=True) needs a C++ toolchain at run time, took 27 s
-        # here and sped the full loss up more than the fused one (README).
+        # here and sped the full loss up more than the fused one (docs/benchmarks.md).
         def step(y):
             y = y.detach().requires_grad_(True)
             value = loss_fn(targets(y), y)

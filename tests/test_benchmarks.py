@@ -2,7 +2,7 @@
 and their `--check` decisions on given timings.
 
 Their timings mean nothing here: a benchmark checks its own goals when run
-by hand at full size with `--check` (see the README), so no test here
+by hand at full size with `--check` (see docs/benchmarks.md), so no test here
 asserts a timing goal. `tests/test_gpu_benchmark.py` covers
 `benchmarks/gpu.py`.
 """

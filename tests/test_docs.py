@@ -1,4 +1,4 @@
-"""Runs the Python examples of README.md and docs/ exactly as written.
+"""Runs the Python examples of docs/ exactly as written.
 
 Each file's ```python blocks run in order in one namespace, as a reader
 would paste them, with the `jit_compile=True` they show: on TensorFlow and
@@ -7,7 +7,8 @@ eagerly in the component tests). Two files are run elsewhere:
 docs/scaling.md's recipes need several devices or processes, and
 `tests/test_distribution.py` runs them in worker processes against one
 device; docs/text_finetune.md fine-tunes all-MiniLM-L6-v2, which notebook
-05 does with the same calls under `make test`.
+05 does with the same calls under `make test`. README.md's examples run in
+tests/test_readme.py.
 """
 
 import pathlib
@@ -50,12 +51,3 @@ def _run(path):
 def test_docs_examples_run_as_written(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # what the examples save stays out of the repo
     _run(ROOT / name)
-
-
-def test_readme_quickstart_runs_and_prints_what_it_says(capsys):
-    namespace = _run(ROOT / "README.md")
-    printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == "(8, 16, 32, 64, 128, 256, 512, 576)"
-    assert "'acc@8'" in printed[1] and "'acc@576'" in printed[1]
-    assert "'loss'" in printed[1]
-    assert namespace["small_head"].kernel.shape == (64, 10)
