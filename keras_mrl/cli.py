@@ -16,7 +16,8 @@ share of the pairs, prints the nDCG@10 and recall@10 of the base and the
 fine-tuned model at each width on them, and writes the fine-tuned model
 with `save_to_preset` (plus `results.json`) to OUT. The inputs are checked
 before anything is trained and OUT is filled in a staging directory that
-is renamed at the end, so a failed run leaves no OUT behind.
+is renamed at the end, so a failed run leaves no OUT behind; OUT gets the
+permissions the umask gives a new directory.
 """
 
 import argparse
@@ -96,6 +97,27 @@ def build_parser():
     return parser
 
 
+def _int_at_least(minimum, why):
+    """An argparse type: an int of at least `minimum`, for the reason why."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must be an int of at least {minimum} ({why}), got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+_batch_size = _int_at_least(2, "the other pairs of a batch are its negatives")
+_sequence_length = _int_at_least(3, "[CLS], a token of text and [SEP]")
+
+
 def _positive_float(text):
     try:
         value = float(text)
@@ -160,11 +182,11 @@ def _add_finetune(commands):
                           help="new directory for the fine-tuned preset")
     finetune.add_argument("--steps", type=_positive_int, default=200,
                           help="training steps (default: %(default)s)")
-    finetune.add_argument("--batch-size", type=_positive_int, default=32,
+    finetune.add_argument("--batch-size", type=_batch_size, default=32,
                           help="pairs per step (default: %(default)s)")
     finetune.add_argument("--learning-rate", type=_positive_float,
                           default=5e-5, help="Adam's (default: %(default)s)")
-    finetune.add_argument("--sequence-length", type=_positive_int,
+    finetune.add_argument("--sequence-length", type=_sequence_length,
                           default=None, help="tokens per text (default: 64, "
                           "or the model's maximum when smaller)")
     finetune.add_argument("--holdout", type=_fraction, default=0.1,
@@ -212,6 +234,9 @@ def _load_embedder(path):
     if os.path.isfile(os.path.join(path, "metadata.json")):
         import keras_hub
 
+        # A preset fine-tuned from a sentence-transformers directory holds
+        # this tokenizer; reading the class registers it for loading.
+        keras_mrl.hub.HuggingFaceBertTokenizer
         return keras_hub.models.TextEmbedder.from_preset(path)
     return keras_mrl.hub.load_sentence_transformer(path)
 
@@ -268,6 +293,12 @@ def _run_finetune(args, prog):
         queries, documents = _read_pairs(args.pairs)
     except (OSError, UnicodeDecodeError, ValueError) as error:
         return fail(str(error))
+    held = max(1, int(round(args.holdout * len(queries))))
+    if len(queries) - held < 2:
+        return fail(f"--holdout {args.holdout} holds out {held} of the "
+                    f"{len(queries)} pairs, which leaves "
+                    f"{len(queries) - held} to train on; at least 2 are "
+                    "needed (lower --holdout or add pairs)")
     try:
         import keras
         import numpy as np
@@ -297,7 +328,6 @@ def _run_finetune(args, prog):
     from keras_mrl.models import ContrastiveModel
 
     order = np.random.default_rng(args.seed).permutation(len(queries))
-    held = max(1, int(round(args.holdout * len(queries))))
     test, train = order[:held], order[held:]
     pick = lambda texts, rows: [texts[i] for i in rows]  # noqa: E731
     test_q, test_d = pick(queries, test), pick(documents, test)
@@ -324,25 +354,33 @@ def _run_finetune(args, prog):
     print()
     print(_finetune_table(base, tuned, args.dims))
 
-    parent = os.path.dirname(os.path.abspath(args.out))
-    staging = tempfile.mkdtemp(dir=parent, prefix=".keras-mrl-finetune-")
+    _write_preset(embedder, args.out, {
+        "dims": args.dims, "steps": args.steps,
+        "num_train": int(len(train)), "num_heldout": int(held),
+        "base": {str(m): base[m] for m in args.dims},
+        "finetuned": {str(m): tuned[m] for m in args.dims},
+    })
+    print(f"\nwrote the fine-tuned preset to {args.out}")
+    return 0
+
+
+def _write_preset(embedder, out, results):
+    """Writes the embedder's preset and `results.json` as the directory
+    `out` (absent or empty), built beside it and renamed at the end."""
+    from keras_mrl.hub import _new_directory
+
+    staging = _new_directory(os.path.dirname(os.path.abspath(out)),
+                             ".keras-mrl-finetune-")
     try:
         embedder.save_to_preset(staging)
         with open(os.path.join(staging, "results.json"), "w") as file:
-            json.dump({
-                "dims": args.dims, "steps": args.steps,
-                "num_train": int(len(train)), "num_heldout": int(held),
-                "base": {str(m): base[m] for m in args.dims},
-                "finetuned": {str(m): tuned[m] for m in args.dims},
-            }, file, indent=1)
-        if os.path.isdir(args.out):
-            os.rmdir(args.out)  # checked empty above
-        os.replace(staging, args.out)
+            json.dump(results, file, indent=1)
+        if os.path.isdir(out):
+            os.rmdir(out)
+        os.replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    print(f"\nwrote the fine-tuned preset to {args.out}")
-    return 0
 
 
 def _writable_dir(path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 
 import keras
 import numpy as np
@@ -155,3 +156,59 @@ def test_sequence_length_beyond_the_model_exits_2(model_dir, pairs_file,
     assert _run(model_dir, pairs_file, out, "--sequence-length", "13") == 2
     _one_error_line(capsys, "longer than the model's maximum, 12")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("length", ["1", "2"])
+def test_sequence_length_without_room_for_text_exits_2(
+        model_dir, pairs_file, tmp_path, capsys, length):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        _run(model_dir, pairs_file, out, "--sequence-length", length)
+    assert exit_info.value.code == 2
+    _one_error_line(capsys, f"at least 3 ([CLS], a token of text and "
+                    f"[SEP]), got '{length}'")
+    assert not out.exists()
+
+
+def test_batch_of_one_pair_exits_2(model_dir, pairs_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        _run(model_dir, pairs_file, out, "--batch-size", "1")
+    assert exit_info.value.code == 2
+    _one_error_line(capsys, "--batch-size: must be an int of at least 2")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("holdout, left", [("0.9", 0), ("0.7", 1)])
+def test_holdout_leaving_too_few_training_pairs_exits_2(
+        model_dir, tmp_path, capsys, holdout, left):
+    path = tmp_path / "four.jsonl"
+    queries, documents = pairs(4)
+    path.write_text("".join(
+        json.dumps({"query": q, "document": d}) + "\n"
+        for q, d in zip(queries, documents)
+    ))
+    out = tmp_path / "out"
+    assert _run(model_dir, str(path), out, "--holdout", holdout) == 2
+    _one_error_line(capsys, f"which leaves {left} to train on; at least 2")
+    assert not out.exists()
+
+
+def test_out_gets_the_umask_permissions(tmp_path):
+    out = tmp_path / "tuned"
+    previous = os.umask(0o022)
+    try:
+        cli._write_preset(tiny_embedder(hidden_dim=WIDTH), str(out),
+                          {"dims": [8, 16]})
+    finally:
+        os.umask(previous)
+    assert json.loads((out / "results.json").read_text()) == {
+        "dims": [8, 16]}
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o755
+    for root, dirs, files in os.walk(out):
+        for name in dirs:
+            mode = stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode)
+            assert mode == 0o755, name
+        for name in files:
+            mode = stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode)
+            assert mode == 0o644, name

@@ -5,7 +5,10 @@ The reference is the Keras model itself: the exported directory, loaded by
 vectors the embedder (and its head) computes. The tiny BERT has every
 weight drawn at random, so that a bias or a norm mapped to the wrong place
 changes the vectors; the real all-MiniLM-L6-v2 runs once, under
-TensorFlow (the first backend of `make test`).
+TensorFlow (the first backend of `make test`). Texts that KerasHub's own
+normalisation splits otherwise than Hugging Face's (`UNICODE_TEXTS`) encode
+alike on both sides when the Keras tokenizer is keras_mrl.hub's
+`HuggingFaceBertTokenizer`, as a loaded directory's is.
 """
 
 import functools
@@ -32,18 +35,56 @@ from _tiny_bert import pairs  # noqa: E402
 from _tiny_bert import tiny_embedder  # noqa: E402
 
 # An accented word and its plain form: KerasHub keeps accents, Hugging
-# Face's BERT tokenizer strips them by default when it lowercases.
-TINY_VOCABULARY = VOCABULARY + ["café", "cafe"]
+# Face's BERT tokenizer strips them by default when it lowercases. The
+# other words are those of UNICODE_TEXTS, whole and as continuations, so
+# that a text split otherwise gives other ids.
+TINY_VOCABULARY = VOCABULARY + [
+    "café", "cafe", "odd", "space", "zero", "width", "##width", "soft",
+    "hyphen", "##hyphen", "fi", "##ne", "ne", "full", "ctrl", "char",
+    "##char", "σ", "##σ", "ο", "##ο", "δ", "##δ", "中", "文",
+]
 TEXTS = pairs(12)[0] + pairs(12)[1] + ["the Café of the array", "VALUES"]
+# Texts that KerasHub's own normalisation splits otherwise than Hugging
+# Face's BertNormalizer: other spaces, format and control characters,
+# ligatures and full-width letters, accents, a final sigma, CJK, special
+# tokens written out.
+UNICODE_TEXTS = [
+    "odd\u00a0space",
+    "zero\u200bwidth zero\u200dwidth \ufeffzero width",
+    "soft\u00adhyphen",
+    "\ufb01ne fine",
+    "ＦＵＬＬ width",
+    "ctrl\x07char ctrl\x00char ctrl\ufffdchar",
+    "tab\tspace\nnewline\u2028space\u3000width",
+    "Café CAFÉ cafe\u0301",
+    "ΟΔΟΣ οδος",
+    "中文 the文",
+    "the [SEP] array [UNK] [MASK]",
+    "private\ue000use",
+]
 SEQUENCE_LENGTH = 12
+POSITIONS = 16
 
 
-def _tiny(pooling_mode="mean", normalize=True):
+def _tiny(pooling_mode="mean", normalize=True, normalizer=None):
+    """The tiny BERT with random weights; with a Hugging Face `normalizer`,
+    its tokenizer is a keras_mrl.hub.HuggingFaceBertTokenizer."""
     embedder = tiny_embedder(
         SEQUENCE_LENGTH, vocabulary=TINY_VOCABULARY, num_layers=2,
-        max_sequence_length=16, pooling_mode=pooling_mode,
+        max_sequence_length=POSITIONS, pooling_mode=pooling_mode,
         normalize=normalize,
     )
+    if normalizer is not None:
+        tokenizer = keras_mrl.hub.HuggingFaceBertTokenizer(
+            TINY_VOCABULARY, normalizer=normalizer
+        )
+        embedder = keras_hub.models.BertTextEmbedder(
+            embedder.backbone,
+            keras_hub.models.BertTextEmbedderPreprocessor(
+                tokenizer, sequence_length=SEQUENCE_LENGTH
+            ),
+            pooling_mode=pooling_mode, normalize=normalize,
+        )
     rng = np.random.default_rng(1)
     for variable in embedder.backbone.weights:
         variable.assign(
@@ -53,8 +94,8 @@ def _tiny(pooling_mode="mean", normalize=True):
     return embedder
 
 
-def _keras(embedder, head=None, normalize=True):
-    x = keras.ops.convert_to_numpy(embedder.predict(TEXTS, verbose=0))
+def _keras(embedder, head=None, normalize=True, texts=TEXTS):
+    x = keras.ops.convert_to_numpy(embedder.predict(texts, verbose=0))
     if head is not None:
         x = keras.ops.convert_to_numpy(head(x))
     if normalize:
@@ -114,6 +155,30 @@ def test_exported_tokenizer_gives_the_keras_token_ids(tiny, tmp_path):
     assert accented == TINY_VOCABULARY.index("café")
     with open(os.path.join(path, "vocab.txt"), encoding="utf-8") as file:
         assert file.read().splitlines() == TINY_VOCABULARY
+
+
+def test_round_trip_encodes_unicode_texts_alike(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    embedder = _tiny(normalizer={"type": "BertNormalizer", "lowercase": True,
+                                 "strip_accents": False})
+    path = export_sentence_transformer(embedder, path=tmp_path / "model")
+    tokenizer = embedder.preprocessor.tokenizer
+    normalizer = _read_json(path, "tokenizer.json")["normalizer"]
+    assert normalizer == tokenizer.normalizer
+    hf = tokenizers.Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
+    assert tokenizer(UNICODE_TEXTS) == [
+        hf.encode(text, add_special_tokens=False).ids
+        for text in UNICODE_TEXTS]
+    ours = _keras(embedder, texts=UNICODE_TEXTS)
+    assert np.abs(_st(path).encode(UNICODE_TEXTS) - ours).max() <= 1e-5
+
+
+def test_loaded_export_encodes_unicode_texts_as_sentence_transformers(
+        tiny, tmp_path):
+    path = export_sentence_transformer(tiny, path=tmp_path / "model")
+    loaded = keras_mrl.hub.load_sentence_transformer(path)
+    ours = _keras(loaded, texts=UNICODE_TEXTS)
+    assert np.abs(_st(path).encode(UNICODE_TEXTS) - ours).max() <= 1e-5
 
 
 @pytest.mark.parametrize("pooling_mode", ["cls", "max"])
@@ -182,9 +247,7 @@ def test_matryoshka_dims_are_recorded(tiny, tmp_path):
 
 def test_export_loads_back_into_keras(tiny, tmp_path):
     path = export_sentence_transformer(tiny, path=tmp_path / "model")
-    again = keras_mrl.hub.load_sentence_transformer(
-        path, cache_dir=str(tmp_path / "cache")
-    )
+    again = keras_mrl.hub.load_sentence_transformer(path)
     assert again.preprocessor.sequence_length == SEQUENCE_LENGTH
     assert np.abs(_keras(again) - _keras(tiny)).max() <= 1e-6
 
@@ -225,7 +288,7 @@ def test_failed_export_leaves_nothing(tiny, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.numpy, "save_file", fail)
+    monkeypatch.setattr(safetensors.numpy, "save", fail)
     with pytest.raises(OSError, match="disk full"):
         export_sentence_transformer(tiny, path=tmp_path / "model")
     assert os.listdir(tmp_path) == []
@@ -290,6 +353,8 @@ def test_bad_scalars_raise(tiny, tmp_path):
         export_sentence_transformer(tiny, path=path, sequence_length=17)
     with pytest.raises(ValueError, match="sequence_length"):
         export_sentence_transformer(tiny, path=path, sequence_length=0)
+    with pytest.raises(ValueError, match="at least 3.*got 2"):
+        export_sentence_transformer(tiny, path=path, sequence_length=2)
 
 
 def test_path_is_keyword_only(tiny, tmp_path):
@@ -315,7 +380,7 @@ def test_all_minilm_l6_v2_round_trip(tmp_path):
         (functools, inspect, itertools, random, string), 24
     )
     embedder = keras_mrl.hub.load_sentence_transformer(
-        source, sequence_length=64, cache_dir=str(tmp_path / "hub")
+        source, sequence_length=64
     )
     ours = keras.ops.convert_to_numpy(
         embedder.encode_text(sentences, verbose=0)

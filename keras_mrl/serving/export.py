@@ -11,9 +11,20 @@ sentence-transformers is needed to export.
 
 Two details make sentence-transformers compute what Keras computes:
 KerasHub's BERT uses the tanh approximation of GELU, so `config.json` says
-`gelu_new`; and the tokenizer keeps the Keras tokenizer's `lowercase` and
-`strip_accents`, written explicitly (Hugging Face's default strips accents
-whenever it lowercases, KerasHub's does not).
+`gelu_new`; and the tokenizer normalises texts as the Keras one does. A
+`keras_mrl.hub.HuggingFaceBertTokenizer` (what
+`keras_mrl.hub.load_sentence_transformer` gives) is written with its own
+`BertNormalizer`, and both sides give the same token ids but for the few
+characters its docstring names. A plain KerasHub `BertTokenizer` is
+written with its `lowercase` and `strip_accents` explicit (Hugging Face's
+default strips accents whenever it lowercases, KerasHub's does not), but
+KerasHub normalises some texts in ways no Hugging Face normaliser repeats,
+so those still split differently: KerasHub lowercases by Unicode case
+folding (ligatures and full-width letters become ASCII letters, "ß" becomes
+"ss"), keeps a non-breaking space inside a word (then unknown), splits
+words at zero-width, soft-hyphen and control characters, which Hugging
+Face drops, and reads a special token written in a text ("[SEP]") as
+plain text.
 """
 
 import json
@@ -26,6 +37,7 @@ import numpy as np
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_optional_positive_int
 from keras_mrl._validation import keyword_only
+from keras_mrl.hub import _new_directory
 from keras_mrl.nesting import validate_nesting_dims
 
 _POOLING = ("mean", "cls", "max")
@@ -224,9 +236,20 @@ def _tokenizer_files(tokenizer, sequence_length):
         "pad": tokenizer.pad_token, "cls": tokenizer.cls_token,
         "mask": tokenizer.mask_token,
     }
-    lowercase = bool(tokenizer.lowercase)
-    strip_accents = bool(tokenizer.strip_accents)
-    cjk = bool(tokenizer.split_on_cjk)
+    from keras_mrl.hub import HuggingFaceBertTokenizer
+
+    if isinstance(tokenizer, HuggingFaceBertTokenizer):
+        normalizer = dict(tokenizer.normalizer)
+    else:
+        normalizer = {
+            "type": "BertNormalizer", "clean_text": True,
+            "handle_chinese_chars": bool(tokenizer.split_on_cjk),
+            "strip_accents": bool(tokenizer.strip_accents),
+            "lowercase": bool(tokenizer.lowercase),
+        }
+    lowercase = normalizer["lowercase"]
+    strip_accents = normalizer["strip_accents"]
+    cjk = normalizer["handle_chinese_chars"]
     special_map = {f"{k}_token": special[k] for k in _SPECIAL}
     tokenizer_config = dict(
         special_map, do_lower_case=lowercase, strip_accents=strip_accents,
@@ -252,11 +275,7 @@ def _tokenizer_files(tokenizer, sequence_length):
              "special": True}
             for token in sorted(set(special.values()), key=ids.get)
         ],
-        "normalizer": {
-            "type": "BertNormalizer", "clean_text": True,
-            "handle_chinese_chars": cjk, "strip_accents": strip_accents,
-            "lowercase": lowercase,
-        },
+        "normalizer": normalizer,
         "pre_tokenizer": {"type": "BertPreTokenizer"},
         "post_processor": {
             "type": "TemplateProcessing",
@@ -345,8 +364,16 @@ def export_sentence_transformer(embedder, *, path, head=None,
     `encode(..., normalize_embeddings=True)`, which renormalises after
     cutting.
 
+    The exported tokenizer gives the Keras tokenizer's ids on every text
+    when that is a `keras_mrl.hub.HuggingFaceBertTokenizer` (but for the
+    characters its docstring names); a plain KerasHub `BertTokenizer`
+    still splits some texts differently (see this module's docstring):
+    non-breaking spaces, zero-width, soft-hyphen and control characters,
+    ligatures and full-width letters, special tokens written in a text.
+
     The directory is written next to `path` and renamed at the end, so an
-    interrupted export leaves no half-written model. A directory without a
+    interrupted export leaves no half-written model; it gets the
+    permissions the umask gives a new directory. A directory without a
     `Dense` module loads back into Keras with
     `keras_mrl.hub.load_sentence_transformer`.
 
@@ -366,8 +393,9 @@ def export_sentence_transformer(embedder, *, path, head=None,
         tokenizer: the `keras_hub.models.BertTokenizer` to export when the
             embedder has no preprocessor; None uses the preprocessor's.
         sequence_length: optional int, the `max_seq_length` of the exported
-            model; None keeps the preprocessor's `sequence_length` (or the
-            backbone's `max_sequence_length` without a preprocessor).
+            model, at least 3 ([CLS], a token of text, [SEP]); None keeps
+            the preprocessor's `sequence_length` (or the backbone's
+            `max_sequence_length` without a preprocessor).
         overwrite: bool, whether to replace a non-empty `path`.
 
     Returns:
@@ -378,8 +406,9 @@ def export_sentence_transformer(embedder, *, path, head=None,
             head of another type.
         ValueError: for a `path` that is a file or a non-empty directory
             (without `overwrite`), widths wider than the output, a
-            `sequence_length` beyond the position embeddings, a missing
-            tokenizer, or a head whose input width is not the embedder's.
+            `sequence_length` under 3 or beyond the position embeddings, a
+            missing tokenizer, or a head whose input width is not the
+            embedder's.
         ImportError: when keras-hub or safetensors is not installed.
 
     Example:
@@ -408,8 +437,6 @@ def export_sentence_transformer(embedder, *, path, head=None,
     (1, 4)
     """
     keras_hub = _import_hub()
-    import safetensors.numpy
-
     embedder, head = _split_model(embedder, head)
     _check_embedder(embedder, keras_hub)
     normalize = check_bool(normalize, "normalize")
@@ -439,6 +466,12 @@ def export_sentence_transformer(embedder, *, path, head=None,
         sequence_length = (backbone.max_sequence_length
                            if preprocessor is None
                            else preprocessor.sequence_length)
+    if sequence_length < 3:
+        raise ValueError(
+            f"`sequence_length` must be at least 3 ([CLS], a token of text, "
+            "[SEP]; with fewer every text has the same vector), got "
+            f"{sequence_length}."
+        )
     if sequence_length > backbone.max_sequence_length:
         raise ValueError(
             f"`sequence_length` {sequence_length} exceeds the backbone's "
@@ -493,7 +526,7 @@ def export_sentence_transformer(embedder, *, path, head=None,
 
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    building = tempfile.mkdtemp(dir=parent, prefix=".export-")
+    building = _new_directory(parent, ".export-")
     try:
         for name, text in files.items():
             os.makedirs(os.path.join(building, os.path.dirname(name)),
@@ -501,26 +534,31 @@ def export_sentence_transformer(embedder, *, path, head=None,
             with open(os.path.join(building, name), "w",
                       encoding="utf-8") as file:
                 file.write(text)
-        metadata = {"format": "pt"}
-        safetensors.numpy.save_file(
-            _backbone_weights(backbone),
-            os.path.join(building, "model.safetensors"), metadata=metadata,
-        )
+        _save_tensors(_backbone_weights(backbone),
+                      os.path.join(building, "model.safetensors"))
         if head_weights is not None:
             kernel, bias = head_weights
             tensors = {"linear.weight": np.ascontiguousarray(kernel.T)}
             if bias is not None:
                 tensors["linear.bias"] = bias
             dense = next(f for f, kind in modules if kind == "Dense")
-            safetensors.numpy.save_file(
-                tensors, os.path.join(building, dense, "model.safetensors"),
-                metadata=metadata,
-            )
+            _save_tensors(tensors,
+                          os.path.join(building, dense, "model.safetensors"))
         _replace(building, path)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
     return path
+
+
+def _save_tensors(tensors, path):
+    import safetensors.numpy
+
+    # Written by Python, like the other files: safetensors' save_file makes
+    # its files private (0600) whatever the umask.
+    data = safetensors.numpy.save(tensors, metadata={"format": "pt"})
+    with open(path, "wb") as file:
+        file.write(data)
 
 
 def _replace(building, path):
