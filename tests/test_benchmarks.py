@@ -278,3 +278,31 @@ def test_head_variants_benchmark_times_every_variant():
     for name in ("plain", "floor", "tied/block_weights", "untied/blocks",
                  "tied+onehot"):
         assert f"\n{name} " in out
+
+
+def _demo_results(accuracy, seconds):
+    return {
+        "dims": [2, 4, 8, 16, 32, 64],
+        "accuracy": {k: list(v) for k, v in accuracy.items()},
+        "seconds": seconds,
+        "cpu_seconds": seconds,
+    }
+
+
+def test_figure2_targets_are_met_and_missed_honestly():
+    figure2 = _load("figure2.py")
+    ff = np.array([0.80, 0.90, 0.95, 0.96, 0.97, 0.97])
+    good = _demo_results({"mrl": ff - 0.01, "ff": ff, "mrl_e": ff,
+                          "truncated": ff - [0.2, 0, 0, 0, 0, 0]}, 10.0)
+    assert [met for _, met, _ in figure2.check_targets(good)] == [
+        True, True, True]
+    # MRL 2 pt under FF at one width, 5 pt over truncated, 300 s.
+    bad = _demo_results(
+        {"mrl": ff - [0, 0, 0.02, 0, 0, 0], "ff": ff, "mrl_e": ff,
+         "truncated": ff - [0.05, 0, 0, 0, 0, 0]},
+        300.0,
+    )
+    targets = figure2.check_targets(bad)
+    assert [met for _, met, _ in targets] == [False, False, False]
+    assert "-2.0" in targets[1][2]
+    assert "+5.0 pt" in targets[2][2]

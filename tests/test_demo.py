@@ -1,5 +1,6 @@
 """The main job (`keras_mrl.demo`): one `--quick` run end to end, plus its
-pieces (split, goals, table, plot) on constructed results.
+pieces (split, table, plot) on constructed results. `benchmarks/figure2.py`
+judges the figures (tests/test_benchmarks.py).
 
 The quick run trains eight small models; it runs on every backend, since
 the demo is what a new user runs first, whatever backend they have.
@@ -61,25 +62,19 @@ def test_quick_run_writes_valid_results(quick_run):
     assert results["versions"]["backend"] == keras.backend.backend()
     assert results["versions"]["keras"] == keras.__version__
     assert set(results["versions"]) == {"python", "keras", "backend", "numpy"}
-    assert results["goals"] == {
-        goal: passed for goal, passed, _ in demo.check_goals(results)
-    }
+    assert "goals" not in results
 
 
-def test_quick_run_fails_loudly_when_a_goal_fails(quick_run):
-    # A quick run is judged by the full run's goals; five epochs usually
-    # miss some of them, and the command must then say so and exit 1.
-    out, status, _, stderr = quick_run
-    results = json.loads((out / "results.json").read_text())
-    failed = sum(not passed for passed in results["goals"].values())
-    ours = [line for line in stderr.splitlines()
-            if line.startswith("keras-mrl")]
-    if failed:
-        assert status == 1
-        assert ours == [f"keras-mrl demo: {failed} goal(s) failed"]
-    else:
-        assert status == 0
-        assert ours == []
+def test_quick_run_exits_0_and_judges_nothing(quick_run):
+    # The demo shows a comparison; whether its figures meet targets is
+    # benchmarks/figure2.py's to say, so a quick run's weaker models still
+    # exit 0 with nothing on stderr from the command.
+    _, status, stdout, stderr = quick_run
+    assert status == 0
+    assert not [line for line in stderr.splitlines()
+                if line.startswith("keras-mrl")]
+    assert not [line for line in stdout.splitlines()
+                if line.startswith(("PASS", "FAIL"))]
 
 
 def test_quick_run_retrieval(quick_run):
@@ -100,17 +95,13 @@ def test_quick_run_writes_png(quick_run):
     assert image.shape[:2] == (480, 720)  # 6 x 4 inches at 120 dpi
 
 
-def test_quick_run_prints_progress_table_and_goals(quick_run):
+def test_quick_run_prints_progress_and_table(quick_run):
     out, _, stdout, _ = quick_run
     lines = stdout.splitlines()
     # One progress line per trained model and one for the probes.
     assert sum(line.startswith("seed 1/1") for line in lines) == 2 + 6 + 1
     results = json.loads((out / "results.json").read_text())
     assert demo.format_table(results) in stdout
-    verdicts = [line for line in lines if line.startswith(("PASS", "FAIL"))]
-    assert len(verdicts) == 3
-    for verdict, (_, passed, _) in zip(verdicts, demo.check_goals(results)):
-        assert verdict.startswith("PASS" if passed else "FAIL")
 
 
 def test_split_is_fixed_stratified_and_standardised():
@@ -127,24 +118,6 @@ def test_split_is_fixed_stratified_and_standardised():
     assert not np.allclose(x_test.mean(0), 0.0, atol=1e-3)
     again = demo.load_data()
     np.testing.assert_array_equal(again[3], y_test)
-
-
-def test_goals_pass_and_fail_honestly():
-    ff = np.array([0.80, 0.90, 0.95, 0.96, 0.97, 0.97])
-    good = _results({"mrl": ff - 0.01, "ff": ff, "mrl_e": ff,
-                     "truncated": ff - [0.2, 0, 0, 0, 0, 0]})
-    assert [passed for _, passed, _ in demo.check_goals(good)] == [
-        True, True, True]
-    # MRL 2 pt under FF at one width, 5 pt over truncated, 300 s.
-    bad = _results(
-        {"mrl": ff - [0, 0, 0.02, 0, 0, 0], "ff": ff, "mrl_e": ff,
-         "truncated": ff - [0.05, 0, 0, 0, 0, 0]},
-        seconds=300.0,
-    )
-    goals = demo.check_goals(bad)
-    assert [passed for _, passed, _ in goals] == [False, False, False]
-    assert "-2.0" in goals[1][2]
-    assert "+5.0 pt" in goals[2][2]
 
 
 def test_table_rows_and_columns():
