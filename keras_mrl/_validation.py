@@ -14,34 +14,52 @@ import numpy as np
 
 
 def keyword_only(function):
-    """Lets `function` take its first argument positionally, no more.
+    """Lets `function` take its leading positional arguments, no more.
 
     The decorated function declares its other arguments keyword-only (after
     `*`); Python would then reject an extra positional argument with "takes
     2 positional arguments but 3 were given". This wrapper raises a
     TypeError that names the keyword arguments instead, since an argument
-    read positionally is how widths were once taken for weights. Methods
-    (whose first parameter is `self`) keep `self` and one more.
+    read positionally is how widths were once taken for weights. A method's
+    `self` (or a classmethod's `cls`) is bound by Python, so the message
+    neither counts nor names it.
     """
     signature = inspect.signature(function)
     parameters = list(signature.parameters.values())
     positional = [
-        p for p in parameters
+        p.name for p in parameters
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     keywords = [p.name for p in parameters if p.kind == p.KEYWORD_ONLY]
     owner = function.__qualname__.replace(".__init__", "")
-    first = positional[-1].name if positional else None
+    # A function defined in a class body (not in a function's) is a method.
+    scopes = function.__qualname__.split(".")
+    bound = (
+        1 if len(scopes) > 1 and scopes[-2] != "<locals>" and positional
+        and positional[0] in ("self", "cls") else 0
+    )
+    shown = positional[bound:]
+    example = ", ".join(
+        shown + [f"{name}=..." for name in keywords[:3]]
+    )
+    if shown:
+        takes = (
+            f"takes {', '.join(f'`{name}`' for name in shown)} as its only "
+            f"positional argument{'s' if len(shown) > 1 else ''} and the "
+            "others by keyword"
+        )
+    else:
+        takes = "takes its arguments by keyword only"
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         if len(args) > len(positional):
-            shown = ", ".join(f"{name}=..." for name in keywords[:3])
+            extra = len(args) - len(positional)
             raise TypeError(
-                f"{owner}() takes `{first}` as its only positional argument "
-                f"and the others by keyword; got {len(args) - len(positional)}"
-                f" more positional. Write e.g. {owner}({first}, {shown}). Its "
-                f"keyword arguments are: {', '.join(keywords)}."
+                f"{owner}() {takes}; got {extra} "
+                f"{'more ' if shown else ''}positional. Write e.g. "
+                f"{owner}({example}). Its keyword arguments are: "
+                f"{', '.join(keywords)}."
             )
         return function(*args, **kwargs)
 
@@ -96,6 +114,20 @@ def check_optional_positive_int(value, name):
     return None if value is None else check_positive_int(value, name)
 
 
+def check_optional_int(value, name):
+    """Returns None, or `value` as an int (numpy's included); else raises.
+
+    For a seed, say: a bool or a float such as 3.0 is an int by accident.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, numbers.Integral
+    ):
+        raise TypeError(f"`{name}` must be None or an int, got {value!r}.")
+    return int(value)
+
+
 def check_positive_float(value, name, example):
     """Returns `value` as a float when it is finite and > 0.
 
@@ -142,6 +174,30 @@ def check_finite(array, name):
             f"{array.shape}); a diverged model gives such embeddings. "
             "Check the training loss before evaluating."
         )
+    return array
+
+
+def check_finite_rows(array, name):
+    """Raises a ValueError when rows of the 2-D `array` hold NaN or inf.
+
+    The message counts the bad rows, the unit a user drops or re-embeds.
+
+    Returns:
+        `array` as a numpy array.
+    """
+    array = to_numpy(array)
+    if np.issubdtype(array.dtype, np.inexact) and array.ndim == 2:
+        bad = ~np.isfinite(array).all(axis=1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            shown = ", ".join(str(row) for row in rows[:5])
+            raise ValueError(
+                f"`{name}` has {len(rows)} of {len(array)} rows holding NaN "
+                f"or infinite values (rows {shown}"
+                f"{', ...' if len(rows) > 5 else ''}): their outputs would "
+                "be NaN, and in training the loss and every weight. Drop or "
+                "re-embed those rows."
+            )
     return array
 
 

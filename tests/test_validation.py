@@ -36,6 +36,49 @@ def test_keyword_only_on_init_keeps_self_and_one_more():
         _Index("c", [8], 5)
 
 
+class _Layer:
+    @v.keyword_only
+    def __init__(self, *, keep=True, scale=1.0):
+        self.args = (keep, scale)
+
+    @classmethod
+    @v.keyword_only
+    def build(cls, data, *, width):
+        return data, width
+
+
+def test_keyword_only_never_names_self_or_cls():
+    assert _Layer(keep=False).args == (False, 1.0)
+    with pytest.raises(TypeError) as error:
+        _Layer(True)
+    message = str(error.value)
+    assert "self" not in message
+    assert message == (
+        "_Layer() takes its arguments by keyword only; got 1 positional. "
+        "Write e.g. _Layer(keep=..., scale=...). Its keyword arguments "
+        "are: keep, scale."
+    )
+    with pytest.raises(TypeError) as error:
+        _Layer.build(1, 2)
+    message = str(error.value)
+    assert "cls" not in message
+    assert message.startswith(
+        "_Layer.build() takes `data` as its only positional argument and "
+        "the others by keyword; got 1 more positional. Write e.g. "
+        "_Layer.build(data, width=...)."
+    )
+
+
+def test_keyword_only_counts_a_first_argument_named_self_of_a_function():
+    @v.keyword_only
+    def cut(self, *, dim):
+        return self, dim
+
+    assert cut(1, dim=2) == (1, 2)
+    with pytest.raises(TypeError, match=r"takes `self` as its only"):
+        cut(1, 2)
+
+
 def test_keyword_only_keeps_the_signature_keras_reads():
     spec = inspect.getfullargspec(_Index.__init__)
     assert spec.args == ["self", "corpus"]
@@ -76,6 +119,17 @@ def test_check_positive_int():
     assert v.check_optional_positive_int(None, "k") is None
     with pytest.raises(ValueError, match="k=0"):
         v.check_optional_positive_int(0, "k")
+
+
+def test_check_optional_int():
+    assert v.check_optional_int(None, "seed") is None
+    for good in (3, np.int64(3), np.int32(3), np.uint8(3)):
+        result = v.check_optional_int(good, "seed")
+        assert type(result) is int and result == 3
+    for bad in (True, np.bool_(False), 3.0, "3"):
+        with pytest.raises(TypeError, match=rf"`seed` must be None or an "
+                           rf"int, got {bad!r}"):
+            v.check_optional_int(bad, "seed")
 
 
 def test_check_positive_float():
@@ -126,3 +180,17 @@ def test_check_dim():
         v.check_dim(9, 8, (2, 8))
     with pytest.raises(TypeError, match="dim"):
         v.check_dim(4.0)
+
+
+def test_check_finite_rows_counts_the_bad_rows():
+    x = np.ones((8, 3), "float32")
+    assert v.check_finite_rows(x, "x") is not None
+    x[[1, 6], 0] = np.nan
+    x[6, 2] = np.inf
+    with pytest.raises(ValueError, match=r"`x` has 2 of 8 rows holding NaN "
+                       r"or infinite values \(rows 1, 6\)"):
+        v.check_finite_rows(x, "x")
+    x = np.full((7, 2), np.nan)
+    with pytest.raises(ValueError, match=r"7 of 7 rows.*\(rows 0, 1, 2, 3, 4, "
+                       r"\.\.\.\)"):
+        v.check_finite_rows(x, "x")

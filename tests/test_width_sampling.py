@@ -181,12 +181,27 @@ def test_predict_and_evaluate_see_every_width_unsampled():
         ((2.0,), {}, TypeError, "n_dims_per_step.*2.0"),
         ((2,), {"seed": "0"}, TypeError, "seed.*'0'"),
         ((2,), {"seed": True}, TypeError, "seed.*True"),
+        ((2,), {"seed": 3.0}, TypeError, "seed.*3.0"),
         ((2, 0), {}, TypeError, "seed="),
     ],
 )
 def test_bad_arguments_raise(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         WidthSampling(*args, **kwargs)
+
+
+@pytest.mark.parametrize("seed", [np.int64(3), np.int32(3), np.uint8(3)])
+def test_numpy_int_seed_draws_as_the_python_int(seed):
+    layer = WidthSampling(2, seed=seed)
+    assert type(layer.seed) is int and layer.get_config()["seed"] == 3
+    plain = WidthSampling(2, seed=3)
+    x = _stacked()
+    layer(x)
+    plain(x)
+    for _ in range(4):
+        np.testing.assert_array_equal(
+            _input_gradient(layer, x, True), _input_gradient(plain, x, True)
+        )
 
 
 def test_more_draws_than_granularities_raise():

@@ -1,16 +1,9 @@
 import keras
 from keras import ops
 
+from keras_mrl._validation import check_optional_int
 from keras_mrl._validation import check_positive_int
 from keras_mrl._validation import keyword_only
-
-
-def _check_seed(seed):
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, int)
-    ):
-        raise TypeError(f"`seed` must be None or an int, got {seed!r}.")
-    return seed
 
 
 @keras.saving.register_keras_serializable(package="keras_mrl")
@@ -69,8 +62,8 @@ class WidthSampling(keras.layers.Layer):
         self.n_dims_per_step = check_positive_int(
             n_dims_per_step, "n_dims_per_step"
         )
-        self.seed = _check_seed(seed)
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed = check_optional_int(seed, "seed")
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
         self.supports_masking = True
 
     def build(self, input_shape):
