@@ -311,3 +311,48 @@ def test_inputs_of_the_wrong_shape_raise(rng):
     x = rng.normal(size=(4, 8)).astype("float32")
     with pytest.raises(ValueError, match="got 3 inputs"):
         adaptor((x, x, x))
+
+
+def _with_bad_rows(rng, rows, n=16, dim=8):
+    x = rng.normal(size=(n, dim)).astype("float32")
+    for i, row in enumerate(rows):
+        x[row, i % dim] = (np.nan, np.inf, -np.inf)[i % 3]
+    return x
+
+
+@pytest.mark.parametrize("tensor", [False, True])
+def test_fit_on_non_finite_embeddings_raises_counting_the_rows(rng, tensor):
+    x = _with_bad_rows(rng, [2, 5, 11])
+    adaptor = _compiled(MatryoshkaAdaptor(8, nesting_dims=[4, 8], top_k=3))
+    weights = [w.copy() for w in adaptor.get_weights()]
+    inputs = keras.ops.convert_to_tensor(x) if tensor else x
+    with pytest.raises(ValueError, match=r"`x` has 3 of 16 rows holding NaN "
+                       r"or infinite values \(rows 2, 5, 11\)"):
+        adaptor.fit(inputs, batch_size=8, verbose=0)
+    for before, after in zip(weights, adaptor.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_fit_on_non_finite_pairs_raises_naming_the_branch(rng):
+    queries = rng.normal(size=(16, 8)).astype("float32")
+    documents = _with_bad_rows(rng, [7])
+    adaptor = _compiled(MatryoshkaAdaptor(8, nesting_dims=[4, 8], top_k=3))
+    with pytest.raises(ValueError, match=r"`x\[1\]` has 1 of 16 rows"):
+        adaptor.fit((queries, documents), batch_size=8, verbose=0)
+
+
+def test_non_finite_validation_data_raises(rng):
+    x = rng.normal(size=(16, 8)).astype("float32")
+    adaptor = _compiled(MatryoshkaAdaptor(8, nesting_dims=[4, 8], top_k=3))
+    with pytest.raises(ValueError, match=r"`validation_data` has 2 of 16"):
+        adaptor.fit(x, validation_data=(_with_bad_rows(rng, [0, 1]),),
+                    batch_size=8, verbose=0)
+
+
+def test_evaluate_and_predict_on_non_finite_embeddings_raise(rng):
+    x = _with_bad_rows(rng, [4, 9])
+    adaptor = _compiled(MatryoshkaAdaptor(8, nesting_dims=[4, 8], top_k=3))
+    with pytest.raises(ValueError, match="`x` has 2 of 16 rows"):
+        adaptor.evaluate(x, verbose=0)
+    with pytest.raises(ValueError, match="`x` has 2 of 16 rows"):
+        adaptor.predict(x, verbose=0)

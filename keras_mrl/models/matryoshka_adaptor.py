@@ -14,6 +14,7 @@ import numpy as np
 from keras import ops
 
 from keras_mrl._norms import inverse_norm
+from keras_mrl._validation import check_finite_rows
 from keras_mrl._validation import check_positive_int
 from keras_mrl._validation import keyword_only
 from keras_mrl.losses.matryoshka_loss import MatryoshkaLoss
@@ -200,6 +201,25 @@ def _is_pair(x):
     return isinstance(x, (tuple, list))
 
 
+def _check_finite_embeddings(x, name):
+    """Raises when the embeddings `x` (or a pair of them) hold NaN or inf.
+
+    A dataset or generator is not read ahead: its batches go unchecked.
+    """
+    if _is_pair(x):
+        for i, part in enumerate(x):
+            _check_finite_embeddings(part, f"{name}[{i}]")
+    elif isinstance(x, np.ndarray) or keras.ops.is_tensor(x):
+        check_finite_rows(x, name)
+
+
+def _validation_inputs(validation_data):
+    """The `x` of `fit`'s `validation_data`, a tuple `(x,)` or `(x, y)`."""
+    if isinstance(validation_data, tuple) and validation_data:
+        return validation_data[0]
+    return validation_data
+
+
 @keras.saving.register_keras_serializable(package="keras_mrl")
 class MatryoshkaAdaptor(keras.Model):
     """Makes a frozen model's embeddings Matryoshka: `x + MLP(x)`.
@@ -225,7 +245,9 @@ class MatryoshkaAdaptor(keras.Model):
     Both add `reconstruction_weight` times `|ê - e|^2 / |e|^2`, which keeps
     the adapted embeddings near the input. The objective is the model's
     own: `compile` takes no `loss`. `predict(x)` returns the adapted
-    embeddings, to cut with `keras_mrl.truncate` and search.
+    embeddings, to cut with `keras_mrl.truncate` and search. `fit`,
+    `evaluate` and `predict` reject arrays of embeddings with NaN or
+    infinite rows (a `tf.data.Dataset` is not read ahead to check).
 
     Args:
         dim: int, the width `D` of the embeddings.
@@ -382,6 +404,23 @@ class MatryoshkaAdaptor(keras.Model):
         self.compile(**config)
         if self.optimizer is not None:
             self.optimizer.build(self.trainable_variables)
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        _check_finite_embeddings(x, "x")
+        _check_finite_embeddings(
+            _validation_inputs(validation_data), "validation_data"
+        )
+        return super().fit(
+            x, y, *args, validation_data=validation_data, **kwargs
+        )
+
+    def evaluate(self, x=None, *args, **kwargs):
+        _check_finite_embeddings(x, "x")
+        return super().evaluate(x, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        _check_finite_embeddings(x, "x")
+        return super().predict(x, *args, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                      training=True):
