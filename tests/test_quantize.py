@@ -189,7 +189,7 @@ def test_precision_is_keyword_only(x):
     "calibration, match",
     [
         (np.ones((10, 18)), r"D=19, got shape \(10, 18\)"),
-        (np.ones((0, 19)), r"num_vectors >= 1"),
+        (np.ones((0, 19)), r"0 embedding\(s\) of `calibration` cannot"),
         (np.ones(19), "2-D"),
         (np.full((3, 19), np.nan), "NaN or infinite"),
     ],
@@ -217,6 +217,50 @@ def test_one_embedding_without_calibration_raises(x):
         quantize(x[:1], precision="uint8")
     # The fixed thresholds of binary need no calibration.
     assert quantize(x[:1], precision="binary").shape == (1, 3)
+
+
+@pytest.mark.parametrize("precision", ["int8", "uint8"])
+def test_one_calibration_embedding_raises_as_one_embedding_does(x, precision):
+    # Its ranges would be empty: every code the lowest.
+    with pytest.raises(ValueError, match=r"needs per-dimension ranges, and 1 "
+                       r"embedding\(s\) of `x` cannot give them"):
+        quantize(x[:1], precision=precision)
+    with pytest.raises(ValueError, match=r"needs per-dimension ranges, and 1 "
+                       r"embedding\(s\) of `calibration` cannot give them"):
+        quantize(x, precision=precision, calibration=x[:1])
+    with pytest.raises(ValueError, match="`calibration` cannot"):
+        quantize(x, precision=precision, calibration=x[:1], dim=8)
+
+
+@pytest.mark.parametrize("source", ["x", "calibration", "ranges"])
+def test_ranges_empty_in_every_dimension_raise(x, source):
+    same = np.repeat(x[:1], 4, axis=0)
+    kwargs = {
+        "x": {},
+        "calibration": {"calibration": same},
+        "ranges": {"ranges": np.concatenate([x[:1], x[:1]])},
+    }[source]
+    with pytest.raises(ValueError, match=rf"those of `{source}` are empty "
+                       r"\(minimum = maximum\) in every dimension"):
+        quantize(same if source == "x" else x, precision="int8", **kwargs)
+
+
+def test_ranges_empty_in_some_dimensions_still_quantize(x):
+    calibration = x.copy()
+    calibration[:, 3] = 0.5
+    codes = quantize(x, precision="uint8", calibration=calibration)
+    np.testing.assert_array_equal(
+        np.delete(codes, 3, axis=1),
+        np.delete(quantize(x, precision="uint8", calibration=x), 3, axis=1),
+    )
+
+
+def test_calibration_is_ignored_by_the_fixed_thresholds(x):
+    for precision in ("float32", "binary", "ubinary"):
+        np.testing.assert_array_equal(
+            quantize(x, precision=precision, calibration=x[:1]),
+            quantize(x, precision=precision),
+        )
 
 
 @pytest.mark.parametrize("dim, error", [(20, ValueError), (0, ValueError),

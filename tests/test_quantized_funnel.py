@@ -213,6 +213,49 @@ def test_faiss_and_numpy_paths_agree(precisions):
     np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("width", [8, 16])
+@pytest.mark.parametrize("use_faiss", FIRST_STAGES)
+def test_binary_ties_break_by_id_lowest_first(use_faiss, width):
+    # 8 bits have 9 distances: 2,000 rows tie in large groups.
+    corpus, queries = data(n=2000, q=20)
+    index = FunnelIndex(corpus, dims=(width,), shortlist=(),
+                        precisions=("binary",), use_faiss=use_faiss)
+    scores, ids = index.search(queries, k=150)
+    distances = hamming_reference(queries, corpus, width)
+    expected = np.argsort(distances, axis=1, kind="stable")[:, :150]
+    np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_array_equal(
+        scores, width - 2.0 * np.take_along_axis(distances, expected, 1)
+    )
+
+
+@needs_faiss
+def test_binary_ties_break_by_id_on_faiss_and_numpy(tmp_path):
+    corpus, queries = data(n=2000, q=30)
+    options = dict(dims=(8, 48), shortlist=(100,),
+                   precisions=("binary", "float32"))
+    built = {
+        use_faiss: FunnelIndex(corpus, use_faiss=use_faiss, **options)
+        for use_faiss in (True, False)
+    }
+    first = [
+        index._first.search(*_first_query(index, queries), 100)
+        for index in built.values()
+    ]
+    for a, b in zip(*first):
+        np.testing.assert_array_equal(a, b)
+    expected = built[True].search(queries, k=10)
+    for use_faiss, index in built.items():
+        path = index.save(tmp_path / f"saved_{use_faiss}")
+        for loaded_on in (True, False):
+            loaded = FunnelIndex.load(path, use_faiss=loaded_on)
+            assert loaded.uses_faiss == loaded_on
+            scores, ids = loaded.search(queries, k=10)
+            np.testing.assert_array_equal(ids, expected[1])
+            np.testing.assert_allclose(scores, expected[0], rtol=1e-5,
+                                       atol=1e-6)
+
+
 def _first_query(index, queries):
     first = index._prefixes(queries)[0]
     if index.precisions[0] == "binary":
@@ -489,7 +532,18 @@ def _build(**kwargs):
         ({"precisions": ("int8", "float32"), "calibration": np.zeros(48)},
          "`calibration` must be a 2-D array"),
         ({"precisions": ("int8", "float32"),
-          "calibration": np.zeros((0, 48))}, "at least 1 row"),
+          "calibration": np.zeros((0, 48))}, "whose 0 row"),
+        # One row (or identical rows) would give every vector one code.
+        ({"precisions": ("int8", "float32"),
+          "calibration": data()[0][:1]},
+         r"int8 stage 0 \(width 16\) measures its per-dimension ranges on "
+         r"`calibration`, whose 1 row\(s\) leave them empty"),
+        ({"precisions": ("float32", "int8"),
+          "calibration": np.repeat(data()[0][:1], 5, axis=0)},
+         r"int8 stage 1 \(width 48\).*`calibration`, whose 5 row"),
+        ({"precisions": ("int8", "float32"),
+          "corpus_embeddings": data()[0][:1]},
+         r"`corpus_embeddings`, whose 1 row\(s\) leave them empty"),
         ({"precisions": ("int8", "float32"),
           "calibration": np.full((5, 48), np.nan)}, "`calibration` holds"),
     ],

@@ -112,6 +112,14 @@ class FunnelIndex:
     codes always, by gathering them into `(queries, candidates, width)`
     blocks scored by one batched matrix product per chunk of queries.
 
+    A flat binary first stage ranks equal Hamming distances by id, lowest
+    first, on faiss and on numpy alike: the two shortlist the same rows,
+    so an index loaded with another `use_faiss` than it was saved with
+    returns the same ids. Float scores (float32 and int8 stages) are
+    summed in another order on each backend and may differ in the last
+    bit, which can order two nearly equal candidates differently; an HNSW
+    first stage is approximate on faiss and exact on numpy.
+
     The index stores one normalised prefix copy per width (the first stage
     holds the `dims[0]` one) in its stage's precision: float32 at every
     stage costs `4 * sum(dims)` bytes per vector, plus the HNSW graph and,
@@ -133,8 +141,9 @@ class FunnelIndex:
             first stage, `"float32"` or `"int8"` for the later ones.
             `index="hnsw"` takes a float32 or binary first stage.
         calibration: optional array `(C, D)` of full-width embeddings,
-            finite, whose prefixes' per-dimension minima and maxima set the
-            int8 steps; None for the corpus' own. Only with an int8 stage.
+            finite, `C >= 2`, whose prefixes' per-dimension minima and
+            maxima set the int8 steps; None for the corpus' own (then at
+            least 2 rows). Only with an int8 stage.
             It is data, so `get_config` leaves it out; the ranges are saved.
         index: `"flat"` (exact) or `"hnsw"` (approximate), the first stage.
         normalize: bool, cosine on re-normalised prefixes when True, raw
@@ -220,7 +229,9 @@ class FunnelIndex:
             prefixes = self._prefixes(corpus)
             self._ranges = self._measure_ranges(
                 prefixes if calibration is None
-                else self._prefixes(calibration)
+                else self._prefixes(calibration),
+                "corpus_embeddings" if calibration is None
+                else "calibration",
             )
             stored = self._encode(prefixes)
         self._views = list(stored[1:])
@@ -241,16 +252,33 @@ class FunnelIndex:
                 f"precisions {list(self.precisions)} have none: pass "
                 "calibration=None, or an int8 stage."
             )
-        calibration = _as_matrix(calibration, "calibration", width=self.width)
-        if len(calibration) == 0:
-            raise ValueError("`calibration` must hold at least 1 row.")
-        return calibration
+        return _as_matrix(calibration, "calibration", width=self.width)
 
-    def _measure_ranges(self, prefixes):
-        return tuple(
-            measure_ranges(p) if precision == "int8" else None
-            for p, precision in zip(prefixes, self.precisions)
-        )
+    def _measure_ranges(self, prefixes, name):
+        """The int8 stages' `(2, width)` ranges, measured on `prefixes`.
+
+        Raises:
+            ValueError: when fewer than 2 rows, or rows identical at an
+                int8 stage's width, leave its ranges empty: every code
+                would be the same.
+        """
+        ranges = []
+        for i, (p, precision) in enumerate(zip(prefixes, self.precisions)):
+            if precision != "int8":
+                ranges.append(None)
+                continue
+            measured = measure_ranges(p) if len(p) >= 2 else None
+            if measured is None or (measured[0] == measured[1]).all():
+                raise ValueError(
+                    f"The int8 stage {i} (width {self.dims[i]}) measures "
+                    f"its per-dimension ranges on `{name}`, whose {len(p)} "
+                    "row(s) leave them empty (minimum = maximum in every "
+                    "dimension): every code would be the same. Pass a "
+                    "`calibration` of at least 2 varied embeddings, e.g. "
+                    "a sample of the corpus."
+                )
+            ranges.append(measured)
+        return tuple(ranges)
 
     def _encode(self, prefixes):
         return [

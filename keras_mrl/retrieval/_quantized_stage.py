@@ -49,11 +49,15 @@ def hamming(queries, codes):
     return distances
 
 
-def _blockwise_top_k(num_queries, size, count, scores_of):
+def _blockwise_top_k(num_queries, size, count, scores_of, itemsize=4):
     """Top `count` of `scores_of(start, stop)`, `(Q, stop - start)` blocks
-    of corpus rows, merged block by block: the codes are cast or compared
-    one block of rows at a time, for all queries at once."""
-    rows = max(count, _first_stage._SCORE_BYTES // (4 * max(num_queries, 1)))
+    of corpus rows (of `itemsize` bytes a score), merged block by block:
+    the codes are cast or compared one block of rows at a time, for all
+    queries at once."""
+    rows = max(
+        count,
+        _first_stage._SCORE_BYTES // (itemsize * max(num_queries, 1)),
+    )
     best = ids = None
     for start in range(0, size, rows):
         stop = min(size, start + rows)
@@ -65,7 +69,7 @@ def _blockwise_top_k(num_queries, size, count, scores_of):
             block_scores, pos = top_k(block_scores, count)
             block_ids = np.take_along_axis(block_ids, pos, axis=1)
         best, ids = block_scores, block_ids
-    return best.astype(np.float32, copy=False), ids
+    return best, ids
 
 
 class NumpyInt8FirstStage(_first_stage.FirstStage):
@@ -85,15 +89,22 @@ class NumpyInt8FirstStage(_first_stage.FirstStage):
             block = self._codes[start:stop].astype(np.float32)
             return scaled @ block.T + offset[:, None]
 
-        return _blockwise_top_k(len(queries), len(self._codes), count,
-                                scores_of)
+        scores, ids = _blockwise_top_k(len(queries), len(self._codes),
+                                       count, scores_of)
+        return scores.astype(np.float32, copy=False), ids
 
     def vectors(self):
         return self._codes
 
 
 class NumpyBinaryFirstStage(_first_stage.FirstStage):
-    """Exact Hamming scan of packed bits `(N, d / 8)` by popcount."""
+    """Exact Hamming scan of packed bits `(N, d / 8)` by popcount.
+
+    Short codes tie often (8 bits have 9 distances). Among equal distances
+    the lowest ids come first, the order of faiss' `IndexBinaryFlat`, so
+    that an index saved on one backend and loaded on the other returns
+    the same ids.
+    """
 
     def __init__(self, codes):
         self._codes = np.ascontiguousarray(codes)
@@ -103,13 +114,19 @@ class NumpyBinaryFirstStage(_first_stage.FirstStage):
 
     def search(self, packed_queries, count):
         bits = 8 * self._codes.shape[1]
+        size = len(self._codes)
 
-        def scores_of(start, stop):
-            distances = hamming(packed_queries, self._codes[start:stop])
-            return (bits - 2 * distances).astype(np.float32)
+        def keys_of(start, stop):
+            # One distinct int64 key per row, larger for fewer differing
+            # bits, then for a lower id: no two rows tie.
+            matching = bits - hamming(packed_queries, self._codes[start:stop])
+            return matching.astype(np.int64) * size + (
+                size - 1 - np.arange(start, stop)
+            )
 
-        return _blockwise_top_k(len(packed_queries), len(self._codes),
-                                count, scores_of)
+        keys, ids = _blockwise_top_k(len(packed_queries), size, count,
+                                     keys_of, itemsize=8)
+        return (2 * (keys // size) - bits).astype(np.float32), ids
 
     def vectors(self):
         return self._codes
@@ -165,7 +182,13 @@ class _FaissBinary:
 
 
 class FaissBinaryFlatFirstStage(_FaissBinary, _first_stage._FaissFirstStage):
-    """Exact Hamming search on a faiss `IndexBinaryFlat`."""
+    """Exact Hamming search on a faiss `IndexBinaryFlat`.
+
+    faiss scans the rows in id order and replaces a kept row only by a
+    strictly closer one, then sorts by (distance, id): among equal
+    distances the lowest ids come first, as in `NumpyBinaryFirstStage`
+    (`test_binary_ties_break_by_id_on_faiss_and_numpy` holds faiss to it).
+    """
 
     def __init__(self, faiss, codes):
         index = faiss.IndexBinaryFlat(8 * codes.shape[1])

@@ -38,23 +38,44 @@ def _float_matrix(x, name):
 
 
 def _ranges(calibration, ranges, x, precision):
-    """Returns the float32 `(2, D)` minima and maxima of `precision`."""
+    """Returns the float32 `(2, D)` minima and maxima of `precision`.
+
+    Raises:
+        ValueError: when the embeddings that calibrate (`calibration`, or
+            `x` without it) are fewer than 2, or when the ranges are empty
+            in every dimension: every code would then be the lowest.
+    """
     if ranges is not None:
         if calibration is not None:
             raise ValueError(
                 "Pass `calibration` (embeddings to measure) or `ranges` (the "
                 "measured (2, dim) minima and maxima), not both."
             )
-        return ranges
-    if calibration is None:
-        if len(x) < 2:
-            raise ValueError(
-                f"`{precision}` needs per-dimension ranges, and {len(x)} "
-                "embedding(s) cannot give them: pass `calibration`, a "
-                "representative set of embeddings (e.g. the corpus)."
+        name = "`ranges`"
+    else:
+        name, source = (
+            ("`x`", x) if calibration is None
+            else ("`calibration`", calibration)
+        )
+        if len(source) < 2:
+            advice = (
+                "pass `calibration`, a representative set of embeddings "
+                "(e.g. the corpus)" if calibration is None else
+                "pass a representative set of embeddings (e.g. the corpus)"
             )
-        calibration = x
-    return np.vstack((calibration.min(axis=0), calibration.max(axis=0)))
+            raise ValueError(
+                f"`{precision}` needs per-dimension ranges, and {len(source)} "
+                f"embedding(s) of {name} cannot give them: {advice}."
+            )
+        ranges = np.vstack((source.min(axis=0), source.max(axis=0)))
+    if (ranges[0] == ranges[1]).all():
+        raise ValueError(
+            f"`{precision}` needs per-dimension ranges, and those of {name} "
+            "are empty (minimum = maximum) in every dimension, as identical "
+            "embeddings give: every code would be the same. Calibrate on a "
+            "representative set of embeddings (e.g. the corpus)."
+        )
+    return ranges
 
 
 @keyword_only
@@ -79,12 +100,12 @@ def quantize(x, *, precision, calibration=None, ranges=None, dim=None):
         x: float array `(n, D)` (numpy or any backend's tensor), finite.
         precision: one of `"float32"`, `"int8"`, `"uint8"`, `"binary"`,
             `"ubinary"`.
-        calibration: optional float array `(c, D)` whose per-dimension
-            minima and maxima set the int8/uint8 steps. When neither it
-            nor `ranges` is given, `x` itself calibrates (as in
-            sentence-transformers), which needs `n >= 2` and gives a
-            query batch other steps than its corpus. Ignored by the float
-            and binary precisions, whose thresholds are fixed.
+        calibration: optional float array `(c, D)`, `c >= 2`, whose
+            per-dimension minima and maxima set the int8/uint8 steps.
+            When neither it nor `ranges` is given, `x` itself calibrates
+            (as in sentence-transformers), which needs `n >= 2` and gives
+            a query batch other steps than its corpus. Ignored by the
+            float and binary precisions, whose thresholds are fixed.
         ranges: optional float array `(2, D)`: the minima (row 0) and
             maxima (row 1) that `calibration` would give, measured once
             (e.g. stored with an index). Not with `calibration`.
@@ -100,7 +121,8 @@ def quantize(x, *, precision, calibration=None, ranges=None, dim=None):
             `calibration` or `ranges` is not as wide as `x`, when a range
             has its minimum above its maximum, for an unknown `precision`,
             for a `dim` wider than `x`, or when int8/uint8 has nothing to
-            calibrate on.
+            calibrate on: fewer than 2 calibrating embeddings, or ranges
+            empty in every dimension.
         TypeError: when an array does not hold floats.
 
     Example:
@@ -118,9 +140,9 @@ def quantize(x, *, precision, calibration=None, ranges=None, dim=None):
     width = x.shape[1]
     if calibration is not None:
         calibration = _float_matrix(calibration, "calibration")
-        if calibration.shape[1] != width or len(calibration) == 0:
+        if calibration.shape[1] != width:
             raise ValueError(
-                "`calibration` must be (num_vectors >= 1, D) with x's width "
+                "`calibration` must be (num_vectors, D) with x's width "
                 f"D={width}, got shape {calibration.shape}."
             )
     if ranges is not None:
