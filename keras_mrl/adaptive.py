@@ -6,7 +6,9 @@ as in the adaptive classification of Matryoshka Representation Learning
 logits `(N, G, C)` of `keras_mrl.MatryoshkaDense`, from any backend.
 """
 
+import math
 import numbers
+import warnings
 
 import numpy as np
 
@@ -149,7 +151,7 @@ class Cascade:
     @classmethod
     @keyword_only
     def calibrate(
-        cls, val_logits, *, val_labels, nesting_dims, tolerance=0.0,
+        cls, val_logits, *, val_labels, nesting_dims, tolerance=0.003,
         delta=None,
     ):
         """Chooses thresholds that lose at most `tolerance` on unseen data.
@@ -182,9 +184,12 @@ class Cascade:
         a sample's loss is therefore counted at a threshold when the
         cascade loses it there or at any higher threshold (an upper bound
         of the cascade's loss). `tolerance=0.0` allows no loss and keeps
-        every sample at the widest width. The threshold chosen sits
-        halfway between the validation confidences around it, for a
-        margin on unseen data; none below it is a threshold of 0.0.
+        every sample at the widest width; so does a positive tolerance
+        that the validation samples are too few to certify (conformal risk
+        control needs `N >= 1 / tolerance - 1`, 333 for the default
+        0.003), with a warning. The threshold chosen sits halfway between
+        the validation confidences around it, for a margin on unseen data;
+        none below it is a threshold of 0.0.
 
         Args:
             val_logits: stacked validation logits `(N, G, C)`, drawn from
@@ -192,7 +197,8 @@ class Cascade:
             val_labels: integer labels `(N,)`.
             nesting_dims: the `G` widths of the granularities.
             tolerance: float in [0, 1], the accuracy the cascade may give
-                up against the widest width on unseen data.
+                up against the widest width on unseen data; 0.003 (0.3 pt)
+                by default.
             delta: None, or a float in (0, 1): the probability allowed for
                 the loss on unseen data to exceed `tolerance`.
 
@@ -229,6 +235,10 @@ class Cascade:
         lost = correct[:, -1:] & ~correct
         levels = _loss_levels(confidence, lost)
         allowed = _allowed_losses(len(labels), tolerance, delta)
+        if allowed < 0 and tolerance > 0:
+            warnings.warn(
+                _too_few_samples(len(labels), tolerance, delta), stacklevel=3
+            )
         value = _shared_threshold(levels, confidence[:, :-1], allowed)
         thresholds = np.full(len(dims), value)
         thresholds[-1] = 0.0
@@ -336,6 +346,26 @@ def _loss_levels(confidence, lost):
     answers = narrow > below
     return np.where(answers & lost[:, :-1], narrow, -np.inf).max(
         axis=1, initial=-np.inf
+    )
+
+
+def _too_few_samples(n, tolerance, delta):
+    """The warning of a positive `tolerance` that `n` samples cannot test."""
+    if delta is None:
+        test = "conformal risk control"
+        # No loss passes when 1 / (n + 1) > tolerance; the 1e-9 as in
+        # `_allowed_losses`.
+        needed = math.ceil(1.0 / tolerance - 1.0 - 1e-9)
+    else:
+        test = f"Learn-then-Test at delta={delta}"
+        # No loss passes when P(Binomial(n, tolerance) = 0) > delta.
+        needed = math.ceil(math.log(delta) / math.log1p(-tolerance))
+    return (
+        f"Cascade.calibrate got {n} validation samples, too few for "
+        f"{test} to certify any loss at tolerance={tolerance}: it needs at "
+        f"least {needed}. The cascade answers every sample at the widest "
+        "width, saving nothing. Pass more validation samples or a larger "
+        "`tolerance`."
     )
 
 

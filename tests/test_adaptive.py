@@ -1,6 +1,9 @@
 import importlib
+import inspect
 import json
 import pathlib
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ from keras_mrl.adaptive import Cascade
 from keras_mrl.adaptive import _allowed_losses
 from keras_mrl.adaptive import _binomial_cdf
 from keras_mrl.adaptive import _loss_levels
+from keras_mrl.adaptive import _too_few_samples
 
 pytestmark = pytest.mark.numpy_only
 
@@ -88,7 +92,8 @@ def test_hand_checked_calibration():
     assert report["accuracy"] == pytest.approx(5 / 6)
     assert report["mean_width"] == pytest.approx(46.0)
     # Just below 1 / 7 no loss is allowed: the widest width only.
-    assert calibrate(1 / 7 - 1e-6).thresholds == (np.inf, np.inf, 0.0)
+    with pytest.warns(UserWarning, match="needs at least 7"):
+        assert calibrate(1 / 7 - 1e-6).thresholds == (np.inf, np.inf, 0.0)
     # k = 1 covers every possible loss: all stop at the narrowest width.
     cascade = calibrate(2 / 7)
     assert cascade.thresholds == (0.0, 0.0, 0.0)
@@ -98,7 +103,10 @@ def test_hand_checked_calibration():
     # Learn-then-Test: P(Binomial(6, 0.5) <= 0) = 1 / 64 and <= 1 is
     # 7 / 64: delta 0.01 certifies nothing (full width), delta 0.1 zero
     # losses (as k = 0 above) and delta 0.11 one.
-    assert calibrate(0.5, delta=0.01).thresholds == (np.inf, np.inf, 0.0)
+    with pytest.warns(UserWarning, match="needs at least 7"):
+        assert calibrate(0.5, delta=0.01).thresholds == (
+            np.inf, np.inf, 0.0
+        )
     np.testing.assert_allclose(
         calibrate(0.5, delta=0.1).thresholds, [shared, shared, 0.0]
     )
@@ -132,9 +140,10 @@ def test_lucky_narrow_answers_do_not_pay_for_losses():
     logits = two_class([[-3.0, 3.0], [3.0, -3.0]] * 5)
     labels = [0, 0] * 5
     # (k + 1) / 11 <= 0.09 allows none: both go to the widest width.
-    cascade = Cascade.calibrate(
-        logits, val_labels=labels, nesting_dims=[2, 8], tolerance=0.09
-    )
+    with pytest.warns(UserWarning, match="needs at least 11"):
+        cascade = Cascade.calibrate(
+            logits, val_labels=labels, nesting_dims=[2, 8], tolerance=0.09
+        )
     assert set(cascade.predict(logits)[1].tolist()) == {8}
     # Five losses allowed: everything stops at width 2.
     cascade = Cascade.calibrate(
@@ -208,10 +217,14 @@ def test_loss_levels_match_brute_force(seed):
 def test_calibration_is_the_lowest_accepted_threshold(seed, tolerance, delta):
     logits, labels, dims = random_problem(seed)
     allowed = reference_allowed(len(labels), tolerance, delta)
-    cascade = Cascade.calibrate(
-        logits, val_labels=labels, nesting_dims=dims, tolerance=tolerance,
-        delta=delta,
-    )
+    # A warning exactly when the samples certify no loss.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cascade = Cascade.calibrate(
+            logits, val_labels=labels, nesting_dims=dims,
+            tolerance=tolerance, delta=delta,
+        )
+    assert len(caught) == (allowed < 0)
     value = cascade.thresholds[0]
     assert cascade.thresholds == (value, value, 0.0)
     losses = envelope(logits, labels, dims, value).sum()
@@ -223,6 +236,58 @@ def test_calibration_is_the_lowest_accepted_threshold(seed, tolerance, delta):
     for lower in candidate_thresholds(logits):
         if lower < value - 1e-12:
             assert envelope(logits, labels, dims, lower).sum() > allowed
+
+
+def test_default_tolerance_is_0_003_and_saves_on_enough_samples():
+    assert inspect.signature(Cascade.calibrate).parameters[
+        "tolerance"
+    ].default == 0.003
+    rng = np.random.default_rng(0)
+    dims, n = [2, 8, 32], 1000
+    labels = rng.integers(0, 3, n)
+    logits = rng.normal(size=(n, 3, 3))
+    logits[np.arange(n), :, labels] += np.array([3.0, 4.0, 6.0])
+    default = Cascade.calibrate(logits, val_labels=labels, nesting_dims=dims)
+    explicit = Cascade.calibrate(logits, val_labels=labels,
+                                 nesting_dims=dims, tolerance=0.003)
+    assert default.thresholds == explicit.thresholds
+    # 1,000 samples allow (k + 1) / 1001 <= 0.003: 2 losses.
+    assert reference_allowed(n, 0.003, None) == 2
+    value = default.thresholds[0]
+    assert np.isfinite(value)
+    assert default.report(logits, labels=labels)["saving"] > 1.0
+    assert sample_losses(logits, labels, dims, default.thresholds).sum() <= 2
+
+
+def test_too_few_samples_for_the_tolerance_warn():
+    logits = two_class(HAND_MARGINS)
+    with pytest.warns(UserWarning, match=re.escape(
+        "Cascade.calibrate got 6 validation samples, too few for conformal "
+        "risk control to certify any loss at tolerance=0.003: it needs at "
+        "least 333. The cascade answers every sample at the widest width"
+    )):
+        cascade = Cascade.calibrate(logits, val_labels=HAND_LABELS,
+                                    nesting_dims=HAND_DIMS)
+    assert cascade.thresholds == (np.inf, np.inf, 0.0)
+    with pytest.warns(UserWarning, match=r"Learn-then-Test at delta=0.01 .*"
+                      r"tolerance=0.5: it needs at least 7\."):
+        Cascade.calibrate(logits, val_labels=HAND_LABELS,
+                          nesting_dims=HAND_DIMS, tolerance=0.5, delta=0.01)
+    # No loss asked, or one certified: nothing to warn of.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for tolerance in (0.0, 1 / 7):
+            Cascade.calibrate(logits, val_labels=HAND_LABELS,
+                              nesting_dims=HAND_DIMS, tolerance=tolerance)
+
+
+@pytest.mark.parametrize("tolerance", [0.003, 0.01, 1 / 7, 0.5])
+@pytest.mark.parametrize("delta", [None, 0.01, 0.1])
+def test_warning_names_the_fewest_samples_that_certify(tolerance, delta):
+    needed = int(re.search(r"at least (\d+)\.",
+                           _too_few_samples(1, tolerance, delta)).group(1))
+    assert reference_allowed(needed - 1, tolerance, delta) < 0
+    assert reference_allowed(needed, tolerance, delta) >= 0
 
 
 def reference_allowed(n, tolerance, delta):
@@ -405,6 +470,8 @@ def benchmark(monkeypatch):
     return importlib.import_module("cascade")
 
 
+# 20 validation samples certify no loss at the smaller tolerances.
+@pytest.mark.filterwarnings("ignore:Cascade.calibrate got")
 def test_benchmark_measures_and_pools_every_setting(benchmark):
     # Tiny logits instead of trained models: the code path between
     # training and the printed figures, not its goals.
