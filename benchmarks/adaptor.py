@@ -157,7 +157,7 @@ def _pca(fit_on, centred=True):
 def _adaptor(x, args, epochs, label):
     import keras
 
-    from keras_mrl.models.matryoshka_adaptor import MatryoshkaAdaptor
+    from keras_mrl.models._matryoshka_adaptor import MatryoshkaAdaptor
 
     keras.utils.set_random_seed(SEED)
     adaptor = MatryoshkaAdaptor(

@@ -150,11 +150,11 @@ def train_head(x, y, *, hidden, dims, seed, epochs):
     for i, units in enumerate(hidden):
         last = i == len(hidden) - 1
         h = keras.layers.Dense(units, activation=None if last else "relu")(h)
-    head = keras_mrl.MatryoshkaDense(int(y.max()) + 1, nesting_dims=dims)
+    head = keras_mrl.layers.MatryoshkaDense(int(y.max()) + 1, nesting_dims=dims)
     model = keras.Model(inputs, head(h))
     model.compile(
         keras.optimizers.Adam(2e-3),
-        keras_mrl.MatryoshkaLoss(
+        keras_mrl.losses.MatryoshkaLoss(
             keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         ),
         jit_compile=keras.backend.backend() != "torch",

@@ -2,7 +2,7 @@
 
 Each split (random_state 0, 1, ...) is sklearn digits divided 60/20/20
 (1078 train, 359 validation, 360 test), stratified. The model is a 64-d MLP
-embedding under a `keras_mrl.MatryoshkaDense` head over widths 1 ... 64,
+embedding under a `keras_mrl.layers.MatryoshkaDense` head over widths 1 ... 64,
 trained with `MatryoshkaLoss` for 30 epochs; `matryoshka=False` swaps in a
 plain `Dense` head and loss, the fixed-feature baseline.
 """
@@ -37,8 +37,8 @@ def train(x, y, seed, epochs=30, matryoshka=True):
     embedding = keras.layers.Dense(64)(hidden)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     if matryoshka:
-        head = keras_mrl.MatryoshkaDense(10, nesting_dims=DIMS)
-        loss = keras_mrl.MatryoshkaLoss(loss)
+        head = keras_mrl.layers.MatryoshkaDense(10, nesting_dims=DIMS)
+        loss = keras_mrl.losses.MatryoshkaLoss(loss)
     else:
         head = keras.layers.Dense(10)
     model = keras.Model(inputs, head(embedding))

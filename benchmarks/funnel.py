@@ -4,10 +4,10 @@ Builds 200,000 x 1024 Matryoshka-like embeddings and 256 queries, and times
 `keras_mrl.retrieval.FunnelIndex` against a faiss `IndexFlatIP` on the
 full-width cosine, all in one process:
 
-- (a) `dims=(32, 1024)`, `shortlist=(200,)`, flat first stage;
+- (a) `stage_dims=(32, 1024)`, `shortlist=(200,)`, flat first stage;
 - (b) the same with an HNSW first stage, its beam (`ef_search`) as wide
   as the shortlist (the default), 100 and 50;
-- (c) the paper's five-stage funnel `dims=(8, 16, 32, 64, 1024)`,
+- (c) the paper's five-stage funnel `stage_dims=(8, 16, 32, 64, 1024)`,
   `shortlist=(200, 100, 50, 25)`, flat first stage;
 - (d) (a) on the numpy first stage that serves when faiss is missing.
 
@@ -139,7 +139,7 @@ def main():
     ]
     for _, label, dims, shortlist, options in configs:
         start = time.perf_counter()
-        index = FunnelIndex(corpus, dims=dims, shortlist=shortlist,
+        index = FunnelIndex(corpus, stage_dims=dims, shortlist=shortlist,
                             **options)
         builds[label] = time.perf_counter() - start
         searches[label] = lambda index=index: index.search(queries, k=K)

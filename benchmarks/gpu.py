@@ -6,8 +6,8 @@ JAX; torch runs eagerly), under float32 and mixed_bfloat16, with three
 heads on the 2048 pooled features:
 
 - plain: `keras.layers.Dense(1000)`, sparse softmax cross-entropy;
-- untied: `keras_mrl.MatryoshkaDense(1000)` (MRL), widths 8 ... 2048,
-  trained through a stacked `keras_mrl.MatryoshkaLoss`;
+- untied: `keras_mrl.layers.MatryoshkaDense(1000)` (MRL), widths 8 ... 2048,
+  trained through a stacked `keras_mrl.losses.MatryoshkaLoss`;
 - tied: the same with `tied=True` (MRL-E).
 
 It prints images/s per head and the step-time overhead over the plain head;
@@ -68,11 +68,11 @@ def _model(head, backbone, image_size):
         logits = keras.layers.Dense(CLASSES, name="head")(features)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     else:
-        dims = keras_mrl.default_nesting_dims(features.shape[-1])
-        logits = keras_mrl.MatryoshkaDense(
+        dims = keras_mrl.nesting.default_nesting_dims(features.shape[-1])
+        logits = keras_mrl.layers.MatryoshkaDense(
             CLASSES, nesting_dims=dims, tied=head == "tied", name="head"
         )(features)
-        loss = keras_mrl.MatryoshkaLoss(
+        loss = keras_mrl.losses.MatryoshkaLoss(
             keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         )
     model = keras.Model(images, logits)

@@ -81,13 +81,13 @@ class NaiveTiedDense(keras.layers.Layer):
 
 
 def build_heads(dim, classes):
-    dims = keras_mrl.default_nesting_dims(dim)
+    dims = keras_mrl.nesting.default_nesting_dims(dim)
     return {
         "plain": keras.layers.Dense(classes),
-        "tied": keras_mrl.MatryoshkaDense(
+        "tied": keras_mrl.layers.MatryoshkaDense(
             classes, nesting_dims=dims, tied=True
         ),
-        "untied": keras_mrl.MatryoshkaDense(classes, nesting_dims=dims),
+        "untied": keras_mrl.layers.MatryoshkaDense(classes, nesting_dims=dims),
         "floor": CopiedDense(classes, len(dims)),
         "naive": NaiveTiedDense(classes, dims),
     }
@@ -99,7 +99,7 @@ def compile_model(head, dim):
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     # Stacked mode: every head but the plain one emits (batch, G, classes).
     plain = isinstance(head, keras.layers.Dense)
-    loss = ce if plain else keras_mrl.MatryoshkaLoss(ce)
+    loss = ce if plain else keras_mrl.losses.MatryoshkaLoss(ce)
     model.compile(
         optimizer=keras.optimizers.SGD(1e-3),
         loss=loss,
@@ -175,7 +175,7 @@ def main(argv=None):
     print(
         f"backend={keras.backend.backend()} batch={args.batch} "
         f"D={args.dim} classes={args.classes} "
-        f"widths={keras_mrl.default_nesting_dims(args.dim)}"
+        f"widths={keras_mrl.nesting.default_nesting_dims(args.dim)}"
     )
     print(f"{'head':<8} {'ms/step':>9}")
     for name, value in ms.items():

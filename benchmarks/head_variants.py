@@ -135,26 +135,26 @@ class UntiedBlocks(keras.layers.Layer):
 
 
 def variants(dim, classes):
-    widths = keras_mrl.default_nesting_dims(dim)
+    widths = keras_mrl.nesting.default_nesting_dims(dim)
     g = len(widths)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    keras_ce = keras_mrl.MatryoshkaLoss(ce)
-    lse = keras_mrl.MatryoshkaLoss(lse_cross_entropy)
+    keras_ce = keras_mrl.losses.MatryoshkaLoss(ce)
+    lse = keras_mrl.losses.MatryoshkaLoss(lse_cross_entropy)
     onehot = OneHotCrossEntropy()
     return {
         "plain": (lambda: keras.layers.Dense(classes), ce),
         "plain+onehot": (lambda: keras.layers.Dense(classes), onehot),
         "floor+onehot": (lambda: CopiedDense(classes, g), onehot),
-        "tied+onehot": (lambda: keras_mrl.MatryoshkaDense(
+        "tied+onehot": (lambda: keras_mrl.layers.MatryoshkaDense(
             classes, nesting_dims=widths, tied=True), onehot),
-        "untied+onehot": (lambda: keras_mrl.MatryoshkaDense(
+        "untied+onehot": (lambda: keras_mrl.layers.MatryoshkaDense(
             classes, nesting_dims=widths), onehot),
         "dense+mse": (lambda: keras.layers.Dense(classes), "mse"),
         "floor": (lambda: CopiedDense(classes, g), keras_ce),
         "floor+lse": (lambda: CopiedDense(classes, g), lse),
-        "tied": (lambda: keras_mrl.MatryoshkaDense(
+        "tied": (lambda: keras_mrl.layers.MatryoshkaDense(
             classes, nesting_dims=widths, tied=True), keras_ce),
-        "tied+lse": (lambda: keras_mrl.MatryoshkaDense(
+        "tied+lse": (lambda: keras_mrl.layers.MatryoshkaDense(
             classes, nesting_dims=widths, tied=True), lse),
         "tied/cumsum": (lambda: TiedVariant(classes, widths, "cumsum"),
                         keras_ce),
@@ -165,9 +165,9 @@ def variants(dim, classes):
         "tied/block_weights+cumsum": (
             lambda: TiedVariant(classes, widths, "block_weights+cumsum"),
             keras_ce),
-        "untied": (lambda: keras_mrl.MatryoshkaDense(
+        "untied": (lambda: keras_mrl.layers.MatryoshkaDense(
             classes, nesting_dims=widths), keras_ce),
-        "untied+lse": (lambda: keras_mrl.MatryoshkaDense(
+        "untied+lse": (lambda: keras_mrl.layers.MatryoshkaDense(
             classes, nesting_dims=widths), lse),
         "untied/blocks": (lambda: UntiedBlocks(classes, widths), keras_ce),
     }

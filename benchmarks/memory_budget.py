@@ -85,14 +85,14 @@ def ranking_scores(ids, relevant):
 
 
 def rows(corpus, queries, relevant):
-    exact = FunnelIndex(corpus, dims=(FULL,), shortlist=())
+    exact = FunnelIndex(corpus, stage_dims=(FULL,), shortlist=())
     exact_ids = exact.search(queries, k=K)[1]
     configs = [
-        (f"{p} {m}", dict(dims=(m,), shortlist=(), precisions=(p,)))
+        (f"{p} {m}", dict(stage_dims=(m,), shortlist=(), precisions=(p,)))
         for m, p in SINGLE
     ] + [
         (f"{p} {m} -> {p2} {FULL}, shortlist {s}",
-         dict(dims=(m, FULL), shortlist=(s,), precisions=(p, p2)))
+         dict(stage_dims=(m, FULL), shortlist=(s,), precisions=(p, p2)))
         for m, p, s, p2 in FUNNELS
     ]
     for label, options in configs:

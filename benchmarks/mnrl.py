@@ -127,10 +127,10 @@ def run(args):
     mnrl = keras_mrl.losses.MultipleNegativesRankingLoss()
     losses = {
         "full": mnrl,
-        "fused": keras_mrl.MatryoshkaLoss(mnrl, nesting_dims=args.dims),
+        "fused": keras_mrl.losses.MatryoshkaLoss(mnrl, nesting_dims=args.dims),
         # A plain function shares no work across prefixes, so
         # MatryoshkaLoss slices each prefix and calls it.
-        "sliced": keras_mrl.MatryoshkaLoss(
+        "sliced": keras_mrl.losses.MatryoshkaLoss(
             lambda y_true, y_pred: mnrl.call(y_true, y_pred),
             nesting_dims=args.dims,
         ),

@@ -87,7 +87,7 @@ def configs():
     for label, width, precision, kind, shortlists in FIRST_STAGES:
         for shortlist in shortlists:
             yield label, shortlist, dict(
-                dims=(width, DIM), shortlist=(shortlist,),
+                stage_dims=(width, DIM), shortlist=(shortlist,),
                 precisions=(precision, "float32"), index=kind,
             )
 

@@ -199,7 +199,7 @@ def run(args):
     import keras
 
     import keras_mrl.hub
-    from keras_mrl.layers.orthogonal_projection import OrthogonalProjection
+    from keras_mrl.layers._orthogonal_projection import OrthogonalProjection
 
     began = time.perf_counter()
     train, test = _data(args.split)

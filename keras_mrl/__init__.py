@@ -1,4 +1,10 @@
-"""keras_mrl: Matryoshka Representation Learning for Keras 3."""
+"""keras_mrl: Matryoshka Representation Learning for Keras 3.
+
+Each public symbol has one path, in the module of its kind:
+`keras_mrl.layers.MatryoshkaDense`, `keras_mrl.losses.MatryoshkaLoss`,
+`keras_mrl.metrics.MatryoshkaMetric`, `keras_mrl.ops.truncate`,
+`keras_mrl.serving.quantize`, ...
+"""
 
 from keras_mrl import adaptive
 from keras_mrl import callbacks
@@ -9,14 +15,11 @@ from keras_mrl import layers
 from keras_mrl import losses
 from keras_mrl import metrics
 from keras_mrl import models
+from keras_mrl import nesting
 from keras_mrl import ops
 from keras_mrl import retrieval
 from keras_mrl import serving
-from keras_mrl.layers import MatryoshkaDense
-from keras_mrl.losses import MatryoshkaLoss
-from keras_mrl.metrics import MatryoshkaMetric
-from keras_mrl.nesting import default_nesting_dims
-from keras_mrl.ops import truncate
-from keras_mrl.serving import quantize
+
+__all__ = ["adaptive", "callbacks", "distribution", "evaluation", "hub", "layers", "losses", "metrics", "models", "nesting", "ops", "retrieval", "serving"]
 
 __version__ = "0.1.0"

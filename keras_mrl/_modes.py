@@ -144,7 +144,7 @@ def check_stacked(y_pred, num_granularities, owner):
     if len(shape) < 3:
         raise ValueError(
             f"{owner} without `nesting_dims` reads the stacked output of "
-            f"keras_mrl.MatryoshkaDense, (batch, ..., G, units), but got "
+            f"keras_mrl.layers.MatryoshkaDense, (batch, ..., G, units), but got "
             f"y_pred of shape {shape}. For an embedding, pass `nesting_dims` "
             "(the widths to cut it to)."
         )

@@ -1,6 +1,6 @@
 """The inverse norm every normalisation in keras_mrl uses, once.
 
-`keras_mrl.truncate`, the contrastive losses' cosines (keras.ops) and the
+`keras_mrl.ops.truncate`, the contrastive losses' cosines (keras.ops) and the
 numpy evaluation and retrieval all divide by a norm floored the same way,
 so a zero vector scores 0 against everything instead of NaN.
 """

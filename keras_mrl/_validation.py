@@ -151,6 +151,20 @@ def check_positive_float(value, name, example):
     return float(value)
 
 
+def check_loss_weight(value, name):
+    """Returns the weight of a loss term, a finite float >= 0 (0: off)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, numbers.Real
+    ):
+        raise TypeError(f"`{name}` must be a number >= 0, got {value!r}.")
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(
+            f"`{name}` must be a finite number >= 0 (0 turns its term off), "
+            f"got {name}={value}."
+        )
+    return float(value)
+
+
 def check_choice(value, name, choices):
     """Returns `value` when it is one of `choices`, else raises."""
     if not isinstance(value, str) or value not in choices:

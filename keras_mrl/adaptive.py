@@ -3,7 +3,7 @@
 A sample is answered by the narrowest granularity that is confident enough,
 as in the adaptive classification of Matryoshka Representation Learning
 (Kusupati et al., 2022). The module is numpy-only: it reads the stacked
-logits `(N, G, C)` of `keras_mrl.MatryoshkaDense`, from any backend.
+logits `(N, G, C)` of `keras_mrl.layers.MatryoshkaDense`, from any backend.
 """
 
 import math
@@ -15,6 +15,8 @@ import numpy as np
 from keras_mrl._validation import check_finite
 from keras_mrl._validation import keyword_only
 from keras_mrl.nesting import validate_nesting_dims
+
+__all__ = ["Cascade"]
 
 
 def _max_softmax(logits):

@@ -14,6 +14,8 @@ from keras_mrl.evaluation import retrieval_metrics
 from keras_mrl.nesting import default_nesting_dims
 from keras_mrl.nesting import validate_nesting_dims
 
+__all__ = ["RetrievalEvaluator"]
+
 
 class RetrievalEvaluator(keras.callbacks.Callback):
     """Logs per-width retrieval metrics at the end of every epoch.
@@ -49,7 +51,7 @@ class RetrievalEvaluator(keras.callbacks.Callback):
         corpus_labels: `(N,)` labels of the corpus; required exactly when
             `corpus_data` is given.
         nesting_dims: the widths to evaluate; None for
-            `keras_mrl.default_nesting_dims` of the embedding width.
+            `keras_mrl.nesting.default_nesting_dims` of the embedding width.
         k: int, the ranking depth of recall, mAP and nDCG.
         encoder: the Keras model that embeds the data, e.g. the encoder
             inside a training model; None uses the model being trained,

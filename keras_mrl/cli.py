@@ -7,7 +7,7 @@ status, never a traceback. The demo's heavy imports (scikit-learn,
 matplotlib) wait until the options are known to be good, so `--help` and
 option errors are quick.
 
-`keras-mrl finetune --model DIR --pairs PAIRS.jsonl --dims 32,64,... --out
+`keras-mrl finetune --model DIR --pairs PAIRS.jsonl --nesting-dims 32,64,... --out
 OUT` fine-tunes a text embedder (a sentence-transformers BERT directory or a
 KerasHub preset directory) into a Matryoshka embedder with
 MatryoshkaLoss(MultipleNegativesRankingLoss) on (query, document) pairs,
@@ -175,7 +175,7 @@ def _add_finetune(commands):
     finetune.add_argument("--pairs", required=True, metavar="PAIRS.jsonl",
                           help='one {"query": ..., "document": ...} '
                           "object per line")
-    finetune.add_argument("--dims", required=True, type=_widths,
+    finetune.add_argument("--nesting-dims", required=True, type=_widths,
                           metavar="M1,M2,...",
                           help="the trained widths, e.g. 32,64,128,256,384")
     finetune.add_argument("--out", required=True, metavar="OUT",
@@ -312,8 +312,8 @@ def _run_finetune(args, prog):
         return fail(f"--model {args.model!r} cannot be loaded: "
                     f"{type(error).__name__}: {first}")
     width = embedder.output.shape[-1]
-    if args.dims[-1] > width:
-        return fail(f"--dims {args.dims[-1]} is wider than the model, whose "
+    if args.nesting_dims[-1] > width:
+        return fail(f"--nesting-dims {args.nesting_dims[-1]} is wider than the model, whose "
                     f"embeddings have {width} dimensions")
     longest = getattr(embedder.backbone, "max_sequence_length", None) or 64
     if args.sequence_length is not None and args.sequence_length > longest:
@@ -332,15 +332,15 @@ def _run_finetune(args, prog):
     pick = lambda texts, rows: [texts[i] for i in rows]  # noqa: E731
     test_q, test_d = pick(queries, test), pick(documents, test)
     print(f"{len(train)} training pairs, {len(test)} held out; widths "
-          f"{args.dims} of {width}", flush=True)
-    base = _per_width(embedder, test_q, test_d, args.dims, args.batch_size)
+          f"{args.nesting_dims} of {width}", flush=True)
+    base = _per_width(embedder, test_q, test_d, args.nesting_dims, args.batch_size)
 
     keras.utils.set_random_seed(args.seed)
     model = ContrastiveModel(embedder)
     model.compile(
         optimizer=keras.optimizers.Adam(args.learning_rate),
         loss=MatryoshkaLoss(MultipleNegativesRankingLoss(),
-                            nesting_dims=args.dims),
+                            nesting_dims=args.nesting_dims),
         jit_compile=keras.backend.backend() != "torch",
     )
     batch = min(args.batch_size, len(train))
@@ -350,15 +350,15 @@ def _run_finetune(args, prog):
     ).repeat()
     model.fit(dataset, epochs=1, steps_per_epoch=args.steps, verbose=1,
               shuffle=False)
-    tuned = _per_width(embedder, test_q, test_d, args.dims, args.batch_size)
+    tuned = _per_width(embedder, test_q, test_d, args.nesting_dims, args.batch_size)
     print()
-    print(_finetune_table(base, tuned, args.dims))
+    print(_finetune_table(base, tuned, args.nesting_dims))
 
     _write_preset(embedder, args.out, {
-        "dims": args.dims, "steps": args.steps,
+        "nesting_dims": args.nesting_dims, "steps": args.steps,
         "num_train": int(len(train)), "num_heldout": int(held),
-        "base": {str(m): base[m] for m in args.dims},
-        "finetuned": {str(m): tuned[m] for m in args.dims},
+        "base": {str(m): base[m] for m in args.nesting_dims},
+        "finetuned": {str(m): tuned[m] for m in args.nesting_dims},
     })
     print(f"\nwrote the fine-tuned preset to {args.out}")
     return 0

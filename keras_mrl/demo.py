@@ -3,8 +3,8 @@
 One MLP backbone with a 64-d embedding is trained four ways, and each is
 scored by test accuracy at the widths 2, 4, ..., 64:
 
-- `mrl`: one model, an untied `keras_mrl.MatryoshkaDense` head summed over
-  the widths by a stacked `keras_mrl.MatryoshkaLoss`;
+- `mrl`: one model, an untied `keras_mrl.layers.MatryoshkaDense` head summed over
+  the widths by a stacked `keras_mrl.losses.MatryoshkaLoss`;
 - `mrl_e`: the same with a tied head (MRL-E);
 - `ff`: fixed features, one model per width `m` whose embedding is a plain
   `Dense(m)` under a `Dense(10)` classifier;
@@ -162,9 +162,9 @@ def train_mrl(data, tied, config, seed):
         `(accuracy per width, train embeddings, test embeddings)`.
     """
     keras.utils.set_random_seed(seed)
-    head = keras_mrl.MatryoshkaDense(NUM_CLASSES, nesting_dims=DIMS, tied=tied)
+    head = keras_mrl.layers.MatryoshkaDense(NUM_CLASSES, nesting_dims=DIMS, tied=tied)
     model, encoder = _build(DIMS[-1], head, config)
-    loss = keras_mrl.MatryoshkaLoss(
+    loss = keras_mrl.losses.MatryoshkaLoss(
         keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )
     _fit(model, loss, data, config, seed)

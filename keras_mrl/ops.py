@@ -8,6 +8,8 @@ from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_dim
 from keras_mrl._validation import keyword_only
 
+__all__ = ["truncate"]
+
 # Half-precision squares of typical embedding values underflow or lose most
 # of their bits when summed, so the norm is taken in float32.
 _HALF_DTYPES = ("float16", "bfloat16")

@@ -41,7 +41,7 @@ def pairs_file(tmp_path_factory):
 def _run(model_dir, pairs_file, out, *extra):
     return cli.main([
         "finetune", "--model", model_dir, "--pairs", pairs_file,
-        "--dims", "8,16", "--out", str(out), "--steps", "3",
+        "--nesting-dims", "8,16", "--out", str(out), "--steps", "3",
         "--batch-size", "8", "--learning-rate", "1e-2", *extra,
     ])
 
@@ -114,7 +114,7 @@ def test_widths_wider_than_the_model_exit_2(model_dir, pairs_file,
     out = tmp_path / "out"
     code = cli.main([
         "finetune", "--model", model_dir, "--pairs", pairs_file,
-        "--dims", "8,32", "--out", str(out),
+        "--nesting-dims", "8,32", "--out", str(out),
     ])
     assert code == 2
     _one_error_line(capsys, "wider than the model")
@@ -125,7 +125,7 @@ def test_non_increasing_widths_exit_2(model_dir, pairs_file, tmp_path,
                                       capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["finetune", "--model", model_dir, "--pairs", pairs_file,
-                  "--dims", "16,8", "--out", str(tmp_path / "out")])
+                  "--nesting-dims", "16,8", "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     _one_error_line(capsys, "strictly increasing")
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import jit_compile
-from keras_mrl.layers.orthogonal_projection import OrthogonalProjection
+from keras_mrl.layers._orthogonal_projection import OrthogonalProjection
 from keras_mrl.losses import MatryoshkaLoss
 from keras_mrl.losses import MultipleNegativesRankingLoss
 from keras_mrl.models import ContrastiveModel

@@ -80,6 +80,6 @@ def test_matryoshka_loss_with_ignore_class_keeps_keras_semantics(rng):
         from_logits=True, ignore_class=0
     )
     values = ops.convert_to_numpy(
-        keras_mrl.MatryoshkaLoss(inner).call(labels, logits)
+        keras_mrl.losses.MatryoshkaLoss(inner).call(labels, logits)
     )
     assert values[0] == 0.0 and values[3] == 0.0 and values[1] > 0

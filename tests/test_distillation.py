@@ -1,6 +1,6 @@
 """Matryoshka distillation: a student matches a teacher's prefixes.
 
-`keras_mrl.MatryoshkaLoss` in prefix mode cuts the teacher embedding
+`keras_mrl.losses.MatryoshkaLoss` in prefix mode cuts the teacher embedding
 (y_true) with the student's (y_pred) for Keras' coordinate-wise losses.
 """
 
@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_mrl.losses.matryoshka_loss import MatryoshkaLoss
+from keras_mrl.losses._matryoshka_loss import MatryoshkaLoss
 
 DIMS = [4, 8, 16]
 WEIGHTS = [2.0, 1.0, 0.5]

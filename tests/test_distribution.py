@@ -84,9 +84,9 @@ def _two_head_model():
         [
             keras.Input((16,)),
             keras.layers.Dense(16, name="trunk"),
-            keras_mrl.MatryoshkaDense(4, nesting_dims=[8, 16], name="head"),
+            keras_mrl.layers.MatryoshkaDense(4, nesting_dims=[8, 16], name="head"),
             keras.layers.Reshape((8,)),
-            keras_mrl.MatryoshkaDense(6, nesting_dims=[4, 8], tied=True, name="head_2"),
+            keras_mrl.layers.MatryoshkaDense(6, nesting_dims=[4, 8], tied=True, name="head_2"),
         ],
         name="net",
     )
@@ -151,12 +151,12 @@ def test_layout_map_errors():
             _two_head_model(), device_mesh=_mesh(), model_axis="units"
         )
     odd = keras.Sequential(
-        [keras.Input((8,)), keras_mrl.MatryoshkaDense(5, nesting_dims=[4, 8])]
+        [keras.Input((8,)), keras_mrl.layers.MatryoshkaDense(5, nesting_dims=[4, 8])]
     )
     with pytest.raises(ValueError, match="units=5.*multiple of 2"):
         matryoshka_layout_map(odd, device_mesh=_mesh())
     unbuilt = keras.Sequential(
-        [keras_mrl.MatryoshkaDense(4, nesting_dims=[4, 8])]
+        [keras_mrl.layers.MatryoshkaDense(4, nesting_dims=[4, 8])]
     )
     with pytest.raises(ValueError, match="not built"):
         matryoshka_layout_map(unbuilt, device_mesh=_mesh())

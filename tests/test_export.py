@@ -28,7 +28,7 @@ pytest.importorskip("safetensors")
 
 import keras_mrl  # noqa: E402
 import keras_mrl.hub  # noqa: E402
-from keras_mrl.serving.export import export_sentence_transformer  # noqa
+from keras_mrl.serving._export import export_sentence_transformer  # noqa
 from _docstring_lines import first_lines  # noqa: E402
 from _tiny_bert import VOCABULARY  # noqa: E402
 from _tiny_bert import pairs  # noqa: E402
@@ -201,7 +201,7 @@ def test_orthogonal_head_is_a_dense_module_and_truncates(tiny, tmp_path):
     head = keras_mrl.layers.OrthogonalProjection()
     head.adapt(_keras(tiny))
     path = export_sentence_transformer(
-        tiny, path=tmp_path / "model", head=head, matryoshka_dims=[4, 8, 16]
+        tiny, path=tmp_path / "model", head=head, nesting_dims=[4, 8, 16]
     )
     assert _module_types(path) == [
         "Transformer", "Pooling", "Normalize", "Dense", "Normalize"
@@ -223,7 +223,7 @@ def test_contrastive_model_exports_its_dense_head_with_bias(tiny, tmp_path):
     head.bias.assign(np.linspace(-1, 1, 8).astype("float32"))
     model = keras_mrl.models.ContrastiveModel(tiny, head=head)
     path = export_sentence_transformer(
-        model, path=tmp_path / "model", matryoshka_dims=[4, 8]
+        model, path=tmp_path / "model", nesting_dims=[4, 8]
     )
     assert _read_json(path, "3_Dense/config.json")["bias"] is True
     theirs = _st(path).encode(TEXTS)
@@ -231,9 +231,9 @@ def test_contrastive_model_exports_its_dense_head_with_bias(tiny, tmp_path):
     assert np.abs(theirs - _keras(tiny, head)).max() <= 1e-5
 
 
-def test_matryoshka_dims_are_recorded(tiny, tmp_path):
+def test_nesting_dims_are_recorded(tiny, tmp_path):
     path = export_sentence_transformer(
-        tiny, path=tmp_path / "model", matryoshka_dims=[4, 8, 16]
+        tiny, path=tmp_path / "model", nesting_dims=[4, 8, 16]
     )
     assert _read_json(path, "config.json")["matryoshka_dimensions"] == [
         4, 8, 16]
@@ -310,14 +310,14 @@ def test_non_bert_embedder_raises(tmp_path):
 def test_widths_wider_than_the_output_raise(tiny, tmp_path):
     with pytest.raises(ValueError, match="wider than"):
         export_sentence_transformer(
-            tiny, path=tmp_path / "model", matryoshka_dims=[8, 32]
+            tiny, path=tmp_path / "model", nesting_dims=[8, 32]
         )
     head = keras.layers.Dense(8)
     head.build((None, 16))
     with pytest.raises(ValueError, match="wider than"):
         export_sentence_transformer(
             tiny, path=tmp_path / "model", head=head,
-            matryoshka_dims=[8, 16],
+            nesting_dims=[8, 16],
         )
     assert not (tmp_path / "model").exists()
 
@@ -387,7 +387,7 @@ def test_all_minilm_l6_v2_round_trip(tmp_path):
     )
     path = export_sentence_transformer(
         embedder, path=tmp_path / "model",
-        matryoshka_dims=[32, 64, 128, 256, 384],
+        nesting_dims=[32, 64, 128, 256, 384],
     )
     model = _st(path)
     assert model.max_seq_length == 64

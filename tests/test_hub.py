@@ -158,7 +158,7 @@ def test_non_wordpiece_tokenizer_raises(tmp_path):
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps({"model": {"type": "BPE", "vocab": {}}}))
     with pytest.raises(ValueError, match="WordPiece"):
-        keras_mrl.hub.wordpiece_vocabulary(str(path))
+        keras_mrl.hub._wordpiece_vocabulary(str(path))
 
 
 def test_gapped_ids_raise(tmp_path):
@@ -167,4 +167,4 @@ def test_gapped_ids_raise(tmp_path):
         {"model": {"type": "WordPiece", "vocab": {"a": 0, "b": 2}}}
     ))
     with pytest.raises(ValueError, match="each once"):
-        keras_mrl.hub.wordpiece_vocabulary(str(path))
+        keras_mrl.hub._wordpiece_vocabulary(str(path))

@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_mrl.losses.matryoshka_loss import MatryoshkaLoss
-from keras_mrl.losses.multiple_negatives_ranking_loss import (
+from keras_mrl.losses._matryoshka_loss import MatryoshkaLoss
+from keras_mrl.losses._multiple_negatives_ranking_loss import (
     MultipleNegativesRankingLoss,
 )
 from conftest import jit_compile

@@ -10,8 +10,8 @@ from component_test import JIT
 from component_test import run_loss_test
 from keras_mrl.losses import MatryoshkaLoss
 from keras_mrl.losses import MultipleNegativesRankingLoss
-from keras_mrl.models.matryoshka_adaptor import MatryoshkaAdaptor
-from keras_mrl.models.matryoshka_adaptor import SimilarityPreservationLoss
+from keras_mrl.models._matryoshka_adaptor import MatryoshkaAdaptor
+from keras_mrl.losses import SimilarityPreservationLoss
 
 
 def _cosines(x):

@@ -12,7 +12,7 @@ DIMS = [2, 4, 8, 16]
 def _numpy_reference(layer, x):
     """The paper's head: granularity g = x[:, :m_g] @ W_g + b_g."""
     outputs = []
-    for g, m in enumerate(layer.widths):
+    for g, m in enumerate(layer.nesting_dims):
         if layer.tied:
             kernel = ops.convert_to_numpy(layer.kernel)[:m]
             bias = ops.convert_to_numpy(layer.bias)
@@ -26,7 +26,7 @@ def _numpy_reference(layer, x):
 @pytest.mark.parametrize("tied", [False, True])
 def test_component(rng, tied):
     run_layer_test(
-        keras_mrl.MatryoshkaDense,
+        keras_mrl.layers.MatryoshkaDense,
         {"units": 3, "nesting_dims": [4, 8], "tied": tied},
         rng.normal(size=(4, 8)).astype("float32"),
         (4, 2, 3),
@@ -35,7 +35,7 @@ def test_component(rng, tied):
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_matches_numpy_reference(rng, tied):
-    layer = keras_mrl.MatryoshkaDense(
+    layer = keras_mrl.layers.MatryoshkaDense(
         5, nesting_dims=DIMS, tied=tied, bias_initializer="random_normal"
     )
     x = rng.normal(size=(7, 16)).astype("float32")
@@ -46,7 +46,7 @@ def test_matches_numpy_reference(rng, tied):
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_granularity_reads_only_its_prefix(rng, tied):
-    layer = keras_mrl.MatryoshkaDense(3, nesting_dims=DIMS, tied=tied)
+    layer = keras_mrl.layers.MatryoshkaDense(3, nesting_dims=DIMS, tied=tied)
     x = rng.normal(size=(4, 16)).astype("float32")
     changed = x.copy()
     changed[:, 8:] += 10.0
@@ -57,11 +57,11 @@ def test_granularity_reads_only_its_prefix(rng, tied):
 
 
 def test_variables_untied_and_tied():
-    untied = keras_mrl.MatryoshkaDense(5, nesting_dims=DIMS)
+    untied = keras_mrl.layers.MatryoshkaDense(5, nesting_dims=DIMS)
     untied.build((None, 16))
     assert [tuple(k.shape) for k in untied.kernels] == [(m, 5) for m in DIMS]
     assert len(untied.trainable_weights) == 2 * len(DIMS)
-    tied = keras_mrl.MatryoshkaDense(5, nesting_dims=DIMS, tied=True)
+    tied = keras_mrl.layers.MatryoshkaDense(5, nesting_dims=DIMS, tied=True)
     tied.build((None, 16))
     # One variable per block of rows, and one bias: 16 rows in all.
     blocks = [(0, 2), (2, 4), (4, 8), (8, 16)]
@@ -81,21 +81,21 @@ def test_variables_untied_and_tied():
 
 
 def test_default_nesting_dims_and_narrower_widths(rng):
-    layer = keras_mrl.MatryoshkaDense(3)
-    assert layer.widths is None
-    layer(rng.normal(size=(2, 64)).astype("float32"))
-    assert layer.widths == (8, 16, 32, 64)
-    # The attribute and the config keep what was passed.
+    layer = keras_mrl.layers.MatryoshkaDense(3)
     assert layer.nesting_dims is None
     assert layer.get_config()["nesting_dims"] is None
+    layer(rng.normal(size=(2, 64)).astype("float32"))
+    # After build the attribute and the config hold the widths in use.
+    assert layer.nesting_dims == [8, 16, 32, 64]
+    assert layer.get_config()["nesting_dims"] == [8, 16, 32, 64]
     # Widths may end below the input width: the extra features are unused.
-    head = keras_mrl.MatryoshkaDense(3, nesting_dims=[4, 8], tied=True)
+    head = keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[4, 8], tied=True)
     assert tuple(head(np.ones((2, 32), "float32")).shape) == (2, 2, 3)
     assert tuple(head.kernel.shape) == (8, 3)
 
 
 def test_higher_rank_inputs_and_activation(rng):
-    layer = keras_mrl.MatryoshkaDense(3, nesting_dims=[4, 8], activation="relu")
+    layer = keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[4, 8], activation="relu")
     x = rng.normal(size=(2, 5, 8)).astype("float32")
     out = ops.convert_to_numpy(layer(x))
     assert out.shape == (2, 5, 2, 3)
@@ -105,7 +105,7 @@ def test_higher_rank_inputs_and_activation(rng):
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_export_reproduces_granularity(rng, tied):
-    layer = keras_mrl.MatryoshkaDense(
+    layer = keras_mrl.layers.MatryoshkaDense(
         5, nesting_dims=DIMS, tied=tied, bias_initializer="random_normal"
     )
     x = rng.normal(size=(6, 16)).astype("float32")
@@ -119,7 +119,7 @@ def test_export_reproduces_granularity(rng, tied):
 
 
 def test_tied_export_serves_widths_between_trained_ones(rng):
-    layer = keras_mrl.MatryoshkaDense(4, nesting_dims=DIMS, tied=True)
+    layer = keras_mrl.layers.MatryoshkaDense(4, nesting_dims=DIMS, tied=True)
     x = rng.normal(size=(3, 16)).astype("float32")
     layer(x)
     kernel = ops.convert_to_numpy(layer.kernel)
@@ -130,13 +130,13 @@ def test_tied_export_serves_widths_between_trained_ones(rng):
 
 
 def test_export_errors():
-    untied = keras_mrl.MatryoshkaDense(4, nesting_dims=DIMS)
+    untied = keras_mrl.layers.MatryoshkaDense(4, nesting_dims=DIMS)
     with pytest.raises(ValueError, match="built"):
         untied.export(4)
     untied.build((None, 16))
     with pytest.raises(ValueError, match=r"\[2, 4, 8, 16\], got dim=5"):
         untied.export(5)
-    tied = keras_mrl.MatryoshkaDense(4, nesting_dims=DIMS, tied=True)
+    tied = keras_mrl.layers.MatryoshkaDense(4, nesting_dims=DIMS, tied=True)
     tied.build((None, 16))
     with pytest.raises(ValueError, match="dim=17"):
         tied.export(17)
@@ -154,43 +154,43 @@ def test_export_errors():
 )
 def test_construction_errors(kwargs, error, match):
     with pytest.raises(error, match=match):
-        keras_mrl.MatryoshkaDense(**kwargs)
+        keras_mrl.layers.MatryoshkaDense(**kwargs)
 
 
 def test_config_after_build_keeps_the_widths_as_passed():
-    layer = keras_mrl.MatryoshkaDense(3, nesting_dims=(4, 8))
+    layer = keras_mrl.layers.MatryoshkaDense(3, nesting_dims=(4, 8))
     before = layer.get_config()
     layer.build((None, 16))
     assert layer.get_config() == before
-    assert before["nesting_dims"] == [4, 8] and layer.widths == (4, 8)
+    assert before["nesting_dims"] == [4, 8] and layer.nesting_dims == [4, 8]
 
 
 def test_positional_nesting_dims_raise_naming_the_keywords():
     with pytest.raises(TypeError, match=r"MatryoshkaDense\(units, "
                        r"nesting_dims=\.\.\., tied=\.\.\."):
-        keras_mrl.MatryoshkaDense(10, [8, 16])
+        keras_mrl.layers.MatryoshkaDense(10, [8, 16])
 
 
 @pytest.mark.parametrize("name, value", [("tied", "no"), ("use_bias", 1)])
 def test_bool_arguments_take_bools_only(name, value):
     with pytest.raises(TypeError, match=rf"`{name}` must be True or False, "
                        rf"got {value!r}"):
-        keras_mrl.MatryoshkaDense(3, **{name: value})
+        keras_mrl.layers.MatryoshkaDense(3, **{name: value})
 
 
 def test_build_error_for_widths_wider_than_input():
-    layer = keras_mrl.MatryoshkaDense(3, nesting_dims=[8, 32])
+    layer = keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[8, 32])
     with pytest.raises(ValueError, match="32.*wider.*16"):
         layer.build((None, 16))
 
 
 def test_config_round_trip():
-    layer = keras_mrl.MatryoshkaDense(
+    layer = keras_mrl.layers.MatryoshkaDense(
         7, nesting_dims=DIMS, tied=True, activation="softmax",
         use_bias=False, kernel_regularizer="l2", name="head",
     )
     config = layer.get_config()
-    clone = keras_mrl.MatryoshkaDense.from_config(config)
+    clone = keras_mrl.layers.MatryoshkaDense.from_config(config)
     assert clone.get_config() == config
     assert clone.tied and clone.units == 7 and clone.nesting_dims == DIMS
     assert not clone.use_bias
@@ -199,7 +199,7 @@ def test_config_round_trip():
 def _classifier(tied, dims=DIMS, classes=4):
     inputs = keras.Input((16,))
     features = keras.layers.Dense(16, activation="relu")(inputs)
-    outputs = keras_mrl.MatryoshkaDense(
+    outputs = keras_mrl.layers.MatryoshkaDense(
         classes, nesting_dims=dims, tied=tied, name="head"
     )(features)
     return keras.Model(inputs, outputs)
@@ -208,7 +208,7 @@ def _classifier(tied, dims=DIMS, classes=4):
 def _compile(model, jit):
     model.compile(
         optimizer=keras.optimizers.Adam(0.01),
-        loss=keras_mrl.MatryoshkaLoss(
+        loss=keras_mrl.losses.MatryoshkaLoss(
             keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         ),
         jit_compile=jit,
@@ -237,7 +237,7 @@ def test_jit_and_eager_training_agree(rng, tied):
 @pytest.mark.parametrize("tied", [False, True])
 def test_mixed_bfloat16_dtypes(rng, tied):
     keras.config.set_dtype_policy("mixed_bfloat16")
-    layer = keras_mrl.MatryoshkaDense(5, nesting_dims=DIMS, tied=tied)
+    layer = keras_mrl.layers.MatryoshkaDense(5, nesting_dims=DIMS, tied=tied)
     out = layer(rng.normal(size=(3, 16)).astype("float32"))
     assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
     assert all(w.dtype == "float32" for w in layer.weights)
@@ -258,7 +258,7 @@ def _max_overlap_correlation(weights):
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_no_two_initial_kernels_are_equal_or_proportional(tied):
-    head = keras_mrl.MatryoshkaDense(100, tied=tied)
+    head = keras_mrl.layers.MatryoshkaDense(100, tied=tied)
     head.build((None, 2048))
     weights = head.kernel_blocks if tied else head.kernels
     assert len(weights) == 9
@@ -266,7 +266,7 @@ def test_no_two_initial_kernels_are_equal_or_proportional(tied):
 
 
 def test_untied_random_biases_are_independent_draws():
-    head = keras_mrl.MatryoshkaDense(
+    head = keras_mrl.layers.MatryoshkaDense(
         100, nesting_dims=[8, 16, 32], bias_initializer="random_normal"
     )
     head.build((None, 32))
@@ -274,7 +274,7 @@ def test_untied_random_biases_are_independent_draws():
 
 
 def test_tied_kernel_starts_with_the_statistics_of_a_dense_kernel():
-    head = keras_mrl.MatryoshkaDense(100, tied=True)
+    head = keras_mrl.layers.MatryoshkaDense(100, tied=True)
     head.build((None, 2048))
     dense = keras.layers.Dense(100)
     dense.build((None, 2048))
@@ -288,7 +288,7 @@ def test_tied_kernel_starts_with_the_statistics_of_a_dense_kernel():
 
 
 def test_seeded_tied_head_starts_as_a_seeded_dense_split():
-    head = keras_mrl.MatryoshkaDense(
+    head = keras_mrl.layers.MatryoshkaDense(
         7,
         nesting_dims=[2, 4, 8, 16],
         tied=True,
@@ -316,7 +316,7 @@ def test_seeded_tied_head_starts_as_a_seeded_dense_split():
 
 def test_seeded_untied_head_draws_each_width_with_its_own_fan_in():
     def build():
-        head = keras_mrl.MatryoshkaDense(
+        head = keras_mrl.layers.MatryoshkaDense(
             50,
             nesting_dims=[8, 64, 512],
             kernel_initializer=keras.initializers.GlorotUniform(seed=5),

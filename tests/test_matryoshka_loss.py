@@ -32,7 +32,7 @@ def test_stacked_mode_is_weighted_sum_of_per_granularity_losses(rng):
     weights = [1.0, 0.5, 2.0]
     y_pred = rng.normal(size=(8, 3, 5)).astype("float32")
     y_true = rng.integers(0, 5, size=8)
-    loss = keras_mrl.MatryoshkaLoss(_sparse_ce(), weights=weights)
+    loss = keras_mrl.losses.MatryoshkaLoss(_sparse_ce(), weights=weights)
     per_example = sum(
         w * _np_sparse_ce(y_true, y_pred[:, g]) for g, w in enumerate(weights)
     )
@@ -54,13 +54,13 @@ def test_default_weights_are_one_and_strings_and_functions_work(rng):
             t, p, from_logits=True
         ),
     ):
-        loss = keras_mrl.MatryoshkaLoss(inner)
+        loss = keras_mrl.losses.MatryoshkaLoss(inner)
         np.testing.assert_allclose(
             float(loss(y_true, y_pred)), expected.mean(), rtol=1e-5
         )
     # A loss name resolves to Keras' function (probabilities, not logits).
     probs = np.full((6, 4, 3), 1.0 / 3.0, dtype="float32")
-    by_name = keras_mrl.MatryoshkaLoss("sparse_categorical_crossentropy")
+    by_name = keras_mrl.losses.MatryoshkaLoss("sparse_categorical_crossentropy")
     np.testing.assert_allclose(
         float(by_name(y_true, probs)), 4 * np.log(3.0), rtol=1e-5
     )
@@ -70,7 +70,7 @@ def test_sample_weight_is_applied_per_example(rng):
     y_pred = rng.normal(size=(5, 2, 3)).astype("float32")
     y_true = rng.integers(0, 3, size=5)
     sample_weight = np.array([1.0, 0.0, 2.0, 1.0, 0.5], "float32")
-    loss = keras_mrl.MatryoshkaLoss(_sparse_ce(), weights=[1.0, 3.0])
+    loss = keras_mrl.losses.MatryoshkaLoss(_sparse_ce(), weights=[1.0, 3.0])
     per_example = _np_sparse_ce(y_true, y_pred[:, 0]) + 3 * _np_sparse_ce(
         y_true, y_pred[:, 1]
     )
@@ -86,7 +86,7 @@ def test_prefix_mode_distillation_cuts_teacher_embedding(rng):
     dims, weights = [2, 4, 8], [1.0, 2.0, 4.0]
     student = rng.normal(size=(6, 8)).astype("float32")
     teacher = rng.normal(size=(6, 8)).astype("float32")
-    loss = keras_mrl.MatryoshkaLoss(
+    loss = keras_mrl.losses.MatryoshkaLoss(
         keras.losses.MeanSquaredError(), nesting_dims=dims, weights=weights
     )
     expected = sum(
@@ -96,7 +96,7 @@ def test_prefix_mode_distillation_cuts_teacher_embedding(rng):
     np.testing.assert_allclose(
         ops.convert_to_numpy(loss.call(teacher, student)), expected, rtol=1e-5
     )
-    by_name = keras_mrl.MatryoshkaLoss("mse", nesting_dims=dims)
+    by_name = keras_mrl.losses.MatryoshkaLoss("mse", nesting_dims=dims)
     np.testing.assert_allclose(
         float(by_name(teacher, student)),
         sum(((teacher[:, :m] - student[:, :m]) ** 2).mean() for m in dims),
@@ -123,7 +123,7 @@ def test_unknown_loss_with_a_teacher_asks_for_truncate_targets(
 ):
     student = rng.normal(size=(6, 8)).astype("float32")
     teacher = rng.normal(size=(6, teacher_width)).astype("float32")
-    loss = keras_mrl.MatryoshkaLoss(_squared_error, nesting_dims=[4, 8])
+    loss = keras_mrl.losses.MatryoshkaLoss(_squared_error, nesting_dims=[4, 8])
     with pytest.raises(
         ValueError,
         match=rf"y_true of shape \(6, {teacher_width}\).*"
@@ -136,7 +136,7 @@ def test_truncate_targets_true_cuts_a_wider_teacher(rng):
     dims, weights = [4, 8], [1.0, 3.0]
     student = rng.normal(size=(6, 8)).astype("float32")
     teacher = rng.normal(size=(6, 16)).astype("float32")
-    loss = keras_mrl.MatryoshkaLoss(
+    loss = keras_mrl.losses.MatryoshkaLoss(
         _squared_error, nesting_dims=dims, weights=weights,
         truncate_targets=True,
     )
@@ -155,7 +155,7 @@ def test_truncate_targets_true_cuts_a_wider_teacher(rng):
 def test_truncate_targets_false_passes_the_whole_target(rng):
     y_pred = rng.normal(size=(8, 8)).astype("float32")
     y_true = rng.normal(size=(8, 16)).astype("float32")
-    loss = keras_mrl.MatryoshkaLoss(
+    loss = keras_mrl.losses.MatryoshkaLoss(
         _first_target_plus_width, nesting_dims=[2, 8], truncate_targets=False
     )
     np.testing.assert_allclose(
@@ -168,7 +168,7 @@ def test_prefix_mode_with_labels_is_not_cut(rng):
     dims = [3, 6]
     y_pred = rng.normal(size=(6, 6)).astype("float32")
     y_true = rng.integers(0, 3, size=6)
-    loss = keras_mrl.MatryoshkaLoss(_sparse_ce(), nesting_dims=dims)
+    loss = keras_mrl.losses.MatryoshkaLoss(_sparse_ce(), nesting_dims=dims)
     expected = _np_sparse_ce(y_true, y_pred[:, :3]) + _np_sparse_ce(
         y_true, y_pred[:, :6]
     )
@@ -180,7 +180,7 @@ def test_prefix_mode_with_labels_is_not_cut(rng):
 def test_half_precision_computes_in_float32(rng, dtype):
     y_pred = ops.cast(rng.normal(size=(4, 3, 1000)) * 30, "bfloat16")
     y_true = rng.integers(0, 1000, size=4)
-    loss = keras_mrl.MatryoshkaLoss(_sparse_ce(), dtype=dtype)
+    loss = keras_mrl.losses.MatryoshkaLoss(_sparse_ce(), dtype=dtype)
     per_example = loss.call(y_true, y_pred)
     assert keras.backend.standardize_dtype(per_example.dtype) == "float32"
     logits = ops.convert_to_numpy(ops.cast(y_pred, "float32"))
@@ -198,7 +198,7 @@ def test_half_precision_computes_in_float32(rng, dtype):
     not _has_float64(), reason="JAX has float64 only with jax_enable_x64"
 )
 def test_float64_loss_computes_in_float64():
-    loss = keras_mrl.MatryoshkaLoss("mse", nesting_dims=[2, 4], dtype="float64")
+    loss = keras_mrl.losses.MatryoshkaLoss("mse", nesting_dims=[2, 4], dtype="float64")
     y_true = np.ones((3, 4))
     y_pred = y_true + 1e-9  # float32 rounds it to 1: the loss would be 0
     per_example = loss.call(
@@ -218,10 +218,10 @@ def test_component_stacked_mode(rng):
 
     def model():
         inputs = keras.Input((16,))
-        head = keras_mrl.MatryoshkaDense(3, nesting_dims=[4, 8, 16])
+        head = keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[4, 8, 16])
         return keras.Model(inputs, head(inputs))
 
-    loss = keras_mrl.MatryoshkaLoss(_sparse_ce(), weights=[1.0, 1.0, 2.0])
+    loss = keras_mrl.losses.MatryoshkaLoss(_sparse_ce(), weights=[1.0, 1.0, 2.0])
     run_loss_test(loss, model, x, y)
 
 
@@ -232,7 +232,7 @@ def test_component_prefix_mode(rng):
     def model():
         return keras.Sequential([keras.Input((12,)), keras.layers.Dense(16)])
 
-    loss = keras_mrl.MatryoshkaLoss(
+    loss = keras_mrl.losses.MatryoshkaLoss(
         keras.losses.MeanSquaredError(), nesting_dims=[4, 8, 16],
         weights=[2.0, 1.0, 0.5],
     )
@@ -241,15 +241,15 @@ def test_component_prefix_mode(rng):
 
 def test_errors():
     with pytest.raises(ValueError, match="3 entries.*2 granularities"):
-        keras_mrl.MatryoshkaLoss("mse", nesting_dims=[4, 8], weights=[1, 1, 1])
+        keras_mrl.losses.MatryoshkaLoss("mse", nesting_dims=[4, 8], weights=[1, 1, 1])
     with pytest.raises(ValueError, match="increasing"):
-        keras_mrl.MatryoshkaLoss("mse", nesting_dims=[8, 4])
+        keras_mrl.losses.MatryoshkaLoss("mse", nesting_dims=[8, 4])
     with pytest.raises(TypeError, match="loss"):
-        keras_mrl.MatryoshkaLoss(3)
-    stacked = keras_mrl.MatryoshkaLoss(_sparse_ce(), weights=[1.0, 1.0])
+        keras_mrl.losses.MatryoshkaLoss(3)
+    stacked = keras_mrl.losses.MatryoshkaLoss(_sparse_ce(), weights=[1.0, 1.0])
     with pytest.raises(ValueError, match=r"2 granularities.*\(4, 3, 5\)"):
         stacked(np.zeros(4), np.zeros((4, 3, 5), "float32"))
-    prefix = keras_mrl.MatryoshkaLoss("mse", nesting_dims=[4, 16])
+    prefix = keras_mrl.losses.MatryoshkaLoss("mse", nesting_dims=[4, 16])
     with pytest.raises(ValueError, match=r"\(4, 8\).*8 wide"):
         prefix(np.zeros((4, 8)), np.zeros((4, 8), "float32"))
 
@@ -259,12 +259,12 @@ def test_positional_widths_raise_naming_the_keywords():
     with pytest.raises(TypeError, match=r"MatryoshkaLoss\(loss, "
                        r"nesting_dims=\.\.\., weights=\.\.\., "
                        r"truncate_targets=\.\.\.\)"):
-        keras_mrl.MatryoshkaLoss(_sparse_ce(), [8, 16, 32])
+        keras_mrl.losses.MatryoshkaLoss(_sparse_ce(), [8, 16, 32])
 
 
 def test_stacked_mode_on_an_embedding_asks_for_nesting_dims():
     # The batch axis would be read as the granularity axis.
-    loss = keras_mrl.MatryoshkaLoss("mse")
+    loss = keras_mrl.losses.MatryoshkaLoss("mse")
     with pytest.raises(ValueError, match=r"\(4, 8\).*pass `nesting_dims`"):
         loss(np.zeros((4, 8), "float32"), np.zeros((4, 8), "float32"))
 
@@ -277,13 +277,13 @@ def test_stacked_mode_on_an_embedding_asks_for_nesting_dims():
 def test_nested_loss_without_nesting_dims_raises_at_construction(inner):
     with pytest.raises(ValueError, match=rf"{type(inner).__name__}\).*"
                        r"pass `nesting_dims`"):
-        keras_mrl.MatryoshkaLoss(inner)
+        keras_mrl.losses.MatryoshkaLoss(inner)
 
 
 def test_loss_class_instead_of_instance_raises():
     with pytest.raises(TypeError, match=r"class MeanSquaredError.*"
                        r"MeanSquaredError\(\.\.\.\)"):
-        keras_mrl.MatryoshkaLoss(keras.losses.MeanSquaredError)
+        keras_mrl.losses.MatryoshkaLoss(keras.losses.MeanSquaredError)
 
 
 @pytest.mark.parametrize("name", ["n_dims_per_step", "seed"])
@@ -291,13 +291,13 @@ def test_width_sampling_arguments_are_not_the_loss_s(name):
     # Width sampling is keras_mrl.layers.WidthSampling's: the loss holds no
     # random state.
     with pytest.raises(TypeError, match=rf"unexpected keyword.*'{name}'"):
-        keras_mrl.MatryoshkaLoss(_sparse_ce(), **{name: 2})
+        keras_mrl.losses.MatryoshkaLoss(_sparse_ce(), **{name: 2})
 
 
 @pytest.mark.parametrize("value", ["no", 1])
 def test_truncate_targets_takes_bools_only(value):
     with pytest.raises(TypeError, match=rf"`truncate_targets`.*{value!r}"):
-        keras_mrl.MatryoshkaLoss(
+        keras_mrl.losses.MatryoshkaLoss(
             "mse", nesting_dims=[4], truncate_targets=value
         )
 
@@ -318,35 +318,35 @@ def test_truncate_targets_takes_bools_only(value):
 )
 def test_bad_weights_raise(weights, error, match):
     with pytest.raises(error, match=match):
-        keras_mrl.MatryoshkaLoss(
+        keras_mrl.losses.MatryoshkaLoss(
             "mse", nesting_dims=[2, 4, 8], weights=weights
         )
 
 
 def test_config_round_trip():
-    loss = keras_mrl.MatryoshkaLoss(
+    loss = keras_mrl.losses.MatryoshkaLoss(
         _sparse_ce(), weights=[1.0, 2.0], name="mrl",
     )
-    clone = keras_mrl.MatryoshkaLoss.from_config(loss.get_config())
+    clone = keras_mrl.losses.MatryoshkaLoss.from_config(loss.get_config())
     assert clone.get_config() == loss.get_config()
     assert isinstance(clone.loss, keras.losses.SparseCategoricalCrossentropy)
     assert clone.loss.from_logits
-    by_name = keras_mrl.MatryoshkaLoss(
+    by_name = keras_mrl.losses.MatryoshkaLoss(
         "mse", nesting_dims=(2, 4), truncate_targets=False
     )
     config = by_name.get_config()
     assert config["nesting_dims"] == [2, 4]
     assert config["truncate_targets"] is False
-    clone = keras_mrl.MatryoshkaLoss.from_config(config)
+    clone = keras_mrl.losses.MatryoshkaLoss.from_config(config)
     assert clone.loss is keras.losses.mean_squared_error
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
-    assert isinstance(restored, keras_mrl.MatryoshkaLoss)
+    assert isinstance(restored, keras_mrl.losses.MatryoshkaLoss)
 
 
 def test_get_config_returns_the_weights_as_passed():
-    loss = keras_mrl.MatryoshkaLoss("mse", nesting_dims=[2, 4])
+    loss = keras_mrl.losses.MatryoshkaLoss("mse", nesting_dims=[2, 4])
     assert loss.get_config()["weights"] is None
-    weighted = keras_mrl.MatryoshkaLoss("mse", nesting_dims=[2, 4],
+    weighted = keras_mrl.losses.MatryoshkaLoss("mse", nesting_dims=[2, 4],
                                         weights=[1, 2])
     assert weighted.get_config()["weights"] == [1.0, 2.0]
 
@@ -355,11 +355,11 @@ def test_fit_without_labels_needs_a_loss_that_ignores_targets(rng):
     x = rng.normal(size=(8, 16)).astype("float32")
     inputs = keras.Input((16,))
     model = keras.Model(
-        inputs, keras_mrl.MatryoshkaDense(3, nesting_dims=[4, 16])(inputs)
+        inputs, keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[4, 16])(inputs)
     )
     model.compile(
         optimizer="sgd",
-        loss=keras_mrl.MatryoshkaLoss(_sparse_ce()),
+        loss=keras_mrl.losses.MatryoshkaLoss(_sparse_ce()),
         jit_compile=jit_compile(),
     )
     with pytest.raises(ValueError, match="y_true=None.*needs targets"):
@@ -367,7 +367,7 @@ def test_fit_without_labels_needs_a_loss_that_ignores_targets(rng):
 
 
 def test_stacked_mode_with_unknown_granularity_count_asks_for_weights():
-    loss = keras_mrl.MatryoshkaLoss(_sparse_ce())
+    loss = keras_mrl.losses.MatryoshkaLoss(_sparse_ce())
 
     class Unknown:
         shape = (4, None, 5)

@@ -20,17 +20,17 @@ def _sparse_ce():
 
 def _classifier(dims=DIMS, units=3):
     inputs = keras.Input((16,))
-    head = keras_mrl.MatryoshkaDense(units, nesting_dims=dims, name="head")
+    head = keras_mrl.layers.MatryoshkaDense(units, nesting_dims=dims, name="head")
     return keras.Model(inputs, head(inputs))
 
 
 def test_component_stacked_mode(rng):
     x = rng.normal(size=(8, 16)).astype("float32")
     y = rng.integers(0, 3, size=8)
-    metric = keras_mrl.MatryoshkaMetric(_accuracy(), head=_classifier())
+    metric = keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=_classifier())
 
     def model():
-        return _classifier(), keras_mrl.MatryoshkaLoss(_sparse_ce())
+        return _classifier(), keras_mrl.losses.MatryoshkaLoss(_sparse_ce())
 
     history = run_metric_test(metric, model, x, y)
     assert {f"acc@{m}" for m in DIMS} <= set(history.history)
@@ -39,13 +39,13 @@ def test_component_stacked_mode(rng):
 def test_component_prefix_mode(rng):
     x = rng.normal(size=(8, 12)).astype("float32")
     teacher = rng.normal(size=(8, 16)).astype("float32")
-    metric = keras_mrl.MatryoshkaMetric(
+    metric = keras_mrl.metrics.MatryoshkaMetric(
         keras.metrics.MeanAbsoluteError(name="mae"), nesting_dims=DIMS
     )
 
     def model():
         encoder = keras.Sequential([keras.Input((12,)), keras.layers.Dense(16)])
-        return encoder, keras_mrl.MatryoshkaLoss("mse", nesting_dims=DIMS)
+        return encoder, keras_mrl.losses.MatryoshkaLoss("mse", nesting_dims=DIMS)
 
     history = run_metric_test(metric, model, x, teacher)
     assert {f"mae@{m}" for m in DIMS} <= set(history.history)
@@ -54,7 +54,7 @@ def test_component_prefix_mode(rng):
 def test_stacked_mode_matches_numpy_per_granularity(rng):
     y_pred = rng.normal(size=(20, 3, 5)).astype("float32")
     y_true = rng.integers(0, 5, size=20)
-    metric = keras_mrl.MatryoshkaMetric(_accuracy(), head=DIMS)
+    metric = keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=DIMS)
     metric.update_state(y_true[:10], y_pred[:10])
     metric.update_state(y_true[10:], y_pred[10:])
     result = {k: float(v) for k, v in metric.result().items()}
@@ -69,40 +69,40 @@ def test_stacked_mode_matches_numpy_per_granularity(rng):
 
 
 def test_head_layer_gives_its_widths_after_build():
-    head = keras_mrl.MatryoshkaDense(3)
+    head = keras_mrl.layers.MatryoshkaDense(3)
     with pytest.raises(ValueError, match="build the model first"):
-        keras_mrl.MatryoshkaMetric(_accuracy(), head=head)
+        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=head)
     head.build((None, 32))
-    metric = keras_mrl.MatryoshkaMetric(_accuracy(), head=head)
+    metric = keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=head)
     assert metric.widths == [8, 16, 32]
     assert metric.get_config()["head"] == [8, 16, 32]
-    unbuilt = keras_mrl.MatryoshkaDense(3, nesting_dims=[2, 4])
-    assert keras_mrl.MatryoshkaMetric(_accuracy(), head=unbuilt).widths == [
+    unbuilt = keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[2, 4])
+    assert keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=unbuilt).widths == [
         2, 4
     ]
 
 
 def test_head_model_must_hold_exactly_one_matryoshka_dense():
-    assert keras_mrl.MatryoshkaMetric(
+    assert keras_mrl.metrics.MatryoshkaMetric(
         _accuracy(), head=_classifier()
     ).widths == DIMS
     inputs = keras.Input((16,))
     plain = keras.Model(inputs, keras.layers.Dense(3)(inputs))
     with pytest.raises(ValueError, match="exactly one MatryoshkaDense, got 0"):
-        keras_mrl.MatryoshkaMetric(_accuracy(), head=plain)
+        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=plain)
     two = keras.Model(
         inputs,
         [
-            keras_mrl.MatryoshkaDense(3, nesting_dims=[4, 16])(inputs),
-            keras_mrl.MatryoshkaDense(3, nesting_dims=[8, 16])(inputs),
+            keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[4, 16])(inputs),
+            keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[8, 16])(inputs),
         ],
     )
     with pytest.raises(ValueError, match="exactly one MatryoshkaDense, got 2"):
-        keras_mrl.MatryoshkaMetric(_accuracy(), head=two)
+        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=two)
 
 
 def test_head_with_other_widths_than_the_prediction_raises():
-    metric = keras_mrl.MatryoshkaMetric(_accuracy(), head=[1, 2, 3])
+    metric = keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=[1, 2, 3])
     with pytest.raises(ValueError, match=r"3 granularities.*\(2, 2, 5\)"):
         metric.update_state(np.zeros(2), np.zeros((2, 2, 5), "float32"))
 
@@ -113,13 +113,13 @@ def test_head_with_other_widths_than_the_prediction_raises():
 def test_head_or_nesting_dims_exactly_one(kwargs):
     with pytest.raises(ValueError, match=r"pass `head=`.*pass "
                        r"`nesting_dims=`.*exactly one"):
-        keras_mrl.MatryoshkaMetric(_accuracy(), **kwargs)
+        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), **kwargs)
 
 
 def test_prefix_mode_cuts_prediction_and_optionally_target(rng):
     y_pred = rng.normal(size=(6, 16)).astype("float32")
     y_true = rng.normal(size=(6, 16)).astype("float32")
-    metric = keras_mrl.MatryoshkaMetric(
+    metric = keras_mrl.metrics.MatryoshkaMetric(
         keras.metrics.MeanSquaredError(name="mse"), nesting_dims=DIMS,
         truncate_targets=True,
     )
@@ -140,7 +140,7 @@ def _mean_target(y_true, y_pred):
 def test_prefix_mode_passes_the_whole_target_when_told(rng):
     y_pred = rng.normal(size=(6, 16)).astype("float32")
     y_true = rng.normal(size=(6, 16)).astype("float32")
-    kept = keras_mrl.MatryoshkaMetric(
+    kept = keras_mrl.metrics.MatryoshkaMetric(
         _mean_target, nesting_dims=DIMS, truncate_targets=False
     )
     kept.update_state(y_true, y_pred)
@@ -152,12 +152,12 @@ def test_an_unregistered_function_metric_works():
     def mean_prediction(y_true, y_pred):
         return ops.mean(y_pred, axis=-1)
 
-    metric = keras_mrl.MatryoshkaMetric(mean_prediction, nesting_dims=[2, 4])
+    metric = keras_mrl.metrics.MatryoshkaMetric(mean_prediction, nesting_dims=[2, 4])
     y_pred = np.array([[1.0, 3.0, 5.0, 7.0]], "float32")
     metric.update_state(np.zeros((1, 4)), y_pred)
     result = {k: float(v) for k, v in metric.result().items()}
     assert result == {"mean_prediction@2": 2.0, "mean_prediction@4": 4.0}
-    lam = keras_mrl.MatryoshkaMetric(
+    lam = keras_mrl.metrics.MatryoshkaMetric(
         lambda t, p: ops.mean(p, axis=-1), nesting_dims=[2], name="m"
     )
     lam.update_state(np.zeros((1, 4)), y_pred)
@@ -169,7 +169,7 @@ def test_labels_are_never_cut(rng):
     y_pred = rng.normal(size=(6, 16)).astype("float32")
     labels = rng.integers(0, 4, size=6)
     for metric in (_accuracy(), "sparse_categorical_accuracy"):
-        acc = keras_mrl.MatryoshkaMetric(metric, nesting_dims=DIMS)
+        acc = keras_mrl.metrics.MatryoshkaMetric(metric, nesting_dims=DIMS)
         acc.update_state(labels, y_pred)
         for m, value in zip(DIMS, acc.result().values()):
             expected = (y_pred[:, :m].argmax(-1) == labels).mean()
@@ -180,7 +180,7 @@ def test_prefix_mode_cuts_targets_of_elementwise_metrics_by_default(rng):
     y_pred = rng.normal(size=(5, 8)).astype("float32")
     teacher = rng.normal(size=(5, 8)).astype("float32")
     for metric in (keras.metrics.MeanSquaredError(name="mse"), "mse"):
-        wrapped = keras_mrl.MatryoshkaMetric(metric, nesting_dims=[4, 8])
+        wrapped = keras_mrl.metrics.MatryoshkaMetric(metric, nesting_dims=[4, 8])
         wrapped.update_state(teacher, y_pred)
         result = list(wrapped.result().values())
         for m, value in zip([4, 8], result):
@@ -194,36 +194,36 @@ def test_sample_weight_is_forwarded(rng):
     y_pred = rng.normal(size=(4, 3, 5)).astype("float32")
     y_true = y_pred[:, 0].argmax(-1)
     y_true[:2] = (y_true[:2] + 1) % 5  # two wrong at granularity 0
-    metric = keras_mrl.MatryoshkaMetric(_accuracy(), head=DIMS)
+    metric = keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=DIMS)
     metric.update_state(y_true, y_pred, sample_weight=np.array([0, 0, 1, 1]))
     assert float(metric.result()["acc@4"]) == pytest.approx(1.0)
 
 
 def test_names_default_to_the_wrapped_metric():
-    metric = keras_mrl.MatryoshkaMetric(
+    metric = keras_mrl.metrics.MatryoshkaMetric(
         "sparse_categorical_accuracy", head=[2, 4]
     )
     assert metric.name == "sparse_categorical_accuracy"
-    named = keras_mrl.MatryoshkaMetric(_accuracy(), head=[2, 4], name="top1")
+    named = keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=[2, 4], name="top1")
     assert set(named.result()) == {"top1@2", "top1@4"}
 
 
 def test_errors():
     with pytest.raises(ValueError, match="increasing"):
-        keras_mrl.MatryoshkaMetric(_accuracy(), nesting_dims=[8, 4])
+        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), nesting_dims=[8, 4])
     with pytest.raises(ValueError, match="increasing"):
-        keras_mrl.MatryoshkaMetric(_accuracy(), head=[8, 4])
+        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=[8, 4])
     with pytest.raises(TypeError, match="metric"):
-        keras_mrl.MatryoshkaMetric(3, head=[4])
+        keras_mrl.metrics.MatryoshkaMetric(3, head=[4])
     with pytest.raises(TypeError, match="`head` must be"):
-        keras_mrl.MatryoshkaMetric(_accuracy(), head="head")
-    prefix = keras_mrl.MatryoshkaMetric(_accuracy(), nesting_dims=DIMS)
+        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head="head")
+    prefix = keras_mrl.metrics.MatryoshkaMetric(_accuracy(), nesting_dims=DIMS)
     with pytest.raises(ValueError, match="8 wide"):
         prefix.update_state(np.zeros(2), np.zeros((2, 8), "float32"))
 
 
 def test_stacked_mode_on_an_embedding_asks_for_nesting_dims():
-    metric = keras_mrl.MatryoshkaMetric(_accuracy(), head=DIMS)
+    metric = keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=DIMS)
     with pytest.raises(ValueError, match=r"\(2, 16\).*pass `nesting_dims`"):
         metric.update_state(np.zeros(2), np.zeros((2, 16), "float32"))
 
@@ -231,13 +231,13 @@ def test_stacked_mode_on_an_embedding_asks_for_nesting_dims():
 def test_positional_widths_raise_naming_the_keywords():
     with pytest.raises(TypeError, match=r"MatryoshkaMetric\(metric, "
                        r"nesting_dims=\.\.\., head=\.\.\."):
-        keras_mrl.MatryoshkaMetric(_accuracy(), [4, 8])
+        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), [4, 8])
 
 
 def test_metric_class_instead_of_instance_raises():
     with pytest.raises(TypeError, match=r"class SparseCategoricalAccuracy.*"
                        r"SparseCategoricalAccuracy\(\.\.\.\)"):
-        keras_mrl.MatryoshkaMetric(
+        keras_mrl.metrics.MatryoshkaMetric(
             keras.metrics.SparseCategoricalAccuracy, head=DIMS
         )
 
@@ -245,17 +245,17 @@ def test_metric_class_instead_of_instance_raises():
 @pytest.mark.parametrize("value", ["no", 1])
 def test_truncate_targets_takes_bools_only(value):
     with pytest.raises(TypeError, match=rf"truncate_targets.*{value!r}"):
-        keras_mrl.MatryoshkaMetric(
+        keras_mrl.metrics.MatryoshkaMetric(
             _accuracy(), nesting_dims=[4], truncate_targets=value
         )
 
 
 def test_config_round_trip():
     for metric in (
-        keras_mrl.MatryoshkaMetric(_accuracy(), nesting_dims=DIMS),
-        keras_mrl.MatryoshkaMetric(_accuracy(), head=_classifier()),
+        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), nesting_dims=DIMS),
+        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=_classifier()),
     ):
-        clone = keras_mrl.MatryoshkaMetric.from_config(metric.get_config())
+        clone = keras_mrl.metrics.MatryoshkaMetric.from_config(metric.get_config())
         assert clone.get_config() == metric.get_config()
         assert list(clone.result()) == ["acc@4", "acc@8", "acc@16"]
 
@@ -266,8 +266,8 @@ def test_per_width_keys_in_fit_and_evaluate_logs(rng):
     model = _classifier(units=2)
     model.compile(
         optimizer="adam",
-        loss=keras_mrl.MatryoshkaLoss(_sparse_ce()),
-        metrics=[keras_mrl.MatryoshkaMetric(_accuracy(), head=model)],
+        loss=keras_mrl.losses.MatryoshkaLoss(_sparse_ce()),
+        metrics=[keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=model)],
         jit_compile=jit_compile(),
     )
     history = model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0)
@@ -287,8 +287,8 @@ def test_evaluate_logs_sort_keys_as_strings_and_map_them_right(rng):
     y = rng.integers(0, 3, size=8)
     model = _classifier()
     model.compile(
-        loss=keras_mrl.MatryoshkaLoss(_sparse_ce()),
-        metrics=[keras_mrl.MatryoshkaMetric(_accuracy(), head=model)],
+        loss=keras_mrl.losses.MatryoshkaLoss(_sparse_ce()),
+        metrics=[keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=model)],
         jit_compile=False,
     )
     logs = model.evaluate(x, y, verbose=0, return_dict=True)
@@ -306,11 +306,11 @@ def test_masked_timesteps_do_not_count(rng):
     keep = tokens != 0
     inputs = keras.Input((5,), dtype="int32")
     features = keras.layers.Embedding(20, 16, mask_zero=True)(inputs)
-    head = keras_mrl.MatryoshkaDense(3, nesting_dims=[4, 16])
+    head = keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[4, 16])
     model = keras.Model(inputs, head(features))
     model.compile(
-        loss=keras_mrl.MatryoshkaLoss(_sparse_ce()),
-        metrics=[keras_mrl.MatryoshkaMetric(_accuracy(), head=head)],
+        loss=keras_mrl.losses.MatryoshkaLoss(_sparse_ce()),
+        metrics=[keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=head)],
         jit_compile=jit_compile(),
     )
     preds = model.predict(tokens, verbose=0)  # (6, 5, 2, 3)
@@ -328,4 +328,4 @@ def test_masked_timesteps_do_not_count(rng):
 @pytest.mark.parametrize("name", ["accuracy", "acc"])
 def test_ambiguous_metric_names_ask_for_an_explicit_one(name):
     with pytest.raises(ValueError, match="sparse_categorical_accuracy"):
-        keras_mrl.MatryoshkaMetric(name, head=[4])
+        keras_mrl.metrics.MatryoshkaMetric(name, head=[4])

@@ -11,10 +11,10 @@ import pytest
 
 import keras
 import keras_mrl
-from keras_mrl.losses.multiple_negatives_ranking_loss import (
+from keras_mrl.losses._multiple_negatives_ranking_loss import (
     MultipleNegativesRankingLoss,
 )
-from keras_mrl.losses.supervised_contrastive_loss import (
+from keras_mrl.losses._supervised_contrastive_loss import (
     SupervisedContrastiveLoss,
 )
 from keras_mrl.ops import truncate
@@ -68,7 +68,7 @@ def _log_softmax(logits, axis=-1):
 
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 def test_head_computes_in_compute_dtype_with_float32_variables(policy, tied):
-    head = keras_mrl.MatryoshkaDense(10, nesting_dims=DIMS, tied=tied)
+    head = keras_mrl.layers.MatryoshkaDense(10, nesting_dims=DIMS, tied=tied)
     x = np.random.default_rng(0).normal(size=(3, 16)).astype("float32")
     y = head(x)
     assert _dtype(y) == policy.compute_dtype
@@ -95,7 +95,7 @@ def test_losses_and_metrics_reduce_in_float32(policy):
     stacked = _half(rng.normal(size=(6, 3, 5)), policy)
     logits = _numpy(stacked)  # the values the loss sees, exactly
 
-    loss = keras_mrl.MatryoshkaLoss(
+    loss = keras_mrl.losses.MatryoshkaLoss(
         keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )
     per_example = loss.call(labels, stacked)
@@ -106,7 +106,7 @@ def test_losses_and_metrics_reduce_in_float32(policy):
 
     embedding = _half(rng.normal(size=(6, 16)), policy)
     teacher = rng.normal(size=(6, 16)).astype("float32")
-    distill = keras_mrl.MatryoshkaLoss(
+    distill = keras_mrl.losses.MatryoshkaLoss(
         keras.losses.MeanSquaredError(), nesting_dims=DIMS
     )
     value = distill.call(teacher, embedding)
@@ -118,16 +118,16 @@ def test_losses_and_metrics_reduce_in_float32(policy):
     np.testing.assert_allclose(_numpy(value), expected, rtol=1e-5)
 
     pairs = _half(rng.normal(size=(6, 2, 16)), policy)
-    ranking = keras_mrl.MatryoshkaLoss(
+    ranking = keras_mrl.losses.MatryoshkaLoss(
         MultipleNegativesRankingLoss(), nesting_dims=DIMS
     )
     assert _dtype(ranking(None, pairs)) == "float32"
-    supcon = keras_mrl.MatryoshkaLoss(
+    supcon = keras_mrl.losses.MatryoshkaLoss(
         SupervisedContrastiveLoss(), nesting_dims=DIMS
     )
     assert _dtype(supcon(labels % 2, embedding)) == "float32"
 
-    metric = keras_mrl.MatryoshkaMetric(
+    metric = keras_mrl.metrics.MatryoshkaMetric(
         keras.metrics.SparseCategoricalAccuracy(name="acc"), head=DIMS
     )
     metric.update_state(labels, stacked)
@@ -146,7 +146,7 @@ def test_softmax_of_1000_half_logits_has_no_nan(policy):
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 1000, size=(8,))
     logits = _half(200.0 + 40.0 * rng.normal(size=(8, 3, 1000)), policy)
-    loss = keras_mrl.MatryoshkaLoss(
+    loss = keras_mrl.losses.MatryoshkaLoss(
         keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )
     values = _numpy(loss.call(labels, logits))
@@ -156,7 +156,7 @@ def test_softmax_of_1000_half_logits_has_no_nan(policy):
 
     probabilities = keras.ops.softmax(logits, axis=-1)
     assert _dtype(probabilities) == policy.compute_dtype
-    from_probabilities = keras_mrl.MatryoshkaLoss(
+    from_probabilities = keras_mrl.losses.MatryoshkaLoss(
         keras.losses.SparseCategoricalCrossentropy()
     )
     value = _numpy(from_probabilities(labels, probabilities))
@@ -192,11 +192,11 @@ def _classifier(units=1000):
     embedding = keras.layers.Dense(16, activation="tanh", name="trunk")(
         inputs
     )
-    tied = keras_mrl.MatryoshkaDense(
+    tied = keras_mrl.layers.MatryoshkaDense(
         units, nesting_dims=DIMS, tied=True, name="tied_head"
     )(embedding)
     outputs = {
-        "head": keras_mrl.MatryoshkaDense(
+        "head": keras_mrl.layers.MatryoshkaDense(
             units, nesting_dims=DIMS, name="head"
         )(embedding),
         "tied": keras_mrl.layers.WidthSampling(2, seed=0, name="tied")(tied),
@@ -208,9 +208,9 @@ def _classifier(units=1000):
 def _classifier_losses():
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     return {
-        "head": keras_mrl.MatryoshkaLoss(ce),
-        "tied": keras_mrl.MatryoshkaLoss(ce, weights=[1.0, 1.0, 1.0]),
-        "embedding": keras_mrl.MatryoshkaLoss(
+        "head": keras_mrl.losses.MatryoshkaLoss(ce),
+        "tied": keras_mrl.losses.MatryoshkaLoss(ce, weights=[1.0, 1.0, 1.0]),
+        "embedding": keras_mrl.losses.MatryoshkaLoss(
             keras.losses.MeanSquaredError(), nesting_dims=DIMS
         ),
     }
@@ -234,7 +234,7 @@ def test_classifier_fits_with_xla(policy):
         _classifier_losses(),
         metrics={
             "head": [
-                keras_mrl.MatryoshkaMetric(
+                keras_mrl.metrics.MatryoshkaMetric(
                     keras.metrics.SparseCategoricalAccuracy(name="acc"),
                     head=DIMS,
                 )
@@ -266,10 +266,10 @@ def test_embedding_losses_fit_with_xla_and_a_zero_prefix(policy):
     model.compile(
         _optimizer(policy, 0.01),
         {
-            "pairs": keras_mrl.MatryoshkaLoss(
+            "pairs": keras_mrl.losses.MatryoshkaLoss(
                 MultipleNegativesRankingLoss(), nesting_dims=DIMS
             ),
-            "anchors": keras_mrl.MatryoshkaLoss(
+            "anchors": keras_mrl.losses.MatryoshkaLoss(
                 SupervisedContrastiveLoss(), nesting_dims=DIMS
             ),
         },

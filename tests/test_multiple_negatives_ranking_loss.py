@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from component_test import run_loss_test
 
-from keras_mrl.losses.matryoshka_loss import MatryoshkaLoss
-from keras_mrl.losses.multiple_negatives_ranking_loss import (
+from keras_mrl.losses._matryoshka_loss import MatryoshkaLoss
+from keras_mrl.losses._multiple_negatives_ranking_loss import (
     MultipleNegativesRankingLoss,
 )
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import jit_compile
-from keras_mrl.layers.orthogonal_projection import OrthogonalProjection
-from keras_mrl.layers.orthogonal_projection import _NearestOrthogonal
+from keras_mrl.layers._orthogonal_projection import OrthogonalProjection
+from keras_mrl.layers._orthogonal_projection import _NearestOrthogonal
 
 
 def _data(rng, n=300, scales=(0.2, 3.0, 1.0, 0.5, 2.0)):

@@ -72,7 +72,7 @@ def assert_best_by(scores, ids, full, k):
 @pytest.mark.parametrize("width", [8, 24, 48])
 def test_binary_first_stage_is_the_exact_hamming_ranking(use_faiss, width):
     corpus, queries = data()
-    index = FunnelIndex(corpus, dims=(width,), shortlist=(),
+    index = FunnelIndex(corpus, stage_dims=(width,), shortlist=(),
                         precisions=("binary",), use_faiss=use_faiss)
     assert index.uses_faiss == (use_faiss is None)
     scores, ids = index.search(queries, k=15)
@@ -103,7 +103,7 @@ def test_hamming_without_numpy_bitwise_count(monkeypatch):
 @needs_faiss
 def test_binary_hnsw_finds_the_hamming_neighbours():
     corpus, queries = data(n=3000, q=20, d=64)
-    index = FunnelIndex(corpus, dims=(64,), shortlist=(),
+    index = FunnelIndex(corpus, stage_dims=(64,), shortlist=(),
                         precisions=("binary",), index="hnsw", hnsw_m=32,
                         ef_construction=200, ef_search=200)
     scores, ids = index.search(queries, k=10)
@@ -121,7 +121,7 @@ def test_binary_hnsw_finds_the_hamming_neighbours():
 @needs_faiss
 def test_narrow_binary_hnsw_beam_raises_instead_of_padding():
     corpus, queries = data(n=60)
-    index = FunnelIndex(corpus, dims=(16, 48), shortlist=(60,),
+    index = FunnelIndex(corpus, stage_dims=(16, 48), shortlist=(60,),
                         precisions=("binary", "float32"), index="hnsw",
                         ef_search=1)
     with pytest.raises(ValueError, match="found only .* fewer than k=60.*"
@@ -133,7 +133,7 @@ def test_narrow_binary_hnsw_beam_raises_instead_of_padding():
 @pytest.mark.parametrize("normalize", [True, False])
 def test_int8_first_stage_matches_the_numpy_reference(use_faiss, normalize):
     corpus, queries = data()
-    index = FunnelIndex(corpus, dims=(24,), shortlist=(),
+    index = FunnelIndex(corpus, stage_dims=(24,), shortlist=(),
                         precisions=("int8",), normalize=normalize,
                         use_faiss=use_faiss)
     scores, ids = index.search(queries, k=10)
@@ -148,7 +148,7 @@ def test_int8_first_stage_matches_the_numpy_reference(use_faiss, normalize):
 def test_int8_codes_are_those_of_serving_quantize(use_faiss):
     corpus, _ = data()
     calibration = data(n=50, seed=1)[0] * 0.8
-    index = FunnelIndex(corpus, dims=(16, 48), shortlist=(50,),
+    index = FunnelIndex(corpus, stage_dims=(16, 48), shortlist=(50,),
                         precisions=("int8", "int8"), calibration=calibration,
                         use_faiss=use_faiss)
     for stored, width in ((index._first.vectors(), 16),
@@ -166,7 +166,7 @@ def test_int8_rescoring_matches_the_numpy_reference(use_faiss):
     corpus, queries = data()
     calibration = data(n=60, seed=2)[0]
     # A shortlist of the whole corpus leaves the int8 stage to rank alone.
-    index = FunnelIndex(corpus, dims=(8, 48), shortlist=(len(corpus),),
+    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(len(corpus),),
                         precisions=("binary", "int8"),
                         calibration=calibration, use_faiss=use_faiss)
     scores, ids = index.search(queries, k=10)
@@ -180,9 +180,9 @@ def test_int8_rescoring_matches_the_numpy_reference(use_faiss):
 def test_calibration_changes_the_int8_steps():
     corpus, queries = data()
     calibration = data(n=60, seed=2)[0] * 3.0
-    own = FunnelIndex(corpus, dims=(48,), shortlist=(), use_faiss=False,
+    own = FunnelIndex(corpus, stage_dims=(48,), shortlist=(), use_faiss=False,
                       precisions=("int8",))
-    wide = FunnelIndex(corpus, dims=(48,), shortlist=(), use_faiss=False,
+    wide = FunnelIndex(corpus, stage_dims=(48,), shortlist=(), use_faiss=False,
                        precisions=("int8",), calibration=calibration)
     assert not np.array_equal(own._first.vectors(), wide._first.vectors())
     scores, ids = wide.search(queries, k=10)
@@ -196,7 +196,7 @@ def test_calibration_changes_the_int8_steps():
                                         ("binary", "int8")])
 def test_faiss_and_numpy_paths_agree(precisions):
     corpus, queries = data(n=1000)
-    options = dict(dims=(16, 48), shortlist=(1000,), precisions=precisions)
+    options = dict(stage_dims=(16, 48), shortlist=(1000,), precisions=precisions)
     on_faiss = FunnelIndex(corpus, use_faiss=True, **options)
     on_numpy = FunnelIndex(corpus, use_faiss=False, **options)
     faiss_first = on_faiss._first.search(
@@ -218,7 +218,7 @@ def test_faiss_and_numpy_paths_agree(precisions):
 def test_binary_ties_break_by_id_lowest_first(use_faiss, width):
     # 8 bits have 9 distances: 2,000 rows tie in large groups.
     corpus, queries = data(n=2000, q=20)
-    index = FunnelIndex(corpus, dims=(width,), shortlist=(),
+    index = FunnelIndex(corpus, stage_dims=(width,), shortlist=(),
                         precisions=("binary",), use_faiss=use_faiss)
     scores, ids = index.search(queries, k=150)
     distances = hamming_reference(queries, corpus, width)
@@ -232,7 +232,7 @@ def test_binary_ties_break_by_id_lowest_first(use_faiss, width):
 @needs_faiss
 def test_binary_ties_break_by_id_on_faiss_and_numpy(tmp_path):
     corpus, queries = data(n=2000, q=30)
-    options = dict(dims=(8, 48), shortlist=(100,),
+    options = dict(stage_dims=(8, 48), shortlist=(100,),
                    precisions=("binary", "float32"))
     built = {
         use_faiss: FunnelIndex(corpus, use_faiss=use_faiss, **options)
@@ -266,7 +266,7 @@ def _first_query(index, queries):
 @pytest.mark.parametrize("precision", ["int8", "binary"])
 def test_numpy_scan_in_small_blocks_keeps_the_best(precision, monkeypatch):
     corpus, queries = data()
-    index = FunnelIndex(corpus, dims=(16,), shortlist=(),
+    index = FunnelIndex(corpus, stage_dims=(16,), shortlist=(),
                         precisions=(precision,), use_faiss=False)
     # A few corpus rows per block, merged block by block.
     monkeypatch.setattr(_first_stage, "_SCORE_BYTES", 4 * 9 * 130)
@@ -290,7 +290,7 @@ def test_numpy_scan_in_small_blocks_keeps_the_best(precision, monkeypatch):
 )
 def test_bytes_per_vector(dims, precisions, per_stage):
     corpus = np.random.default_rng(0).normal(size=(40, 384))
-    index = FunnelIndex(corpus, dims=dims, shortlist=(20,) * (len(dims) - 1),
+    index = FunnelIndex(corpus, stage_dims=dims, shortlist=(20,) * (len(dims) - 1),
                         precisions=precisions, use_faiss=False)
     assert index.bytes_per_vector == per_stage
     assert index.total_bytes_per_vector == sum(per_stage)
@@ -300,9 +300,9 @@ def test_bytes_per_vector(dims, precisions, per_stage):
 
 def test_default_precisions_are_float32():
     corpus, queries = data()
-    default = FunnelIndex(corpus, dims=(8, 48), shortlist=(60,),
+    default = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(60,),
                           use_faiss=False)
-    explicit = FunnelIndex(corpus, dims=(8, 48), shortlist=(60,),
+    explicit = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(60,),
                            precisions=["float32", "float32"],
                            use_faiss=False)
     assert default.precisions == ("float32", "float32")
@@ -329,7 +329,7 @@ def test_default_precisions_are_float32():
 def test_save_load_round_trip(tmp_path, use_faiss, kind, precisions):
     corpus, queries = data()
     calibration = data(n=30, seed=3)[0] if "int8" in precisions else None
-    index = FunnelIndex(corpus, dims=(16, 48), shortlist=(80,),
+    index = FunnelIndex(corpus, stage_dims=(16, 48), shortlist=(80,),
                         precisions=precisions, calibration=calibration,
                         index=kind, use_faiss=use_faiss)
     path = index.save(tmp_path / "index")
@@ -345,7 +345,7 @@ def test_save_load_round_trip(tmp_path, use_faiss, kind, precisions):
         assert ("first_stage_state" in saved) == (
             kind == "hnsw" and use_faiss is None
         )
-    assert header["version"] == 2
+    assert header["version"] == 1
     assert header["config"]["precisions"] == list(precisions)
     assert ranges == {f"ranges_{d}" for d, p in zip((16, 48), precisions)
                       if p == "int8"}
@@ -372,7 +372,7 @@ def test_save_load_round_trip(tmp_path, use_faiss, kind, precisions):
 def test_add_matches_one_build_with_fixed_calibration(use_faiss):
     corpus, queries = data()
     calibration = data(n=50, seed=5)[0]
-    options = dict(dims=(16, 48), shortlist=(100,),
+    options = dict(stage_dims=(16, 48), shortlist=(100,),
                    precisions=("int8", "int8"), calibration=calibration,
                    use_faiss=use_faiss)
     whole = FunnelIndex(corpus, **options)
@@ -386,7 +386,7 @@ def test_add_matches_one_build_with_fixed_calibration(use_faiss):
 def test_from_config_takes_a_calibration():
     corpus, queries = data()
     calibration = data(n=50, seed=6)[0]
-    index = FunnelIndex(corpus, dims=(16, 48), shortlist=(60,),
+    index = FunnelIndex(corpus, stage_dims=(16, 48), shortlist=(60,),
                         precisions=("int8", "float32"),
                         calibration=calibration, use_faiss=False)
     again = FunnelIndex.from_config(index.get_config(),
@@ -418,27 +418,9 @@ def _edit_header(path, edit):
     _rewrite(path, header=np.array(json.dumps(header)))
 
 
-def test_load_reads_version_1_files(tmp_path):
-    corpus, queries = data()
-    index = FunnelIndex(corpus, dims=(8, 48), shortlist=(60,),
-                        use_faiss=False)
-    path = index.save(tmp_path / "v1")
-
-    def as_version_1(header):
-        header["version"] = 1
-        del header["config"]["precisions"]
-
-    _edit_header(path, as_version_1)
-    loaded = FunnelIndex.load(path)
-    assert loaded.precisions == ("float32", "float32")
-    assert loaded.get_config() == index.get_config()
-    for a, b in zip(loaded.search(queries, k=5), index.search(queries, k=5)):
-        np.testing.assert_array_equal(a, b)
-
-
 def _saved(tmp_path):
     corpus, _ = data()
-    index = FunnelIndex(corpus, dims=(16, 48), shortlist=(60,),
+    index = FunnelIndex(corpus, stage_dims=(16, 48), shortlist=(60,),
                         precisions=("binary", "int8"), use_faiss=False)
     return index.save(tmp_path / "index.npz")
 
@@ -489,7 +471,7 @@ def test_load_rejects_damaged_quantized_files(tmp_path, damage, match):
 def test_load_rejects_a_foreign_binary_hnsw_graph(tmp_path):
     faiss = _first_stage.import_faiss()
     corpus, _ = data()
-    index = FunnelIndex(corpus, dims=(16, 48), shortlist=(60,),
+    index = FunnelIndex(corpus, stage_dims=(16, 48), shortlist=(60,),
                         precisions=("binary", "float32"), index="hnsw")
     path = index.save(tmp_path / "i")
     graph = faiss.serialize_index_binary(faiss.IndexBinaryFlat(16))
@@ -504,7 +486,7 @@ def test_load_rejects_a_foreign_binary_hnsw_graph(tmp_path):
 
 
 def _build(**kwargs):
-    args = {"corpus_embeddings": data()[0], "dims": (16, 48),
+    args = {"corpus_embeddings": data()[0], "stage_dims": (16, 48),
             "shortlist": (50,), "use_faiss": False}
     args.update(kwargs)
     return FunnelIndex(**args)
@@ -520,7 +502,7 @@ def _build(**kwargs):
          r"`precisions\[1\]` must be one of \['float32', 'int8'\]"),
         ({"precisions": ("ubinary", "float32")}, r"`precisions\[0\]`"),
         ({"precisions": ("binary", 8)}, r"`precisions\[1\]` must be one"),
-        ({"dims": (12, 48), "precisions": ("binary", "float32")},
+        ({"stage_dims": (12, 48), "precisions": ("binary", "float32")},
          "multiple of 8; got 12"),
         ({"precisions": ("int8", "float32"), "index": "hnsw"},
          "index='hnsw' takes a first-stage precision in "

@@ -44,7 +44,7 @@ def brute_force(corpus, queries, width, k, normalize):
 def test_exact_when_shortlist_is_corpus(use_faiss, normalize, dims):
     corpus, queries = data()
     shortlist = (len(corpus),) * (len(dims) - 1)
-    index = FunnelIndex(corpus, dims=dims, shortlist=shortlist,
+    index = FunnelIndex(corpus, stage_dims=dims, shortlist=shortlist,
                         normalize=normalize, use_faiss=use_faiss)
     assert index.uses_faiss == (use_faiss is None)
     scores, ids = index.search(queries, k=10)
@@ -69,7 +69,7 @@ def test_hand_checked_funnel(use_faiss):
         dtype="float32",
     )
     query = np.array([[1, 1, 1, 0]], dtype="float32")
-    index = FunnelIndex(corpus, dims=(1, 2, 4), shortlist=(3, 2),
+    index = FunnelIndex(corpus, stage_dims=(1, 2, 4), shortlist=(3, 2),
                         normalize=False, use_faiss=use_faiss)
     # Width 1 keeps rows 0, 1, 2 (scores 5, 4, 3; row 4, best at full width
     # with 19, is cut). Width 2 keeps rows 1, 0 (7, 5; row 2 scores 3 and
@@ -82,7 +82,7 @@ def test_hand_checked_funnel(use_faiss):
 def test_numpy_fallback_without_faiss(monkeypatch):
     monkeypatch.setattr(_first_stage, "import_faiss", lambda: None)
     corpus, queries = data()
-    index = FunnelIndex(corpus, dims=(8, 48), shortlist=(len(corpus),),
+    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(len(corpus),),
                         index="hnsw")
     assert not index.uses_faiss
     # Without faiss an "hnsw" first stage is the exact numpy one.
@@ -91,19 +91,19 @@ def test_numpy_fallback_without_faiss(monkeypatch):
         ids, brute_force(corpus, queries, 48, 5, True)[1]
     )
     with pytest.raises(ImportError, match="pip install keras-mrl"):
-        FunnelIndex(corpus, dims=(8, 48), shortlist=(50,), use_faiss=True)
+        FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(50,), use_faiss=True)
 
 
 @needs_faiss
 def test_hnsw_first_stage_finds_neighbours():
     corpus, queries = data(n=2000, q=20)
-    index = FunnelIndex(corpus, dims=(16, 48), shortlist=(200,),
+    index = FunnelIndex(corpus, stage_dims=(16, 48), shortlist=(200,),
                         index="hnsw", hnsw_m=32, ef_construction=200)
     assert index.uses_faiss
     _, ids = index.search(queries, k=10)
     # Against the same funnel on an exact first stage: random data are not
     # Matryoshka, so only the HNSW approximation is measured here.
-    exact = FunnelIndex(corpus, dims=(16, 48), shortlist=(200,)).search(
+    exact = FunnelIndex(corpus, stage_dims=(16, 48), shortlist=(200,)).search(
         queries, k=10
     )[1]
     recall = np.mean([len(set(a) & set(b)) for a, b in zip(ids, exact)])
@@ -113,7 +113,7 @@ def test_hnsw_first_stage_finds_neighbours():
 def test_zero_prefix_scores_zero_instead_of_nan():
     corpus, queries = data()
     corpus[3, :8] = 0.0
-    index = FunnelIndex(corpus, dims=(8, 48), shortlist=(300,),
+    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(300,),
                         use_faiss=False)
     stage = index._first.vectors()
     np.testing.assert_array_equal(stage[3], np.zeros(8))
@@ -128,7 +128,7 @@ def test_zero_prefix_scores_zero_instead_of_nan():
 @pytest.mark.parametrize("use_faiss", FIRST_STAGES)
 def test_small_chunks_give_the_same_answer(use_faiss, monkeypatch):
     corpus, queries = data()
-    index = FunnelIndex(corpus, dims=(8, 16, 48), shortlist=(120, 40),
+    index = FunnelIndex(corpus, stage_dims=(8, 16, 48), shortlist=(120, 40),
                         use_faiss=use_faiss)
     expected = index.search(queries, k=10)
     # A few hundred bytes force one query (or a few) per chunk.
@@ -191,7 +191,7 @@ def test_flat_search_takes_the_blas_path_and_restores_faiss(before):
     faiss = _first_stage.import_faiss()
     saved = faiss.cvar.distance_compute_blas_threshold
     corpus, queries = data()
-    index = FunnelIndex(corpus, dims=(8, 48), shortlist=(50,))
+    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(50,))
     recorder = _RecordingIndex(index._first.index, faiss)
     index._first.index = recorder
     try:
@@ -208,7 +208,7 @@ def test_flat_search_takes_the_blas_path_and_restores_faiss(before):
 @pytest.mark.parametrize("use_faiss", FIRST_STAGES)
 def test_add_matches_one_build(use_faiss):
     corpus, queries = data()
-    options = dict(dims=(8, 48), shortlist=(100,), use_faiss=use_faiss)
+    options = dict(stage_dims=(8, 48), shortlist=(100,), use_faiss=use_faiss)
     whole = FunnelIndex(corpus, **options)
     grown = FunnelIndex(corpus[:120], **options)
     grown.add(corpus[120:200])
@@ -231,7 +231,7 @@ def test_add_matches_one_build(use_faiss):
 )
 def test_save_load_round_trip(tmp_path, use_faiss, kind):
     corpus, queries = data()
-    index = FunnelIndex(corpus, dims=(8, 16, 48), shortlist=(60, 30),
+    index = FunnelIndex(corpus, stage_dims=(8, 16, 48), shortlist=(60, 30),
                         index=kind, normalize=False, hnsw_m=8, ef_search=20,
                         use_faiss=use_faiss)
     path = tmp_path / "index.npz"
@@ -240,7 +240,7 @@ def test_save_load_round_trip(tmp_path, use_faiss, kind):
         assert ("first_stage_state" in saved) == (kind == "hnsw")
         header = json.loads(str(saved["header"]))
     assert header["format"] == "keras_mrl.retrieval.FunnelIndex"
-    assert header["version"] == 2
+    assert header["version"] == 1
     loaded = FunnelIndex.load(path)
     assert loaded.get_config() == index.get_config()
     assert loaded.uses_faiss == index.uses_faiss
@@ -254,7 +254,7 @@ def test_save_load_round_trip(tmp_path, use_faiss, kind):
 @pytest.mark.parametrize("name", ["index", "index.npz", "index.v2"])
 def test_load_reads_the_path_given_to_save(tmp_path, name):
     corpus, queries = data()
-    index = FunnelIndex(corpus, dims=(8, 48), shortlist=(50,),
+    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(50,),
                         use_faiss=False)
     written = index.save(tmp_path / name)
     # As numpy's savez: `.npz` is appended unless the name ends in it.
@@ -272,7 +272,7 @@ def test_load_reads_the_path_given_to_save(tmp_path, name):
 @needs_faiss
 def test_load_hnsw_without_faiss(tmp_path):
     corpus, queries = data()
-    FunnelIndex(corpus, dims=(8, 48), shortlist=(300,), index="hnsw").save(
+    FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(300,), index="hnsw").save(
         tmp_path / "i"
     )
     loaded = FunnelIndex.load(tmp_path / "i", use_faiss=False)
@@ -285,7 +285,7 @@ def test_load_hnsw_without_faiss(tmp_path):
 
 def _build(**kwargs):
     """A two-stage numpy index over `data()`, with `kwargs` replaced."""
-    args = {"corpus_embeddings": data()[0], "dims": (8, 48),
+    args = {"corpus_embeddings": data()[0], "stage_dims": (8, 48),
             "shortlist": (50,), "use_faiss": False}
     args.update(kwargs)
     return FunnelIndex(**args)
@@ -294,12 +294,12 @@ def _build(**kwargs):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"dims": (16, 8)}, "strictly increasing"),
-        ({"dims": (8, 64)}, "wider than"),
-        ({"dims": (8, 16, 48), "shortlist": (50,)}, "one count per stage"),
+        ({"stage_dims": (16, 8)}, "strictly increasing"),
+        ({"stage_dims": (8, 64)}, "wider than"),
+        ({"stage_dims": (8, 16, 48), "shortlist": (50,)}, "one count per stage"),
         ({"shortlist": (50, 20)}, "one count per stage"),
         ({"shortlist": ()}, "one count per stage"),
-        ({"dims": (8, 16, 48), "shortlist": (20, 50)}, "must not grow"),
+        ({"stage_dims": (8, 16, 48), "shortlist": (20, 50)}, "must not grow"),
         ({"shortlist": (0,)}, "positive"),
         ({"index": "ivf"}, r"`index` must be one of \['flat', 'hnsw'\]"),
         ({"index": 1}, "`index` must be one of"),
@@ -331,7 +331,7 @@ def test_constructor_errors(kwargs, match):
         ({"shortlist": "200"}, "`shortlist` must be a tuple of ints"),
         ({"shortlist": (2.5,)}, r"`shortlist\[0\]` must be an int"),
         ({"shortlist": (True,)}, r"`shortlist\[0\]` must be an int"),
-        ({"dims": None}, "`dims` must be a list of ints"),
+        ({"stage_dims": None}, "`stage_dims` must be a list of ints"),
         ({"hnsw_m": "8"}, "`hnsw_m` must be an int"),
         ({"ef_search": 2.0}, "`ef_search` must be an int"),
     ],
@@ -347,7 +347,7 @@ def test_counts_of_every_kind_are_accepted():
     # a shortlist of the whole corpus makes the two-stage ones exact.
     for dims, shortlist in [((8, 48), 300), ((8, 48), np.array([300])),
                             ((48,), ())]:
-        index = FunnelIndex(corpus, dims=dims, shortlist=shortlist,
+        index = FunnelIndex(corpus, stage_dims=dims, shortlist=shortlist,
                             use_faiss=False)
         _, ids = index.search(queries, k=5)
         np.testing.assert_array_equal(
@@ -359,9 +359,9 @@ def test_counts_of_every_kind_are_accepted():
 def test_old_positional_calls_raise_type_error(tmp_path):
     corpus, queries = data()
     with pytest.raises(TypeError, match=r"FunnelIndex\(corpus_embeddings, "
-                       r"dims=\.\.\., shortlist=\.\.\."):
+                       r"stage_dims=\.\.\., shortlist=\.\.\."):
         FunnelIndex(corpus, (8, 48), (50,))
-    index = FunnelIndex(corpus, dims=(8, 48), shortlist=(50,),
+    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(50,),
                         use_faiss=False)
     with pytest.raises(TypeError, match=r"search\(queries, k=\.\.\.\)"):
         index.search(queries, 5)
@@ -384,14 +384,14 @@ def test_old_positional_calls_raise_type_error(tmp_path):
     ],
 )
 def test_search_errors(queries, k, match):
-    index = FunnelIndex(data()[0], dims=(8, 48), shortlist=(50,),
+    index = FunnelIndex(data()[0], stage_dims=(8, 48), shortlist=(50,),
                         use_faiss=False)
     with pytest.raises(ValueError, match=match):
         index.search(queries, k=k)
 
 
 def test_non_int_counts_raise_type_error():
-    index = FunnelIndex(data()[0], dims=(8, 48), shortlist=(50,),
+    index = FunnelIndex(data()[0], stage_dims=(8, 48), shortlist=(50,),
                         use_faiss=False)
     with pytest.raises(TypeError, match="`k` must be an int, got 2.5"):
         index.search(np.zeros((2, 48)), k=2.5)
@@ -399,7 +399,7 @@ def test_non_int_counts_raise_type_error():
 
 def test_add_rejects_non_finite_embeddings():
     corpus, _ = data()
-    index = FunnelIndex(corpus, dims=(8, 48), shortlist=(50,),
+    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(50,),
                         use_faiss=False)
     bad = corpus[:4].copy()
     bad[2, 7] = np.inf
@@ -410,7 +410,7 @@ def test_add_rejects_non_finite_embeddings():
 
 def test_shortlist_longer_than_corpus_keeps_everything():
     corpus, queries = data(n=40)
-    index = FunnelIndex(corpus, dims=(8, 48), shortlist=(1000,),
+    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(1000,),
                         use_faiss=False)
     _, ids = index.search(queries, k=40)
     np.testing.assert_array_equal(
@@ -420,7 +420,7 @@ def test_shortlist_longer_than_corpus_keeps_everything():
 
 def test_from_config_rebuilds_the_index():
     corpus, queries = data()
-    index = FunnelIndex(corpus, dims=(8, 16, 48), shortlist=(60, 30),
+    index = FunnelIndex(corpus, stage_dims=(8, 16, 48), shortlist=(60, 30),
                         normalize=False, ef_search=7, use_faiss=False)
     again = FunnelIndex.from_config(index.get_config(),
                                     corpus_embeddings=corpus)
@@ -447,7 +447,7 @@ def _padding_first_stage(index, found):
 @pytest.mark.parametrize("dims, shortlist", [((8, 48), (50,)), ((48,), ())])
 def test_a_short_first_stage_raises_instead_of_padding(dims, shortlist):
     corpus, queries = data()
-    index = FunnelIndex(corpus, dims=dims, shortlist=shortlist,
+    index = FunnelIndex(corpus, stage_dims=dims, shortlist=shortlist,
                         use_faiss=False)
     _padding_first_stage(index, found=4)
     with pytest.raises(ValueError, match="found only 4 of the .* fewer "
@@ -461,7 +461,7 @@ def test_a_short_first_stage_raises_instead_of_padding(dims, shortlist):
 @needs_faiss
 def test_narrow_hnsw_beam_raises_with_advice():
     corpus, queries = data(n=50)
-    index = FunnelIndex(corpus, dims=(8, 48), shortlist=(50,), index="hnsw",
+    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(50,), index="hnsw",
                         ef_search=1)
     # A beam of 1 in a 50-node graph reaches a handful of nodes, not 50.
     with pytest.raises(ValueError, match="ef_search=1 is too narrow"):
@@ -471,7 +471,7 @@ def test_narrow_hnsw_beam_raises_with_advice():
 @needs_faiss
 def test_narrow_hnsw_beam_reranks_what_it_found():
     corpus, queries = data(n=2000, q=20)
-    index = FunnelIndex(corpus, dims=(8, 48), shortlist=(100,),
+    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(100,),
                         index="hnsw", ef_search=2)
     first_ids = index._first.search(index._prefixes(queries)[0], 100)[1]
     # faiss pads: the beam of 2 finds fewer than the 100 asked ...
@@ -493,7 +493,7 @@ def test_narrow_hnsw_beam_reranks_what_it_found():
 
 def _saved(tmp_path, kind="flat"):
     corpus, _ = data()
-    index = FunnelIndex(corpus, dims=(8, 16, 48), shortlist=(60, 30),
+    index = FunnelIndex(corpus, stage_dims=(8, 16, 48), shortlist=(60, 30),
                         index=kind, use_faiss=None if kind == "hnsw" else False)
     return index.save(tmp_path / "index.npz")
 
@@ -562,8 +562,8 @@ def _config(path, **changes):
          "does not carry the format marker"),
         (lambda p: _with_header(p, format="other.Index"),
          "does not carry the format marker"),
-        (lambda p: _with_header(p, version=3),
-         "format version 3; this keras_mrl reads versions 1 and 2"),
+        (lambda p: _with_header(p, version=2),
+         "format version 2; this keras_mrl reads version 1"),
         (lambda p: _with_header(p, size="300"), "header's `size` is '300'"),
         (lambda p: _with_header(p, width=0), "header's `width` is 0"),
         (lambda p: _rewrite(p, prefix_16=None), "no `prefix_16` entry"),
@@ -575,8 +575,8 @@ def _config(path, **changes):
          "`prefix_8` holds NaN"),
         (lambda p: _rewrite(p, first_stage_state=np.zeros(4)),
          "`first_stage_state` must hold 1-D uint8 bytes"),
-        (lambda p: _config(p, dims=[16, 8]), "strictly increasing"),
-        (lambda p: _config(p, dims=None), "`dims` must be a list of ints"),
+        (lambda p: _config(p, stage_dims=[16, 8]), "strictly increasing"),
+        (lambda p: _config(p, stage_dims=None), "`stage_dims` must be a list of ints"),
         (lambda p: _config(p, shortlist=[30, 60]), "must not grow"),
         (lambda p: _config(p, normalize="yes"), "`normalize` must be True"),
         (lambda p: _config(p, ef_search=None, extra=1),

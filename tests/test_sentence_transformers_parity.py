@@ -15,8 +15,8 @@ st_losses = pytest.importorskip(
     "sentence_transformers.sentence_transformer.losses"
 )
 
-from keras_mrl.losses.matryoshka_loss import MatryoshkaLoss  # noqa: E402
-from keras_mrl.losses.multiple_negatives_ranking_loss import (  # noqa: E402
+from keras_mrl.losses._matryoshka_loss import MatryoshkaLoss  # noqa: E402
+from keras_mrl.losses._multiple_negatives_ranking_loss import (  # noqa: E402
     MultipleNegativesRankingLoss,
 )
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from component_test import run_loss_test
 
-from keras_mrl.losses.matryoshka_loss import MatryoshkaLoss
-from keras_mrl.losses.supervised_contrastive_loss import (
+from keras_mrl.losses._matryoshka_loss import MatryoshkaLoss
+from keras_mrl.losses._supervised_contrastive_loss import (
     SupervisedContrastiveLoss,
 )
 

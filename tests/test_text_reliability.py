@@ -20,7 +20,7 @@ pytest.importorskip("safetensors")
 
 import keras_mrl  # noqa: E402
 import keras_mrl.hub  # noqa: E402
-from keras_mrl.serving.export import export_sentence_transformer  # noqa
+from keras_mrl.serving._export import export_sentence_transformer  # noqa
 from _tiny_bert import pairs  # noqa: E402
 from test_export import POSITIONS  # noqa: E402
 from test_export import TINY_VOCABULARY  # noqa: E402

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from component_test import run_layer_test
 
-from keras_mrl.layers.truncate import Truncate
+from keras_mrl.layers._truncate import Truncate
 from conftest import jit_compile
 
 def _reference(x, dim):

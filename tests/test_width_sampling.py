@@ -92,13 +92,13 @@ def test_training_passes_the_gradient_of_n_granularities():
 
 def _sampled_model(seed):
     inputs = keras.Input((16,))
-    logits = keras_mrl.MatryoshkaDense(3, nesting_dims=DIMS, name="head")(
+    logits = keras_mrl.layers.MatryoshkaDense(3, nesting_dims=DIMS, name="head")(
         inputs
     )
     model = keras.Model(inputs, WidthSampling(2, seed=seed)(logits))
     model.compile(
         optimizer=keras.optimizers.SGD(0.1),
-        loss=keras_mrl.MatryoshkaLoss(
+        loss=keras_mrl.losses.MatryoshkaLoss(
             keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         ),
         jit_compile=jit_compile(),

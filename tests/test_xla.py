@@ -17,10 +17,10 @@ import pytest
 
 import keras
 import keras_mrl
-from keras_mrl.losses.multiple_negatives_ranking_loss import (
+from keras_mrl.losses._multiple_negatives_ranking_loss import (
     MultipleNegativesRankingLoss,
 )
-from keras_mrl.losses.supervised_contrastive_loss import (
+from keras_mrl.losses._supervised_contrastive_loss import (
     SupervisedContrastiveLoss,
 )
 
@@ -50,11 +50,11 @@ def _classifier():
     inputs = keras.Input((12,))
     embedding = keras.layers.Dense(16, activation="tanh")(inputs)
     embedding = TraceCounter(name="counter")(embedding)
-    tied = keras_mrl.MatryoshkaDense(
+    tied = keras_mrl.layers.MatryoshkaDense(
         6, nesting_dims=DIMS, tied=True, name="tied_head"
     )(embedding)
     outputs = {
-        "head": keras_mrl.MatryoshkaDense(6, nesting_dims=DIMS, name="head")(
+        "head": keras_mrl.layers.MatryoshkaDense(6, nesting_dims=DIMS, name="head")(
             embedding
         ),
         "tied": keras_mrl.layers.WidthSampling(2, seed=0, name="tied")(tied),
@@ -65,15 +65,15 @@ def _classifier():
     model.compile(
         keras.optimizers.Adam(0.01),
         {
-            "head": keras_mrl.MatryoshkaLoss(ce),
-            "tied": keras_mrl.MatryoshkaLoss(ce, weights=[1.0, 1.0, 1.0]),
-            "embedding": keras_mrl.MatryoshkaLoss(
+            "head": keras_mrl.losses.MatryoshkaLoss(ce),
+            "tied": keras_mrl.losses.MatryoshkaLoss(ce, weights=[1.0, 1.0, 1.0]),
+            "embedding": keras_mrl.losses.MatryoshkaLoss(
                 keras.losses.MeanSquaredError(), nesting_dims=DIMS
             ),
         },
         metrics={
             "head": [
-                keras_mrl.MatryoshkaMetric(
+                keras_mrl.metrics.MatryoshkaMetric(
                     keras.metrics.SparseCategoricalAccuracy(name="acc"),
                     head=DIMS,
                 )
@@ -101,10 +101,10 @@ def _embedder():
     model.compile(
         keras.optimizers.Adam(0.01),
         {
-            "pairs": keras_mrl.MatryoshkaLoss(
+            "pairs": keras_mrl.losses.MatryoshkaLoss(
                 MultipleNegativesRankingLoss(), nesting_dims=DIMS
             ),
-            "anchors": keras_mrl.MatryoshkaLoss(
+            "anchors": keras_mrl.losses.MatryoshkaLoss(
                 SupervisedContrastiveLoss(), nesting_dims=DIMS
             ),
         },

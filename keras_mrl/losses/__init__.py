@@ -1,10 +1,16 @@
 """Keras losses of keras_mrl."""
 
-from keras_mrl.losses.matryoshka_loss import MatryoshkaLoss
-from keras_mrl.losses.multiple_negatives_ranking_loss import (
+from keras_mrl.losses._matryoshka_loss import MatryoshkaLoss
+from keras_mrl.losses._multiple_negatives_ranking_loss import (
     MultipleNegativesRankingLoss,
 )
-from keras_mrl.losses.nested_loss import NestedLoss
-from keras_mrl.losses.supervised_contrastive_loss import (
+from keras_mrl.losses._nested_loss import NestedLoss
+from keras_mrl.losses._similarity_preservation_loss import (
+    SimilarityPreservationLoss,
+)
+from keras_mrl.losses._supervised_contrastive_loss import (
     SupervisedContrastiveLoss,
 )
+
+__all__ = ["MatryoshkaLoss", "MultipleNegativesRankingLoss", "NestedLoss",
+           "SimilarityPreservationLoss", "SupervisedContrastiveLoss"]

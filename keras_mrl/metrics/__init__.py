@@ -1,3 +1,5 @@
 """Keras metrics of keras_mrl."""
 
-from keras_mrl.metrics.matryoshka_metric import MatryoshkaMetric
+from keras_mrl.metrics._matryoshka_metric import MatryoshkaMetric
+
+__all__ = ["MatryoshkaMetric"]

@@ -1,4 +1,6 @@
 """Keras models of keras_mrl."""
 
-from keras_mrl.models.contrastive_model import ContrastiveModel
-from keras_mrl.models.matryoshka_adaptor import MatryoshkaAdaptor
+from keras_mrl.models._contrastive_model import ContrastiveModel
+from keras_mrl.models._matryoshka_adaptor import MatryoshkaAdaptor
+
+__all__ = ["ContrastiveModel", "MatryoshkaAdaptor"]

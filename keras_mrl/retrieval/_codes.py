@@ -25,35 +25,35 @@ RESCORING_PRECISIONS = ("float32", "int8")
 HNSW_PRECISIONS = ("float32", "binary")
 
 
-def check_precisions(precisions, dims, index):
-    """Returns `precisions` as a tuple of one precision per width of `dims`.
+def check_precisions(precisions, stage_dims, index):
+    """Returns `precisions` as a tuple of one precision per width of `stage_dims`.
 
     None means float32 at every stage.
     """
     if precisions is None:
-        return ("float32",) * len(dims)
+        return ("float32",) * len(stage_dims)
     if isinstance(precisions, (str, bytes)) or not hasattr(
         precisions, "__iter__"
     ):
         raise TypeError(
-            "`precisions` must be a tuple of str, one per width of dims "
-            f"{list(dims)}, e.g. ('binary', 'float32'); got {precisions!r}."
+            "`precisions` must be a tuple of str, one per width of stage_dims "
+            f"{list(stage_dims)}, e.g. ('binary', 'float32'); got {precisions!r}."
         )
     precisions = tuple(precisions)
-    if len(precisions) != len(dims):
+    if len(precisions) != len(stage_dims):
         raise ValueError(
             f"`precisions` {list(precisions)} must hold one precision per "
-            f"width of dims {list(dims)}: {len(dims)}."
+            f"width of stage_dims {list(stage_dims)}: {len(stage_dims)}."
         )
     checked = [check_choice(precisions[0], "precisions[0]", PRECISIONS)]
     for i, precision in enumerate(precisions[1:], start=1):
         checked.append(check_choice(
             precision, f"precisions[{i}]", RESCORING_PRECISIONS
         ))
-    if checked[0] == "binary" and dims[0] % 8:
+    if checked[0] == "binary" and stage_dims[0] % 8:
         raise ValueError(
             f"A binary first stage packs 8 dimensions to a byte, so its "
-            f"width dims[0] must be a multiple of 8; got {dims[0]}."
+            f"width stage_dims[0] must be a multiple of 8; got {stage_dims[0]}."
         )
     if index == "hnsw" and checked[0] not in HNSW_PRECISIONS:
         raise ValueError(

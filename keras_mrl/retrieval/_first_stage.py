@@ -7,7 +7,6 @@ and binary codes) live in `_quantized_stage.py`.
 """
 
 import abc
-import contextlib
 import threading
 
 import numpy as np

@@ -24,7 +24,7 @@ from keras_mrl.retrieval._quantized_stage import make_first_stage
 from keras_mrl.retrieval._rerank import rerank
 
 _CONFIG_KEYS = (
-    "dims", "shortlist", "precisions", "index", "normalize", "hnsw_m",
+    "stage_dims", "shortlist", "precisions", "index", "normalize", "hnsw_m",
     "ef_construction", "ef_search", "use_faiss",
 )
 
@@ -45,9 +45,9 @@ def _as_matrix(x, name, width=None):
     return check_finite(x, name)
 
 
-def _check_shortlist(shortlist, dims):
-    """Returns `shortlist` as a tuple of counts that fits `dims`."""
-    stages = len(dims) - 1
+def _check_shortlist(shortlist, stage_dims):
+    """Returns `shortlist` as a tuple of counts that fits `stage_dims`."""
+    stages = len(stage_dims) - 1
     if isinstance(shortlist, numbers.Integral):
         shortlist = (shortlist,)
     if isinstance(shortlist, (str, bytes)) or not hasattr(
@@ -55,8 +55,8 @@ def _check_shortlist(shortlist, dims):
     ):
         raise TypeError(
             f"`shortlist` must be a tuple of ints, one per stage but the "
-            f"last ({stages} for dims {list(dims)}), e.g. shortlist=(200,) "
-            f"for dims=(32, 1024); a one-stage index takes shortlist=(). "
+            f"last ({stages} for stage_dims {list(stage_dims)}), e.g. shortlist=(200,) "
+            f"for stage_dims=(32, 1024); a one-stage index takes shortlist=(). "
             f"Got {shortlist!r}."
         )
     counts = tuple(
@@ -66,7 +66,7 @@ def _check_shortlist(shortlist, dims):
     if len(counts) != stages:
         raise ValueError(
             f"`shortlist` {list(counts)} must hold one count per stage but "
-            f"the last: {stages} for dims {list(dims)}."
+            f"the last: {stages} for stage_dims {list(stage_dims)}."
         )
     for a, b in zip(counts, counts[1:]):
         if b > a:
@@ -81,9 +81,9 @@ def _check_shortlist(shortlist, dims):
 class FunnelIndex:
     """Funnel search over the nested prefixes of Matryoshka embeddings.
 
-    Stage 0 searches the whole corpus at width `dims[0]` and keeps
+    Stage 0 searches the whole corpus at width `stage_dims[0]` and keeps
     `shortlist[0]` candidates per query. Each later stage `i` rescores the
-    survivors at width `dims[i]` and keeps `shortlist[i]`; the last stage
+    survivors at width `stage_dims[i]` and keeps `shortlist[i]`; the last stage
     keeps `k`. With `normalize=True` the similarity at every width is the
     cosine of the re-normalised prefixes, `<q[:d], x[:d]> / (|q[:d]| |x[:d]|)`;
     with `normalize=False` it is the raw inner product of the prefixes.
@@ -93,8 +93,8 @@ class FunnelIndex:
     `keras_mrl.serving.quantize` over per-dimension ranges measured on
     `calibration` (default: the corpus), and scores the float query against
     the decoded codes. `"binary"` (first stage only, a width that is a
-    multiple of 8) keeps the sign bits of the prefix, `dims[0] / 8` bytes,
-    and ranks by Hamming distance; its score is `dims[0] - 2 * hamming`,
+    multiple of 8) keeps the sign bits of the prefix, `stage_dims[0] / 8` bytes,
+    and ranks by Hamming distance; its score is `stage_dims[0] - 2 * hamming`,
     the inner product of the sign vectors. The prefix is normalised (or
     not) before it is quantized. `bytes_per_vector` tells what each stage
     costs.
@@ -121,8 +121,8 @@ class FunnelIndex:
     first stage is approximate on faiss and exact on numpy.
 
     The index stores one normalised prefix copy per width (the first stage
-    holds the `dims[0]` one) in its stage's precision: float32 at every
-    stage costs `4 * sum(dims)` bytes per vector, plus the HNSW graph and,
+    holds the `stage_dims[0]` one) in its stage's precision: float32 at every
+    stage costs `4 * sum(stage_dims)` bytes per vector, plus the HNSW graph and,
     per int8 stage, its `(2, width)` float32 ranges. A shortlist longer
     than the corpus keeps the whole corpus. An HNSW beam narrower than
     `shortlist[0]` may shortlist fewer candidates, and the later stages
@@ -132,12 +132,12 @@ class FunnelIndex:
 
     Args:
         corpus_embeddings: array `(N, D)` of full-width embeddings, finite.
-        dims: strictly increasing widths, at most `D`, one per stage.
-        shortlist: `len(dims) - 1` candidate counts, the number each stage
+        stage_dims: strictly increasing widths, at most `D`, one per stage.
+        shortlist: `len(stage_dims) - 1` candidate counts, the number each stage
             but the last keeps; each at least the next (non-increasing);
             `()` for a one-stage index. `search` needs `shortlist[-1] >= k`.
         precisions: None for float32 at every stage, or one precision per
-            width of `dims`: `"float32"`, `"int8"` or `"binary"` for the
+            width of `stage_dims`: `"float32"`, `"int8"` or `"binary"` for the
             first stage, `"float32"` or `"int8"` for the later ones.
             `index="hnsw"` takes a float32 or binary first stage.
         calibration: optional array `(C, D)` of full-width embeddings,
@@ -163,7 +163,7 @@ class FunnelIndex:
 
     >>> corpus = np.random.default_rng(0).normal(size=(500, 64))
     >>> index = keras_mrl.retrieval.FunnelIndex(
-    ...     corpus, dims=(16, 64), shortlist=(50,)
+    ...     corpus, stage_dims=(16, 64), shortlist=(50,)
     ... )
     >>> scores, ids = index.search(corpus[:3], k=5)
     >>> ids.shape, ids[:, 0].tolist()
@@ -172,7 +172,7 @@ class FunnelIndex:
     A binary first stage at 32 bits, rescored in float32 at 64:
 
     >>> small = keras_mrl.retrieval.FunnelIndex(
-    ...     corpus, dims=(32, 64), shortlist=(50,),
+    ...     corpus, stage_dims=(32, 64), shortlist=(50,),
     ...     precisions=("binary", "float32"),
     ... )
     >>> small.bytes_per_vector, small.total_bytes_per_vector
@@ -186,7 +186,7 @@ class FunnelIndex:
         self,
         corpus_embeddings,
         *,
-        dims,
+        stage_dims,
         shortlist,
         precisions=None,
         calibration=None,
@@ -210,12 +210,12 @@ class FunnelIndex:
                 corpus.shape[1], None, None, None
             )
         self.width = saved.width
-        self.dims = validate_nesting_dims(
-            dims, max_dim=self.width, name="dims"
+        self.stage_dims = validate_nesting_dims(
+            stage_dims, max_dim=self.width, name="stage_dims"
         )
-        self.shortlist = _check_shortlist(shortlist, self.dims)
+        self.shortlist = _check_shortlist(shortlist, self.stage_dims)
         self.index = check_choice(index, "index", INDEX_KINDS)
-        self.precisions = check_precisions(precisions, self.dims, self.index)
+        self.precisions = check_precisions(precisions, self.stage_dims, self.index)
         self.normalize = check_bool(normalize, "normalize")
         self.hnsw_m = check_positive_int(hnsw_m, "hnsw_m")
         self.ef_construction = check_positive_int(
@@ -270,7 +270,7 @@ class FunnelIndex:
             measured = measure_ranges(p) if len(p) >= 2 else None
             if measured is None or (measured[0] == measured[1]).all():
                 raise ValueError(
-                    f"The int8 stage {i} (width {self.dims[i]}) measures "
+                    f"The int8 stage {i} (width {self.stage_dims[i]}) measures "
                     f"its per-dimension ranges on `{name}`, whose {len(p)} "
                     "row(s) leave them empty (minimum = maximum in every "
                     "dimension): every code would be the same. Pass a "
@@ -289,8 +289,8 @@ class FunnelIndex:
     def _prefixes(self, x):
         if self.normalize:
             # Normalising the strided view writes the only contiguous copy.
-            return [l2_normalize(x[:, :d]) for d in self.dims]
-        return [np.ascontiguousarray(x[:, :d]) for d in self.dims]
+            return [l2_normalize(x[:, :d]) for d in self.stage_dims]
+        return [np.ascontiguousarray(x[:, :d]) for d in self.stage_dims]
 
     @property
     def uses_faiss(self):
@@ -307,7 +307,7 @@ class FunnelIndex:
         """
         return tuple(
             bytes_per_vector(precision, d)
-            for precision, d in zip(self.precisions, self.dims)
+            for precision, d in zip(self.precisions, self.stage_dims)
         )
 
     @property
@@ -348,7 +348,7 @@ class FunnelIndex:
 
         Returns:
             `(scores, ids)`: float32 and int64 arrays of shape `(Q, k)`; the
-            scores are those of the last stage, at width `dims[-1]`. Every
+            scores are those of the last stage, at width `stage_dims[-1]`. Every
             id is a row of the corpus: there is no padding.
 
         Raises:
@@ -412,7 +412,7 @@ class FunnelIndex:
         same index over it, and `save` stores both.
         """
         return {
-            "dims": list(self.dims),
+            "stage_dims": list(self.stage_dims),
             "shortlist": list(self.shortlist),
             "precisions": list(self.precisions),
             "index": self.index,
@@ -443,7 +443,7 @@ class FunnelIndex:
 
         >>> corpus = np.random.default_rng(0).normal(size=(200, 32))
         >>> index = keras_mrl.retrieval.FunnelIndex(
-        ...     corpus, dims=(8, 32), shortlist=(40,), use_faiss=False
+        ...     corpus, stage_dims=(8, 32), shortlist=(40,), use_faiss=False
         ... )
         >>> again = keras_mrl.retrieval.FunnelIndex.from_config(
         ...     index.get_config(), corpus_embeddings=corpus

@@ -9,10 +9,6 @@ sign bits, by the configuration's `precisions`); `ranges_{d}`, the float32
 HNSW graph). Reading checks each of them, so a file `save` did not write
 fails here with a ValueError that names the path and what is wrong, not
 deep in numpy or faiss.
-
-Version 2 added `precisions` and `ranges_{d}`. A version 1 file, float32
-at every stage, is still read: its configuration gains
-`precisions=["float32", ...]`.
 """
 
 import collections
@@ -27,8 +23,7 @@ from keras_mrl.retrieval._codes import check_precisions
 from keras_mrl.retrieval._codes import stored_layout
 
 FORMAT = "keras_mrl.retrieval.FunnelIndex"
-VERSION = 2
-READS = (1, 2)
+VERSION = 1
 _STATE = "first_stage_state"
 
 # The prefixes of a saved index, passed to `FunnelIndex` in place of the
@@ -56,7 +51,7 @@ def write(path, *, config, width, prefixes, ranges, state):
         config: the index's `get_config()`, JSON-serialisable.
         width: the corpus width.
         prefixes: what each stage stores, one array per width of
-            `config["dims"]`.
+            `config["stage_dims"]`.
         ranges: one `(2, d)` array per int8 stage, None for the others.
         state: the first stage's saved bytes, or None.
     """
@@ -68,9 +63,9 @@ def write(path, *, config, width, prefixes, ranges, state):
         "config": config,
     }
     arrays = {
-        f"prefix_{d}": p for d, p in zip(config["dims"], prefixes)
+        f"prefix_{d}": p for d, p in zip(config["stage_dims"], prefixes)
     }
-    for d, r in zip(config["dims"], ranges):
+    for d, r in zip(config["stage_dims"], ranges):
         if r is not None:
             arrays[f"ranges_{d}"] = r
     if state is not None:
@@ -118,11 +113,11 @@ def _read(path):
         )
     with np.load(path, allow_pickle=False) as data:
         header = _header(data)
-        dims = _dims(header)
-        precisions = _precisions(header, dims)
+        stage_dims = _dims(header)
+        precisions = _precisions(header, stage_dims)
         size, width = header["size"], header["width"]
         prefixes, ranges = [], []
-        for d, precision in zip(dims, precisions):
+        for d, precision in zip(stage_dims, precisions):
             prefixes.append(_prefix(data, d, precision, size))
             ranges.append(
                 _ranges(data, d) if precision == "int8" else None
@@ -203,10 +198,10 @@ def _header(data):
             f"its `header` does not carry the format marker {FORMAT!r}, "
             "so it was not written by FunnelIndex.save."
         )
-    if header.get("version") not in READS:
+    if header.get("version") != VERSION:
         raise _Unreadable(
             f"it has format version {header.get('version')!r}; this "
-            f"keras_mrl reads versions {' and '.join(map(str, READS))}. "
+            f"keras_mrl reads version {VERSION}. "
             "Save the index again with the keras_mrl that loads it."
         )
     for key, kind in (("width", int), ("size", int), ("config", dict)):
@@ -218,14 +213,11 @@ def _header(data):
     return header
 
 
-def _precisions(header, dims):
+def _precisions(header, stage_dims):
     config = header["config"]
-    if header["version"] == 1:
-        # Version 1 stored float32 prefixes only.
-        config.setdefault("precisions", ["float32"] * len(dims))
     try:
         return check_precisions(
-            config.get("precisions"), dims, config.get("index")
+            config.get("precisions"), stage_dims, config.get("index")
         )
     except (TypeError, ValueError) as error:
         raise _Unreadable(f"its header's configuration: {error}") from None
@@ -234,8 +226,8 @@ def _precisions(header, dims):
 def _dims(header):
     try:
         return validate_nesting_dims(
-            header["config"].get("dims"), max_dim=header["width"],
-            name="dims",
+            header["config"].get("stage_dims"), max_dim=header["width"],
+            name="stage_dims",
         )
     except (TypeError, ValueError) as error:
         raise _Unreadable(f"its header's configuration: {error}") from None

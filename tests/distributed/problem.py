@@ -51,11 +51,11 @@ def build_model():
         WIDTH, activation="tanh", name="trunk"
     )(inputs)
     outputs = {
-        "head": keras_mrl.MatryoshkaDense(
+        "head": keras_mrl.layers.MatryoshkaDense(
             UNITS, nesting_dims=NESTING_DIMS, name="head"
         )(embedding),
         "tied": keras_mrl.layers.WidthSampling(2, seed=7, name="tied_sampling")(
-            keras_mrl.MatryoshkaDense(
+            keras_mrl.layers.MatryoshkaDense(
                 UNITS, nesting_dims=NESTING_DIMS, tied=True, name="tied"
             )(embedding)
         ),
@@ -81,16 +81,16 @@ def losses():
     """Per-output losses: stacked for the heads, prefix for the embedding."""
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     return {
-        "head": keras_mrl.MatryoshkaLoss(ce),
-        "tied": keras_mrl.MatryoshkaLoss(ce, weights=[1.0, 1.0, 2.0]),
-        "embedding": keras_mrl.MatryoshkaLoss(
+        "head": keras_mrl.losses.MatryoshkaLoss(ce),
+        "tied": keras_mrl.losses.MatryoshkaLoss(ce, weights=[1.0, 1.0, 2.0]),
+        "embedding": keras_mrl.losses.MatryoshkaLoss(
             keras.losses.MeanSquaredError(), nesting_dims=NESTING_DIMS
         ),
     }
 
 
 def metric():
-    return keras_mrl.MatryoshkaMetric(
+    return keras_mrl.metrics.MatryoshkaMetric(
         keras.metrics.SparseCategoricalAccuracy(name="acc"),
         head=NESTING_DIMS,
     )

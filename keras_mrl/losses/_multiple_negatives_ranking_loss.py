@@ -5,9 +5,9 @@ from keras import ops
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_positive_float
 from keras_mrl._validation import keyword_only
-from keras_mrl.losses.nested_loss import NestedLoss
-from keras_mrl.losses.nested_loss import compute_dtype
-from keras_mrl.losses.similarity import prefix_similarities
+from keras_mrl.losses._nested_loss import NestedLoss
+from keras_mrl.losses._nested_loss import compute_dtype
+from keras_mrl.losses._similarity import prefix_similarities
 
 
 # Logits are cosines times `scale`, so they lie in [-scale, scale]. Shifting
@@ -58,7 +58,7 @@ class MultipleNegativesRankingLoss(NestedLoss):
 
     This equals sentence-transformers' `MultipleNegativesRankingLoss` with
     its default `directions=("query_to_doc",)`, and inside
-    `keras_mrl.MatryoshkaLoss(..., nesting_dims=...)` its `MatryoshkaLoss`.
+    `keras_mrl.losses.MatryoshkaLoss(..., nesting_dims=...)` its `MatryoshkaLoss`.
 
     With `symmetric=True` each example also gets the positive-to-anchor
     direction, as CLIP does: positive `i` is scored against the `B` anchors
@@ -101,7 +101,7 @@ class MultipleNegativesRankingLoss(NestedLoss):
     >>> y_pred = np.stack([anchors, anchors], axis=1)  # positive == anchor
     >>> round(float(loss(None, y_pred)), 4)
     0.0
-    >>> wide = keras_mrl.MatryoshkaLoss(loss, nesting_dims=[4, 8])
+    >>> wide = keras_mrl.losses.MatryoshkaLoss(loss, nesting_dims=[4, 8])
     >>> round(float(wide(None, y_pred)), 4)
     0.0
     """

@@ -255,7 +255,7 @@ class ContrastiveModel(keras.Model):
     The model embeds every branch of its input with the same `embedder`
     (shared weights) and stacks the embeddings into `(B, 2 + n, D)`, what
     `keras_mrl.losses.MultipleNegativesRankingLoss` reads, alone or inside
-    `keras_mrl.MatryoshkaLoss(..., nesting_dims=...)`. No labels are needed:
+    `keras_mrl.losses.MatryoshkaLoss(..., nesting_dims=...)`. No labels are needed:
     `fit(x)` trains. The embedder object itself is trained, so after `fit`
     it is the fine-tuned model, to use, save or `save_to_preset` as usual.
 
@@ -297,7 +297,7 @@ class ContrastiveModel(keras.Model):
     >>> model = keras_mrl.models.ContrastiveModel(encoder)
     >>> model.compile(
     ...     optimizer="adam",
-    ...     loss=keras_mrl.MatryoshkaLoss(
+    ...     loss=keras_mrl.losses.MatryoshkaLoss(
     ...         keras_mrl.losses.MultipleNegativesRankingLoss(),
     ...         nesting_dims=[2, 4],
     ...     ),

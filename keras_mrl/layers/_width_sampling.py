@@ -10,7 +10,7 @@ from keras_mrl._validation import keyword_only
 class WidthSampling(keras.layers.Layer):
     """Trains a random subset of a Matryoshka head's granularities a step.
 
-    Put after a `keras_mrl.MatryoshkaDense` head, whose output stacks the
+    Put after a `keras_mrl.layers.MatryoshkaDense` head, whose output stacks the
     `G` granularities on axis -2. At every training step the layer draws
     `n_dims_per_step` of them at random; the others pass through
     `stop_gradient`. The output's values never change, so the loss and the
@@ -45,12 +45,12 @@ class WidthSampling(keras.layers.Layer):
 
     >>> model = keras.Sequential([
     ...     keras.Input((32,)),
-    ...     keras_mrl.MatryoshkaDense(10, nesting_dims=[8, 16, 32]),
+    ...     keras_mrl.layers.MatryoshkaDense(10, nesting_dims=[8, 16, 32]),
     ...     keras_mrl.layers.WidthSampling(2, seed=0),
     ... ])
     >>> model.compile(
     ...     optimizer="adam",
-    ...     loss=keras_mrl.MatryoshkaLoss("sparse_categorical_crossentropy"),
+    ...     loss=keras_mrl.losses.MatryoshkaLoss("sparse_categorical_crossentropy"),
     ... )
     >>> x, y = np.ones((8, 32)), np.zeros((8,), "int32")
     >>> _ = model.fit(x, y, epochs=1, verbose=0)
@@ -71,7 +71,7 @@ class WidthSampling(keras.layers.Layer):
         if len(input_shape) < 3 or input_shape[-2] is None:
             raise ValueError(
                 "WidthSampling reads the stacked (batch, ..., G, units) "
-                "output of keras_mrl.MatryoshkaDense with a known G, got "
+                "output of keras_mrl.layers.MatryoshkaDense with a known G, got "
                 f"inputs of shape {input_shape}. Put it after the head."
             )
         count = input_shape[-2]

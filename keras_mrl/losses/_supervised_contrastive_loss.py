@@ -4,9 +4,9 @@ from keras import ops
 
 from keras_mrl._validation import check_positive_float
 from keras_mrl._validation import keyword_only
-from keras_mrl.losses.nested_loss import NestedLoss
-from keras_mrl.losses.nested_loss import compute_dtype
-from keras_mrl.losses.similarity import prefix_similarities
+from keras_mrl.losses._nested_loss import NestedLoss
+from keras_mrl.losses._nested_loss import compute_dtype
+from keras_mrl.losses._similarity import prefix_similarities
 
 # Stands in for the excluded self-similarity inside the log-partition. A
 # finite value keeps `0 * masked` at 0 where -inf would give NaN, and its
@@ -86,7 +86,7 @@ class SupervisedContrastiveLoss(NestedLoss):
     Labels must have an integer dtype; float labels raise a ValueError even
     when they hold whole numbers, since a float label is usually a mistake
     such as a one-hot or a regression target. The loss is computed in
-    float32. Inside `keras_mrl.MatryoshkaLoss(..., nesting_dims=...)` it
+    float32. Inside `keras_mrl.losses.MatryoshkaLoss(..., nesting_dims=...)` it
     computes every width from one pass over the blocks between widths, like
     `keras_mrl.losses.MultipleNegativesRankingLoss`.
 

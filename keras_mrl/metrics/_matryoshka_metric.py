@@ -8,8 +8,8 @@ from keras_mrl._modes import granularity_views
 from keras_mrl._modes import keras_mask
 from keras_mrl._validation import check_optional_bool
 from keras_mrl._validation import keyword_only
-from keras_mrl.layers.matryoshka_dense import MatryoshkaDense
-from keras_mrl.layers.matryoshka_dense import matryoshka_heads
+from keras_mrl.layers._matryoshka_dense import MatryoshkaDense
+from keras_mrl.layers._matryoshka_dense import matryoshka_heads
 from keras_mrl.nesting import validate_nesting_dims
 
 # Names whose meaning Keras' `compile` picks from the loss and the labels;
@@ -74,7 +74,7 @@ def _head_widths(head):
             )
         head = heads[0]
     if isinstance(head, MatryoshkaDense):
-        widths = head.widths or head.nesting_dims
+        widths = head.nesting_dims
         if widths is None:
             raise ValueError(
                 f"MatryoshkaMetric(head=...) needs the widths of head "
@@ -86,7 +86,7 @@ def _head_widths(head):
     if isinstance(head, (list, tuple)):
         return list(validate_nesting_dims(head, name="head"))
     raise TypeError(
-        "`head` must be a keras_mrl.MatryoshkaDense, a model holding one, or "
+        "`head` must be a keras_mrl.layers.MatryoshkaDense, a model holding one, or "
         f"the head's list of widths; got {head!r}."
     )
 
@@ -101,7 +101,7 @@ class MatryoshkaMetric(keras.metrics.Metric):
     history and `evaluate` list `acc@16` before `acc@8`: read the values by
     key (`evaluate(..., return_dict=True)`), not by position.
 
-    The mode follows the same rule as `keras_mrl.MatryoshkaLoss`:
+    The mode follows the same rule as `keras_mrl.losses.MatryoshkaLoss`:
 
     - stacked mode (no `nesting_dims`): `y_pred` is the stacked output
       `(batch, ..., G, units)` of the MatryoshkaDense passed as `head`, from
@@ -120,7 +120,7 @@ class MatryoshkaMetric(keras.metrics.Metric):
         metric: a `keras.metrics.Metric` instance, a metric name, or a
             function.
         nesting_dims: the widths of prefix mode; None for stacked mode.
-        head: stacked mode only: the `keras_mrl.MatryoshkaDense` whose
+        head: stacked mode only: the `keras_mrl.layers.MatryoshkaDense` whose
             output the metric reads, a model holding exactly one, or that
             head's list of widths (what `get_config` stores).
         truncate_targets: optional bool, whether prefix mode also cuts
@@ -131,8 +131,8 @@ class MatryoshkaMetric(keras.metrics.Metric):
 
     Example:
 
-    >>> head = keras_mrl.MatryoshkaDense(2, nesting_dims=[8, 16])
-    >>> metric = keras_mrl.MatryoshkaMetric(
+    >>> head = keras_mrl.layers.MatryoshkaDense(2, nesting_dims=[8, 16])
+    >>> metric = keras_mrl.metrics.MatryoshkaMetric(
     ...     keras.metrics.SparseCategoricalAccuracy(name="acc"), head=head
     ... )
     >>> y_pred = np.array([[[0.9, 0.1], [0.2, 0.8]]])  # (1, 2 widths, 2)

@@ -10,9 +10,9 @@ from keras_mrl._validation import check_optional_bool
 from keras_mrl._validation import keyword_only
 from keras_mrl.losses._cross_entropy import is_sparse_logits_cross_entropy
 from keras_mrl.losses._cross_entropy import sparse_logits_cross_entropy
-from keras_mrl.losses.nested_loss import NestedLoss
-from keras_mrl.losses.nested_loss import compute_dtype
-from keras_mrl.losses.nested_loss import fill_missing_targets
+from keras_mrl.losses._nested_loss import NestedLoss
+from keras_mrl.losses._nested_loss import compute_dtype
+from keras_mrl.losses._nested_loss import fill_missing_targets
 from keras_mrl.nesting import validate_nesting_dims
 from keras_mrl.nesting import validate_weights
 
@@ -49,10 +49,10 @@ class MatryoshkaLoss(keras.losses.Loss):
     Returns `sum_g w_g * loss(y_true_g, y_pred_g)` per example: the paper's
     `Matryoshka_CE_Loss` with `relative_importance`, and sentence-transformers'
     `MatryoshkaLoss` with `matryoshka_weights`. `nesting_dims` chooses the
-    mode, as it does for `keras_mrl.MatryoshkaMetric`:
+    mode, as it does for `keras_mrl.metrics.MatryoshkaMetric`:
 
     - stacked mode (no `nesting_dims`): `y_pred` is the output of
-      `keras_mrl.MatryoshkaDense`, `(batch, ..., G, units)`, and
+      `keras_mrl.layers.MatryoshkaDense`, `(batch, ..., G, units)`, and
       `y_pred_g = y_pred[..., g, :]`. A rank-2 `(batch, D)` tensor raises:
       an embedding needs `nesting_dims`;
     - prefix mode (`nesting_dims=[m_1, ..., m_G]`): `y_pred` is an
@@ -102,14 +102,14 @@ class MatryoshkaLoss(keras.losses.Loss):
 
     Example:
 
-    >>> loss = keras_mrl.MatryoshkaLoss(
+    >>> loss = keras_mrl.losses.MatryoshkaLoss(
     ...     keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     ...     weights=[1.0, 1.0, 2.0],
     ... )
     >>> y_pred = np.random.normal(size=(4, 3, 10)).astype("float32")
     >>> float(loss(np.array([1, 2, 3, 4]), y_pred)) > 0
     True
-    >>> distill = keras_mrl.MatryoshkaLoss("mse", nesting_dims=[2, 4])
+    >>> distill = keras_mrl.losses.MatryoshkaLoss("mse", nesting_dims=[2, 4])
     >>> float(distill(np.ones((3, 4)), np.ones((3, 4))))
     0.0
     """

@@ -88,7 +88,7 @@ def quantize(x, *, precision, calibration=None, ranges=None, dim=None):
     `x`, of `calibration` and of `ranges` are taken, unnormalized, so one
     full-width calibration serves every width (a per-dimension range does
     not change when later dimensions are cut). Cutting first with
-    `keras_mrl.truncate(x, dim=m)` instead renormalizes the prefix: its
+    `keras_mrl.ops.truncate(x, dim=m)` instead renormalizes the prefix: its
     calibration must then be truncated the same way.
 
     Ranking by the int8 codes' dot product approximates the float ranking

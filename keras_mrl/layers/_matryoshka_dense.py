@@ -35,7 +35,7 @@ class MatryoshkaDense(keras.layers.Layer):
     `nesting_dims = [m_1, ..., m_G]`, granularity `g` is
     `activation(x[..., :m_g] @ W_g + b_g)`, computed from the first `m_g`
     features alone. All granularities come out stacked in one tensor, so a
-    single `keras_mrl.MatryoshkaLoss` and plain labels go into `compile`.
+    single `keras_mrl.losses.MatryoshkaLoss` and plain labels go into `compile`.
 
     With `tied=False` (MRL) every granularity owns a kernel of shape
     `(m_g, units)` and a bias. With `tied=True` (MRL-E) one kernel of shape
@@ -53,14 +53,13 @@ class MatryoshkaDense(keras.layers.Layer):
     Args:
         units: int, the width of each granularity's output (e.g. classes).
         nesting_dims: list of strictly increasing widths, or None for
-            `keras_mrl.default_nesting_dims(D)` of the input width `D`. The
-            attribute keeps what was passed; after build, `widths` holds
-            the widths in use.
+            `keras_mrl.nesting.default_nesting_dims(D)` of the input width
+            `D`. After build the attribute holds the widths in use.
         tied: bool, whether all granularities share one kernel and bias.
         activation: activation applied to every granularity's output.
         use_bias: bool, whether to add a bias.
         kernel_initializer: initializer of the kernels. A tied head's
-            blocks start as one draw of a `(widths[-1], units)` kernel,
+            blocks start as one draw of a `(nesting_dims[-1], units)` kernel,
             split, so the head starts as a `Dense(units)` seeded alike;
             an untied head draws each width's kernel on its own, with its
             own fan-in, as one `Dense` per width would.
@@ -80,11 +79,11 @@ class MatryoshkaDense(keras.layers.Layer):
 
     Example:
 
-    >>> head = keras_mrl.MatryoshkaDense(10, nesting_dims=[8, 16, 32])
+    >>> head = keras_mrl.layers.MatryoshkaDense(10, nesting_dims=[8, 16, 32])
     >>> tuple(head(np.ones((4, 32))).shape)
     (4, 3, 10)
-    >>> head.widths
-    (8, 16, 32)
+    >>> head.nesting_dims
+    [8, 16, 32]
     >>> small = head.export(8)  # a plain Dense serving granularity 8
     >>> tuple(small(np.ones((4, 8))).shape)
     (4, 10)
@@ -126,7 +125,6 @@ class MatryoshkaDense(keras.layers.Layer):
         self.bias_constraint = keras.constraints.get(bias_constraint)
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
         self.supports_masking = True
-        self._widths = None
 
     def _resolve_dims(self, input_dim):
         if input_dim is None:
@@ -140,7 +138,7 @@ class MatryoshkaDense(keras.layers.Layer):
 
     @property
     def kernel(self):
-        """The tied kernel `(widths[-1], units)`, its blocks joined.
+        """The tied kernel `(nesting_dims[-1], units)`, its blocks joined.
 
         A tensor read from `kernel_blocks`; assign to those to change it.
         """
@@ -155,22 +153,17 @@ class MatryoshkaDense(keras.layers.Layer):
             )
         return ops.concatenate(list(self.kernel_blocks), axis=0)
 
-    @property
-    def widths(self):
-        """The widths in use, a tuple of ints; None before build."""
-        return self._widths
-
     def build(self, input_shape):
         input_dim = input_shape[-1]
-        self._widths = tuple(self._resolve_dims(input_dim))
+        self.nesting_dims = self._resolve_dims(input_dim)
         if self.tied:
             # One variable per block: slicing one kernel into its blocks
             # copied each of them at every step. The blocks start as one
-            # draw of a `(widths[-1], units)` kernel, split: the head starts
+            # draw of a `(nesting_dims[-1], units)` kernel, split: the head starts
             # as the Dense it replaces.
-            bounds = list(block_bounds(self._widths))
+            bounds = list(block_bounds(self.nesting_dims))
             initializers = split_draw(
-                self.kernel_initializer, (self._widths[-1], self.units), bounds
+                self.kernel_initializer, (self.nesting_dims[-1], self.units), bounds
             )
             self.kernel_blocks = [
                 self._add_kernel(f"kernel_{start}_{end}", end - start, init)
@@ -180,17 +173,17 @@ class MatryoshkaDense(keras.layers.Layer):
         else:
             # Each width's kernel and bias is a draw of its own, with its
             # own fan-in, as one Dense per width would start.
-            count = len(self._widths)
+            count = len(self.nesting_dims)
             self.kernels = [
                 self._add_kernel(f"kernel_{m}", m, init)
                 for m, init in zip(
-                    self._widths, independent(self.kernel_initializer, count)
+                    self.nesting_dims, independent(self.kernel_initializer, count)
                 )
             ]
             self.biases = [
                 self._add_bias(f"bias_{m}", init)
                 for m, init in zip(
-                    self._widths, independent(self.bias_initializer, count)
+                    self.nesting_dims, independent(self.bias_initializer, count)
                 )
             ]
         self.input_spec = keras.layers.InputSpec(
@@ -224,7 +217,7 @@ class MatryoshkaDense(keras.layers.Layer):
             partials = [
                 ops.matmul(x, w)
                 for x, w in zip(
-                    split_blocks(inputs, self._widths), self.kernel_blocks
+                    split_blocks(inputs, self.nesting_dims), self.kernel_blocks
                 )
             ]
             outputs = ops.stack(list(running_sums(partials)), axis=-2)
@@ -233,7 +226,7 @@ class MatryoshkaDense(keras.layers.Layer):
         else:
             outputs = []
             for m, kernel, bias in zip(
-                self._widths, self.kernels, self.biases
+                self.nesting_dims, self.kernels, self.biases
             ):
                 out = ops.matmul(inputs[..., :m], kernel)
                 if bias is not None:
@@ -253,7 +246,7 @@ class MatryoshkaDense(keras.layers.Layer):
 
         The returned layer is built for inputs of width `dim` and computes,
         on `x[..., :dim]`, what this head computes for width `dim`. A tied
-        head serves any width from 1 to `widths[-1]`, also widths
+        head serves any width from 1 to `nesting_dims[-1]`, also widths
         between the trained ones; an untied head serves its trained widths.
 
         Args:
@@ -270,7 +263,7 @@ class MatryoshkaDense(keras.layers.Layer):
                 "MatryoshkaDense.export() needs a built layer; call the "
                 "layer on data or build it first."
             )
-        max_dim = self._widths[-1]
+        max_dim = self.nesting_dims[-1]
         dim = check_positive_int(dim, "dim")
         if self.tied:
             if not 1 <= dim <= max_dim:
@@ -281,13 +274,13 @@ class MatryoshkaDense(keras.layers.Layer):
             kernel = ops.convert_to_numpy(self.kernel)[:dim]
             bias = self.bias
         else:
-            if dim not in self._widths:
+            if dim not in self.nesting_dims:
                 raise ValueError(
                     f"An untied MatryoshkaDense exports only its trained "
-                    f"widths {list(self._widths)}, got dim={dim}. Use one of "
+                    f"widths {list(self.nesting_dims)}, got dim={dim}. Use one of "
                     "those, or train a tied head to serve any width."
                 )
-            g = self._widths.index(dim)
+            g = self.nesting_dims.index(dim)
             kernel = ops.convert_to_numpy(self.kernels[g])
             bias = self.biases[g]
         dense = keras.layers.Dense(

@@ -199,7 +199,7 @@ def _backbone_weights(backbone):
     return weights
 
 
-def _bert_config(backbone, pad_token_id, matryoshka_dims):
+def _bert_config(backbone, pad_token_id, nesting_dims):
     config = {
         "architectures": ["BertModel"],
         "model_type": "bert",
@@ -220,10 +220,10 @@ def _bert_config(backbone, pad_token_id, matryoshka_dims):
         "position_embedding_type": "absolute",
         "torch_dtype": "float32",
     }
-    if matryoshka_dims is not None:
+    if nesting_dims is not None:
         # Read by vLLM to allow a `dimensions` request parameter.
         config["is_matryoshka"] = True
-        config["matryoshka_dimensions"] = list(matryoshka_dims)
+        config["matryoshka_dimensions"] = list(nesting_dims)
     return config
 
 
@@ -307,7 +307,7 @@ def _json(value):
     return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
 
 
-def _model_card(width, sequence_length, matryoshka_dims):
+def _model_card(width, sequence_length, nesting_dims):
     front = [
         "---",
         "library_name: sentence-transformers",
@@ -317,10 +317,10 @@ def _model_card(width, sequence_length, matryoshka_dims):
         "- feature-extraction",
         "- sentence-similarity",
     ]
-    if matryoshka_dims is not None:
+    if nesting_dims is not None:
         front += ["- matryoshka",
-                  f"matryoshka_dimensions: {list(matryoshka_dims)}"]
-    smallest = width if matryoshka_dims is None else matryoshka_dims[0]
+                  f"matryoshka_dimensions: {list(nesting_dims)}"]
+    smallest = width if nesting_dims is None else nesting_dims[0]
     body = [
         "---", "",
         "# Sentence embedder exported by keras-mrl", "",
@@ -328,11 +328,11 @@ def _model_card(width, sequence_length, matryoshka_dims):
         f"{sequence_length} tokens), fine-tuned in Keras and exported by "
         "`keras_mrl.serving.export_sentence_transformer`.", "",
     ]
-    if matryoshka_dims is not None:
+    if nesting_dims is not None:
         body += [
             "It was trained with Matryoshka Representation Learning: the "
             "first `m` dimensions of an embedding are an embedding of their "
-            f"own for each `m` in {list(matryoshka_dims)}.", "",
+            f"own for each `m` in {list(nesting_dims)}.", "",
         ]
     body += [
         "```python",
@@ -347,7 +347,7 @@ def _model_card(width, sequence_length, matryoshka_dims):
 
 @keyword_only
 def export_sentence_transformer(embedder, *, path, head=None,
-                                matryoshka_dims=None, normalize=True,
+                                nesting_dims=None, normalize=True,
                                 tokenizer=None, sequence_length=None,
                                 overwrite=False):
     """Writes a KerasHub BERT embedder as a sentence-transformers directory.
@@ -357,7 +357,7 @@ def export_sentence_transformer(embedder, *, path, head=None,
     BERT, its pooling (mean, cls or max) and its own normalisation, then
     `head` (or a `ContrastiveModel`'s head) as a `Dense` module without
     bias (`OrthogonalProjection`) or with the `Dense` layer's bias, then,
-    with `normalize`, an L2 normalisation. The widths `matryoshka_dims` are
+    with `normalize`, an L2 normalisation. The widths `nesting_dims` are
     recorded in `config.json` (`matryoshka_dimensions`, which vLLM reads),
     `config_sentence_transformers.json` and the model card `README.md`;
     serve a prefix with `SentenceTransformer(path, truncate_dim=m)` and
@@ -386,7 +386,7 @@ def export_sentence_transformer(embedder, *, path, head=None,
         head: optional `keras_mrl.layers.OrthogonalProjection` or linear
             `keras.layers.Dense` applied after the embedder (the `head` of
             the `ContrastiveModel` it was trained in).
-        matryoshka_dims: optional increasing widths the model was trained
+        nesting_dims: optional increasing widths the model was trained
             at, none wider than its output.
         normalize: bool, whether the exported model L2-normalises its
             output.
@@ -427,7 +427,7 @@ def export_sentence_transformer(embedder, *, path, head=None,
     ...         tokenizer, sequence_length=16))
     >>> path = keras_mrl.serving.export_sentence_transformer(
     ...     embedder, path=os.path.join(tempfile.mkdtemp(), "model"),
-    ...     matryoshka_dims=[4, 8])
+    ...     nesting_dims=[4, 8])
     >>> sorted(os.listdir(path))[:4]
     ['1_Pooling', '2_Normalize', 'README.md', 'config.json']
     >>> from sentence_transformers import (
@@ -448,9 +448,9 @@ def export_sentence_transformer(embedder, *, path, head=None,
     width = backbone.hidden_dim
     head_weights = None if head is None else _head_kernel(head, width)
     out_width = width if head_weights is None else head_weights[0].shape[1]
-    if matryoshka_dims is not None:
-        matryoshka_dims = validate_nesting_dims(
-            matryoshka_dims, out_width, name="matryoshka_dims"
+    if nesting_dims is not None:
+        nesting_dims = validate_nesting_dims(
+            nesting_dims, out_width, name="nesting_dims"
         )
     preprocessor = embedder.preprocessor
     if tokenizer is None and preprocessor is not None:
@@ -488,7 +488,7 @@ def export_sentence_transformer(embedder, *, path, head=None,
         modules.append((f"{len(modules)}_Normalize", "Normalize"))
     files = _tokenizer_files(tokenizer, sequence_length)
     files["config.json"] = _json(_bert_config(
-        backbone, tokenizer.pad_token_id, matryoshka_dims
+        backbone, tokenizer.pad_token_id, nesting_dims
     ))
     files["modules.json"] = _json([
         {"idx": i, "name": str(i), "path": folder,
@@ -501,11 +501,11 @@ def export_sentence_transformer(embedder, *, path, head=None,
     st_config = {"__version__": {}, "prompts": {},
                  "default_prompt_name": None,
                  "similarity_fn_name": "cosine"}
-    if matryoshka_dims is not None:
-        st_config["matryoshka_dimensions"] = list(matryoshka_dims)
+    if nesting_dims is not None:
+        st_config["matryoshka_dimensions"] = list(nesting_dims)
     files["config_sentence_transformers.json"] = _json(st_config)
     files["README.md"] = _model_card(out_width, sequence_length,
-                                     matryoshka_dims)
+                                     nesting_dims)
     pooling = embedder.pooling_mode
     files["1_Pooling/config.json"] = _json({
         "word_embedding_dimension": width,
