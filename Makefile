@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BACKENDS := tensorflow jax torch
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-tensorflow test-jax test-torch test-notebooks bench clean
+.PHONY: demo test lint format test-tensorflow test-jax test-torch test-notebooks bench clean
 
 $(VENV)/.installed: requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,20 @@ $(VENV)/.installed: requirements-dev.txt pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m keras_mrl demo --out demo_out
 
-# The numpy-only modules' tests run under the first backend only; every
-# stage prints its time.
+# ruff: lint and formatting, configured in pyproject.toml.
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(VENV)/.installed
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+# The linter first; then the numpy-only modules' tests run under the first
+# backend only; every stage prints its time.
 test: $(VENV)/.installed
+	@start=$$(date +%s); $(MAKE) --no-print-directory lint; \
+	echo "=== lint took $$(( $$(date +%s) - start )) s ==="
 	@set -e; skip=""; for b in $(BACKENDS); do \
 	  start=$$(date +%s); echo "=== KERAS_BACKEND=$$b ==="; \
 	  KERAS_BACKEND=$$b KERAS_MRL_NUMPY_ONLY=$$skip \
