@@ -51,10 +51,15 @@ MAX_SECONDS = 10 * 60
 
 def _parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--split", choices=("test", "validation"),
-                        default="test")
-    parser.add_argument("--epochs", type=int, default=30,
-                        help="unsupervised epochs over the documents")
+    parser.add_argument(
+        "--split", choices=("test", "validation"), default="test"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=30,
+        help="unsupervised epochs over the documents",
+    )
     # More epochs overfit the few thousand pairs (--split validation: 20
     # epochs lost 2 pt at 32 against 8).
     parser.add_argument("--supervised-epochs", type=int, default=8)
@@ -63,14 +68,24 @@ def _parse_args(argv=None):
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--query-length", type=int, default=32)
     parser.add_argument("--document-length", type=int, default=64)
-    parser.add_argument("--cache", default=os.path.join(
-        tempfile.gettempdir(), "keras_mrl_adaptor"))
-    parser.add_argument("--synthetic", action="store_true",
-                        help="random embeddings instead of the real ones")
-    parser.add_argument("--json", default=None, metavar="PATH",
-                        help="also write the results as JSON")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 when a goal is missed")
+    parser.add_argument(
+        "--cache",
+        default=os.path.join(tempfile.gettempdir(), "keras_mrl_adaptor"),
+    )
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="random embeddings instead of the real ones",
+    )
+    parser.add_argument(
+        "--json",
+        default=None,
+        metavar="PATH",
+        help="also write the results as JSON",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when a goal is missed"
+    )
     return parser.parse_args(argv)
 
 
@@ -101,18 +116,21 @@ def real_embeddings(args):
         "test_q": ([p["query"] for p in test], args.query_length),
         "test_d": ([p["document"] for p in test], args.document_length),
     }
-    key = hashlib.sha256(json.dumps(
-        [texts, docstring_pairs.SEED]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps([texts, docstring_pairs.SEED]).encode()
+    ).hexdigest()[:16]
     path = os.path.join(args.cache, f"minilm-{args.split}-{key}.npz")
     if os.path.isfile(path):
         print(f"embeddings from the cache {path}", flush=True)
         cached = np.load(path)
         return tuple(cached[name] for name in texts)
     start = time.perf_counter()
-    arrays = {name: _encode(t, length) for name, (t, length) in
-              texts.items()}
-    print(f"embedded {sum(len(t) for t, _ in texts.values())} texts in "
-          f"{time.perf_counter() - start:.0f} s", flush=True)
+    arrays = {name: _encode(t, length) for name, (t, length) in texts.items()}
+    print(
+        f"embedded {sum(len(t) for t, _ in texts.values())} texts in "
+        f"{time.perf_counter() - start:.0f} s",
+        flush=True,
+    )
     os.makedirs(args.cache, exist_ok=True)
     np.savez(path, **arrays)
     return tuple(arrays[name] for name in texts)
@@ -141,9 +159,11 @@ def _scores(queries, corpus):
     from keras_mrl.evaluation import retrieval_metrics_from_relevance
 
     results = retrieval_metrics_from_relevance(
-        queries, corpus_embeddings=corpus,
+        queries,
+        corpus_embeddings=corpus,
         relevant_ids=[[i] for i in range(len(queries))],
-        nesting_dims=WIDTHS, k=10,
+        nesting_dims=WIDTHS,
+        k=10,
     )
     return [100 * results[m]["ndcg@10"] for m in WIDTHS]
 
@@ -163,14 +183,18 @@ def _adaptor(x, args, epochs, label):
     adaptor = MatryoshkaAdaptor(
         WIDTHS[-1], nesting_dims=WIDTHS, top_k=args.top_k
     )
-    adaptor.compile(optimizer=keras.optimizers.Adam(args.lr),
-                    jit_compile=keras.backend.backend() != "torch")
+    adaptor.compile(
+        optimizer=keras.optimizers.Adam(args.lr),
+        jit_compile=keras.backend.backend() != "torch",
+    )
     start = time.perf_counter()
-    history = adaptor.fit(x, batch_size=args.batch, epochs=epochs,
-                          verbose=0)
+    history = adaptor.fit(x, batch_size=args.batch, epochs=epochs, verbose=0)
     losses = history.history["loss"]
-    print(f"{label}: {epochs} epochs in {time.perf_counter() - start:.0f} "
-          f"s, loss {losses[0]:.3f} -> {losses[-1]:.3f}", flush=True)
+    print(
+        f"{label}: {epochs} epochs in {time.perf_counter() - start:.0f} "
+        f"s, loss {losses[0]:.3f} -> {losses[-1]:.3f}",
+        flush=True,
+    )
     return lambda e: adaptor.predict(e, batch_size=1024, verbose=0)
 
 
@@ -182,26 +206,40 @@ def run(args):
         train_q, train_d, test_q, test_d = synthetic_embeddings(args)
     else:
         train_q, train_d, test_q, test_d = real_embeddings(args)
-    print(f"{len(train_q)} training pairs, {len(test_q)} {args.split} "
-          f"queries, width {train_q.shape[1]}", flush=True)
+    print(
+        f"{len(train_q)} training pairs, {len(test_q)} {args.split} "
+        f"queries, width {train_q.shape[1]}",
+        flush=True,
+    )
     results = {"(a) base": _scores(test_q, test_d)}
     pca = _pca(train_d)
     results["(b) PCA"] = _scores(pca(test_q), pca(test_d))
     rotation = _pca(train_d, centred=False)
-    results["(b2) PCA, uncentred"] = _scores(
-        rotation(test_q), rotation(test_d))
-    unsupervised = _adaptor(train_d, args, args.epochs,
-                            "(c) unsupervised adaptor")
+    results["(b2) PCA, uncentred"] = _scores(rotation(test_q), rotation(test_d))
+    unsupervised = _adaptor(
+        train_d, args, args.epochs, "(c) unsupervised adaptor"
+    )
     results["(c) adaptor, unsup."] = _scores(
-        unsupervised(test_q), unsupervised(test_d))
-    supervised = _adaptor((train_q, train_d), args, args.supervised_epochs,
-                          "(d) supervised adaptor")
+        unsupervised(test_q), unsupervised(test_d)
+    )
+    supervised = _adaptor(
+        (train_q, train_d),
+        args,
+        args.supervised_epochs,
+        "(d) supervised adaptor",
+    )
     results["(d) adaptor, sup."] = _scores(
-        supervised(test_q), supervised(test_d))
-    return {"results": results, "widths": WIDTHS,
-            "total_seconds": time.perf_counter() - began,
-            "backend": keras.backend.backend(), "settings": vars(args),
-            "num_train": len(train_q), "num_queries": len(test_q)}
+        supervised(test_q), supervised(test_d)
+    )
+    return {
+        "results": results,
+        "widths": WIDTHS,
+        "total_seconds": time.perf_counter() - began,
+        "backend": keras.backend.backend(),
+        "settings": vars(args),
+        "num_train": len(train_q),
+        "num_queries": len(test_q),
+    }
 
 
 def format_table(run_results):
@@ -227,17 +265,24 @@ def check_goals(run_results, label):
     worst = small[int(np.argmin(margin))]
     at32, full = WIDTHS.index(32), len(WIDTHS) - 1
     return [
-        (f"{label} >= PCA at every width <= 64", bool(margin.min() >= 0),
-         f"worst at {WIDTHS[worst]}: {adapted[worst]:.1f} vs best PCA "
-         f"{pca[worst]:.1f}, {margin.min():+.1f} pt"),
-        (f"{label} >= base truncated + 10 pt at 32",
-         bool(adapted[at32] >= base[at32] + 10),
-         f"{adapted[at32]:.1f} vs base {base[at32]:.1f}: "
-         f"{adapted[at32] - base[at32]:+.1f} pt"),
-        (f"{label} at {WIDTHS[-1]} >= the base - 1 pt",
-         bool(adapted[full] >= base[full] - 1.0),
-         f"{adapted[full]:.1f} vs base {base[full]:.1f}: "
-         f"{adapted[full] - base[full]:+.1f} pt"),
+        (
+            f"{label} >= PCA at every width <= 64",
+            bool(margin.min() >= 0),
+            f"worst at {WIDTHS[worst]}: {adapted[worst]:.1f} vs best PCA "
+            f"{pca[worst]:.1f}, {margin.min():+.1f} pt",
+        ),
+        (
+            f"{label} >= base truncated + 10 pt at 32",
+            bool(adapted[at32] >= base[at32] + 10),
+            f"{adapted[at32]:.1f} vs base {base[at32]:.1f}: "
+            f"{adapted[at32] - base[at32]:+.1f} pt",
+        ),
+        (
+            f"{label} at {WIDTHS[-1]} >= the base - 1 pt",
+            bool(adapted[full] >= base[full] - 1.0),
+            f"{adapted[full]:.1f} vs base {base[full]:.1f}: "
+            f"{adapted[full] - base[full]:+.1f} pt",
+        ),
     ]
 
 
@@ -246,11 +291,13 @@ def main(argv=None):
     run_results = run(args)
     print()
     print(format_table(run_results))
-    print(f"\n{run_results['num_train']} training pairs, "
-          f"{run_results['num_queries']} queries, "
-          f"{run_results['total_seconds']:.0f} s in all, "
-          f"backend {run_results['backend']}"
-          + (", SYNTHETIC embeddings" if args.synthetic else ""))
+    print(
+        f"\n{run_results['num_train']} training pairs, "
+        f"{run_results['num_queries']} queries, "
+        f"{run_results['total_seconds']:.0f} s in all, "
+        f"backend {run_results['backend']}"
+        + (", SYNTHETIC embeddings" if args.synthetic else "")
+    )
     failed = []
     for label in ("(c) adaptor, unsup.", "(d) adaptor, sup."):
         print()
@@ -260,8 +307,10 @@ def main(argv=None):
                 failed.append(goal)
     total = run_results["total_seconds"]
     within = total <= MAX_SECONDS
-    print(f"[{'ok' if within else 'MISSED'}] the whole run <= 10 minutes: "
-          f"{total / 60:.1f} min")
+    print(
+        f"[{'ok' if within else 'MISSED'}] the whole run <= 10 minutes: "
+        f"{total / 60:.1f} min"
+    )
     if not within:
         failed.append("the whole run <= 10 minutes")
     if args.json:

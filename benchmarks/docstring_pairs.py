@@ -44,21 +44,97 @@ SEED = 0
 # Standard-library modules with many documented callables and no side
 # effects on import.
 STDLIB = (
-    "argparse", "ast", "asyncio", "base64", "bisect", "calendar", "cmath",
-    "collections", "concurrent", "configparser", "contextlib", "copy", "csv",
-    "dataclasses", "datetime", "decimal", "difflib", "email", "enum",
-    "fileinput", "fnmatch", "fractions", "ftplib", "functools", "gettext",
-    "glob", "gzip", "hashlib", "heapq", "hmac", "html", "http", "imaplib",
-    "inspect", "ipaddress", "itertools", "json", "logging", "lzma",
-    "mailbox", "math", "mimetypes", "multiprocessing", "netrc", "numbers",
-    "operator", "optparse", "os", "pathlib", "pickle", "pickletools",
-    "plistlib", "poplib", "pprint", "queue", "random", "re", "sched",
-    "secrets", "selectors", "shelve", "shlex", "shutil", "smtplib",
-    "socket", "socketserver", "sqlite3", "ssl", "statistics", "string",
-    "struct", "subprocess", "tarfile", "tempfile", "textwrap", "threading",
-    "timeit", "tokenize", "tomllib", "traceback", "types", "typing",
-    "unittest", "urllib", "uuid", "warnings", "wave", "weakref", "xml",
-    "zipfile", "zoneinfo",
+    "argparse",
+    "ast",
+    "asyncio",
+    "base64",
+    "bisect",
+    "calendar",
+    "cmath",
+    "collections",
+    "concurrent",
+    "configparser",
+    "contextlib",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "email",
+    "enum",
+    "fileinput",
+    "fnmatch",
+    "fractions",
+    "ftplib",
+    "functools",
+    "gettext",
+    "glob",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "hmac",
+    "html",
+    "http",
+    "imaplib",
+    "inspect",
+    "ipaddress",
+    "itertools",
+    "json",
+    "logging",
+    "lzma",
+    "mailbox",
+    "math",
+    "mimetypes",
+    "multiprocessing",
+    "netrc",
+    "numbers",
+    "operator",
+    "optparse",
+    "os",
+    "pathlib",
+    "pickle",
+    "pickletools",
+    "plistlib",
+    "poplib",
+    "pprint",
+    "queue",
+    "random",
+    "re",
+    "sched",
+    "secrets",
+    "selectors",
+    "shelve",
+    "shlex",
+    "shutil",
+    "smtplib",
+    "socket",
+    "socketserver",
+    "sqlite3",
+    "ssl",
+    "statistics",
+    "string",
+    "struct",
+    "subprocess",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "timeit",
+    "tokenize",
+    "tomllib",
+    "traceback",
+    "types",
+    "typing",
+    "unittest",
+    "urllib",
+    "uuid",
+    "warnings",
+    "wave",
+    "weakref",
+    "xml",
+    "zipfile",
+    "zoneinfo",
 )
 TRAIN = ("numpy", "sklearn", "keras", "matplotlib", "jax") + STDLIB
 # Held out from TRAIN to choose settings on: never the test split.
@@ -67,9 +143,16 @@ TEST = ("scipy",)
 # Subpackages that are private in all but name, import other frameworks, or
 # hold tests.
 SKIPPED = (
-    "keras.src", "matplotlib.backends", "matplotlib.testing",
-    "numpy.f2py", "numpy.distutils", "numpy.testing", "jax.experimental",
-    "jax.extend", "jax.example_libraries", "sklearn.externals",
+    "keras.src",
+    "matplotlib.backends",
+    "matplotlib.testing",
+    "numpy.f2py",
+    "numpy.distutils",
+    "numpy.testing",
+    "jax.experimental",
+    "jax.extend",
+    "jax.example_libraries",
+    "sklearn.externals",
 )
 MIN_QUERY_CHARS = 12
 MIN_DOCUMENT_CHARS = 40
@@ -77,10 +160,10 @@ MIN_DOCUMENT_CHARS = 40
 
 def _private(name):
     parts = name.split(".")
-    return any(p.startswith("_") or p in ("tests", "testing", "conftest")
-               for p in parts) or any(
-        name == s or name.startswith(s + ".") for s in SKIPPED
-    )
+    return any(
+        p.startswith("_") or p in ("tests", "testing", "conftest")
+        for p in parts
+    ) or any(name == s or name.startswith(s + ".") for s in SKIPPED)
 
 
 def _walk(module):
@@ -105,9 +188,11 @@ def _walk(module):
 
 def _modules(package):
     """Returns the public modules of `package` in sorted order."""
-    with contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()), \
-            warnings.catch_warnings():
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
         try:
             root = importlib.import_module(package)
@@ -131,8 +216,12 @@ def split_docstring(doc):
     lines = [line for line in doc.splitlines() if "# may vary" not in line]
     summary, rest = lines[0].strip(), "\n".join(lines[1:]).strip()
     # A wrapped summary or a signature line is no summary.
-    if (len(summary) < MIN_QUERY_CHARS or len(rest) < MIN_DOCUMENT_CHARS
-            or summary.endswith((",", "(")) or " " not in summary):
+    if (
+        len(summary) < MIN_QUERY_CHARS
+        or len(rest) < MIN_DOCUMENT_CHARS
+        or summary.endswith((",", "("))
+        or " " not in summary
+    ):
         return None
     return summary, rest
 
@@ -200,8 +289,14 @@ def collect(packages):
                     continue
                 seen_queries.add(query)
                 seen_documents.add(document)
-                pairs.append({"query": query, "document": document,
-                              "package": owner, "name": name})
+                pairs.append(
+                    {
+                        "query": query,
+                        "document": document,
+                        "package": owner,
+                        "name": name,
+                    }
+                )
     return pairs
 
 
@@ -235,7 +330,8 @@ def build(train=TRAIN, validation=VALIDATION, test=TEST, seed=SEED):
     known_queries = {p["query"] for p in pool}
     known_documents = {p["document"] for p in pool}
     splits["test"] = [
-        p for p in collect(test)
+        p
+        for p in collect(test)
         if p["query"] not in known_queries
         and p["document"] not in known_documents
     ]
@@ -264,12 +360,15 @@ def build_in_subprocess():
     with tempfile.TemporaryDirectory() as out:
         built = subprocess.run(
             [sys.executable, __file__, "--out", out],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if built.returncode:
             sys.exit(f"docstring_pairs.py failed:\n{built.stderr}")
-        return {name: read_jsonl(os.path.join(out, f"{name}.jsonl"))
-                for name in ("train", "validation", "test")}
+        return {
+            name: read_jsonl(os.path.join(out, f"{name}.jsonl"))
+            for name in ("train", "validation", "test")
+        }
 
 
 def split_for(splits, split):
@@ -281,15 +380,21 @@ def split_for(splits, split):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="directory for train/validation/test.jsonl")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="directory for train/validation/test.jsonl",
+    )
     args = parser.parse_args(argv)
     # Some docstrings are formatted from sets at import time (scipy's
     # deprecation notes), so their text follows the hash seed; keras'
     # public modules are the same under every backend, but one fixed
     # backend keeps even their import-time details identical.
-    if (os.environ.get("PYTHONHASHSEED") != "0"
-            or os.environ.get("KERAS_BACKEND") != "jax"):
+    if (
+        os.environ.get("PYTHONHASHSEED") != "0"
+        or os.environ.get("KERAS_BACKEND") != "jax"
+    ):
         env = dict(os.environ, PYTHONHASHSEED="0", KERAS_BACKEND="jax")
         return subprocess.call(
             [sys.executable, os.path.abspath(__file__), "--out", args.out],

@@ -51,8 +51,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_out")
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when a target is missed"
+    )
     args = parser.parse_args(argv)
     from keras_mrl import demo
 

@@ -83,35 +83,52 @@ def overlap(ids, exact):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="20,000 x 1024 corpus and 64 queries")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="faiss OpenMP threads (default 2)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="20,000 x 1024 corpus and 64 queries",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="faiss OpenMP threads (default 2)",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--noise", type=float, default=0.48,
-                        help="within-cluster spread vs centre spread")
-    parser.add_argument("--decay", type=float, default=0.39,
-                        help="dimension j is scaled by (1 + j) ** -decay")
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.48,
+        help="within-cluster spread vs centre spread",
+    )
+    parser.add_argument(
+        "--decay",
+        type=float,
+        default=0.39,
+        help="dimension j is scaled by (1 + j) ** -decay",
+    )
     parser.add_argument("--clusters", type=int, default=2_000)
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 when a goal is missed")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when a goal is missed"
+    )
     args = parser.parse_args()
     num, num_queries = (20_000, 64) if args.quick else (200_000, 256)
     dim = 1024
 
     faiss.omp_set_num_threads(args.threads)
-    print(f"corpus {num} x {dim}, {num_queries} queries, top-{K}, "
-          f"faiss {faiss.__version__} with {faiss.omp_get_max_threads()} "
-          f"OpenMP threads, median of {args.repeats} interleaved rounds; "
-          f"data: {args.clusters} clusters, noise {args.noise}, decay "
-          f"{args.decay}, seed {args.seed}")
+    print(
+        f"corpus {num} x {dim}, {num_queries} queries, top-{K}, "
+        f"faiss {faiss.__version__} with {faiss.omp_get_max_threads()} "
+        f"OpenMP threads, median of {args.repeats} interleaved rounds; "
+        f"data: {args.clusters} clusters, noise {args.noise}, decay "
+        f"{args.decay}, seed {args.seed}"
+    )
 
     rng = np.random.default_rng(args.seed)
     centres = rng.standard_normal((args.clusters, dim), dtype=np.float32)
     corpus = matryoshka_like(rng, centres, num, args.noise, args.decay)
-    queries = matryoshka_like(rng, centres, num_queries, args.noise,
-                              args.decay)
+    queries = matryoshka_like(rng, centres, num_queries, args.noise, args.decay)
 
     def unit(x):
         return x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -123,62 +140,83 @@ def main():
     unit_queries = unit(queries)
     searches = {"exact": lambda: exact_index.search(unit_queries, K)}
 
-    two, five = ((32, 1024), (200,)), ((8, 16, 32, 64, 1024),
-                                       (200, 100, 50, 25))
+    two, five = (
+        ((32, 1024), (200,)),
+        ((8, 16, 32, 64, 1024), (200, 100, 50, 25)),
+    )
     hnsw = {"index": "hnsw"}  # FunnelIndex's HNSW defaults
     # (b) at three beams: the default, as wide as the shortlist, and two
     # narrower ones that trade recall for speed, as HNSW is meant to.
     configs = [
         ("a", "2-stage flat", *two, {}),
         ("b", "2-stage hnsw", *two, hnsw),
-        ("b", "2-stage hnsw, ef_search 100", *two,
-         dict(hnsw, ef_search=100)),
+        ("b", "2-stage hnsw, ef_search 100", *two, dict(hnsw, ef_search=100)),
         ("b", "2-stage hnsw, ef_search 50", *two, dict(hnsw, ef_search=50)),
         ("c", "5-stage flat", *five, {}),
         ("d", "2-stage numpy", *two, {"use_faiss": False}),
     ]
     for _, label, dims, shortlist, options in configs:
         start = time.perf_counter()
-        index = FunnelIndex(corpus, stage_dims=dims, shortlist=shortlist,
-                            **options)
+        index = FunnelIndex(
+            corpus, stage_dims=dims, shortlist=shortlist, **options
+        )
         builds[label] = time.perf_counter() - start
         searches[label] = lambda index=index: index.search(queries, k=K)
         if label == "2-stage hnsw":
             config = index.get_config()
-            hnsw_params = {key: config[key] for key in
-                           ("hnsw_m", "ef_construction", "ef_search")}
+            hnsw_params = {
+                key: config[key]
+                for key in ("hnsw_m", "ef_construction", "ef_search")
+            }
     seconds, results = interleaved(searches, args.repeats)
     exact_time, exact = seconds["exact"], results["exact"][1]
-    print(f"\nexact IndexFlatIP @{dim}: build {builds['exact']:.2f} s, "
-          f"search {exact_time * 1e3:.1f} ms "
-          f"({exact_time / num_queries * 1e6:.0f} us/query)")
+    print(
+        f"\nexact IndexFlatIP @{dim}: build {builds['exact']:.2f} s, "
+        f"search {exact_time * 1e3:.1f} ms "
+        f"({exact_time / num_queries * 1e6:.0f} us/query)"
+    )
 
     rows = []
     for key, label, dims, shortlist, _ in configs:
-        rows.append((key, label, dims, shortlist, builds[label],
-                     seconds[label], exact_time / seconds[label],
-                     overlap(results[label][1], exact)))
+        rows.append(
+            (
+                key,
+                label,
+                dims,
+                shortlist,
+                builds[label],
+                seconds[label],
+                exact_time / seconds[label],
+                overlap(results[label][1], exact),
+            )
+        )
     verdicts, missed = [], []
     for key, (min_speedup, min_overlap) in GOALS.items():
-        passing = [row[1] for row in rows if row[0] == key
-                   and row[6] >= min_speedup and row[7] >= min_overlap]
+        passing = [
+            row[1]
+            for row in rows
+            if row[0] == key and row[6] >= min_speedup and row[7] >= min_overlap
+        ]
         verdicts.append(
             f"({key}) goal >= {min_speedup:g}x at >= {min_overlap:g} "
-            f"overlap: " + (f"PASS ({', '.join(passing)})" if passing
-                            else "FAIL")
+            f"overlap: "
+            + (f"PASS ({', '.join(passing)})" if passing else "FAIL")
         )
         if not passing:
             missed.append(key)
 
     # ef_search None: the beam is as wide as the shortlist, 200.
-    print(f"\nHNSW first stage: {hnsw_params} unless the run says "
-          "otherwise")
-    print(f"| run | dims | shortlist | build s | search ms | speed-up | "
-          f"top-{K} overlap |")
+    print(f"\nHNSW first stage: {hnsw_params} unless the run says otherwise")
+    print(
+        f"| run | dims | shortlist | build s | search ms | speed-up | "
+        f"top-{K} overlap |"
+    )
     print("|---|---|---|---|---|---|---|")
     for key, label, dims, shortlist, build, took, speedup, score in rows:
-        print(f"| ({key}) {label} | {dims} | {shortlist} | {build:.2f} | "
-              f"{took * 1e3:.1f} | {speedup:.1f}x | {score:.3f} |")
+        print(
+            f"| ({key}) {label} | {dims} | {shortlist} | {build:.2f} | "
+            f"{took * 1e3:.1f} | {speedup:.1f}x | {score:.3f} |"
+        )
     print()
     for verdict in verdicts:
         print(verdict)
@@ -188,8 +226,10 @@ def main():
     for width in (8, 16, 32, 64, 128, 256, 512, 1024):
         print(f"| {width} | {4 * width} | {width / dim:.4f} |")
     for dims in sorted({row[2] for row in rows}):
-        print(f"a FunnelIndex with dims {dims} stores {4 * sum(dims)} "
-              "bytes/vector of prefixes (an HNSW graph adds its links)")
+        print(
+            f"a FunnelIndex with dims {dims} stores {4 * sum(dims)} "
+            "bytes/vector of prefixes (an HNSW graph adds its links)"
+        )
     if args.check and missed:
         print(f"missed goals: {', '.join(missed)}")
         sys.exit(1)

@@ -27,9 +27,9 @@ import json
 import sys
 import time
 
+import keras
 import numpy as np
 
-import keras
 import keras_mrl
 
 HEADS = ("plain", "untied", "tied")
@@ -222,8 +222,11 @@ def parse_args(argv=None):
         help="CPU smoke run: 32x32 images, batch 4, 2 steps, small backbone",
     )
     parser.add_argument("--json", help="also write the results to this file")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 when an overhead goal is missed")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when an overhead goal is missed",
+    )
     args = parser.parse_args(argv)
     full = {
         "image_size": 224,

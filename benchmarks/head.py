@@ -40,8 +40,11 @@ GOALS = (
     ("naive/tied", "naive", "tied", ">=", 1.4),
 )
 # Ratios printed for information, with no goal.
-INFO = (("floor/plain", "floor", "plain"), ("tied/floor", "tied", "floor"),
-        ("untied/naive", "untied", "naive"))
+INFO = (
+    ("floor/plain", "floor", "plain"),
+    ("tied/floor", "tied", "floor"),
+    ("untied/naive", "untied", "naive"),
+)
 
 
 class CopiedDense(keras.layers.Layer):
@@ -157,10 +160,12 @@ def parse_args(argv=None):
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true",
-                        help="a small case that runs in seconds")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 when a goal is missed")
+    parser.add_argument(
+        "--quick", action="store_true", help="a small case that runs in seconds"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when a goal is missed"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.dim, args.classes = 32, 64, 10
@@ -182,16 +187,21 @@ def main(argv=None):
         print(f"{name:<8} {value:>9.2f}")
     checks = check_goals(ms)
     for label, ratio, op, target, passed, margin in checks:
-        print(f"{label:<13} {ratio:6.2f}  goal {op} {target}  "
-              f"{'PASS' if passed else 'FAIL'} (margin {margin:+.2f})")
+        print(
+            f"{label:<13} {ratio:6.2f}  goal {op} {target}  "
+            f"{'PASS' if passed else 'FAIL'} (margin {margin:+.2f})"
+        )
     for label, numerator, denominator in INFO:
         print(f"{label:<13} {ms[numerator] / ms[denominator]:6.2f}")
     missed = [check for check in checks if not check[4]]
     if not args.check or not missed:
         return 0
     for label, ratio, op, target, _, margin in missed:
-        print(f"head.py: goal missed: {label} = {ratio:.2f}, goal {op} "
-              f"{target}, missed by {-margin:.2f}", file=sys.stderr)
+        print(
+            f"head.py: goal missed: {label} = {ratio:.2f}, goal {op} "
+            f"{target}, missed by {-margin:.2f}",
+            file=sys.stderr,
+        )
     return 1
 
 

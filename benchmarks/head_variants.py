@@ -37,14 +37,13 @@ import time
 
 import keras
 import numpy as np
+from head import CopiedDense  # the floor head of benchmarks/head.py
 from keras import ops
 
 import keras_mrl
 from keras_mrl._blocks import block_bounds
 from keras_mrl._blocks import running_sums
 from keras_mrl._blocks import split_blocks
-
-from head import CopiedDense  # the floor head of benchmarks/head.py
 
 
 def lse_cross_entropy(y_true, y_pred):
@@ -80,21 +79,31 @@ class TiedVariant(keras.layers.Layer):
             ]
         else:
             self.kernel = self.add_weight(
-                shape=(self.widths[-1], self.units), name="kernel")
-        self.bias = self.add_weight(shape=(self.units,), initializer="zeros",
-                                    name="bias")
+                shape=(self.widths[-1], self.units), name="kernel"
+            )
+        self.bias = self.add_weight(
+            shape=(self.units,), initializer="zeros", name="bias"
+        )
 
     def call(self, x):
         if self.how.startswith("block_weights"):
-            parts = [ops.matmul(a, w) for a, w in zip(
-                split_blocks(x, self.widths), self.blocks)]
+            parts = [
+                ops.matmul(a, w)
+                for a, w in zip(split_blocks(x, self.widths), self.blocks)
+            ]
         elif self.how == "slices":
-            parts = [ops.matmul(x[:, a:b], self.kernel[a:b])
-                     for a, b in block_bounds(self.widths)]
+            parts = [
+                ops.matmul(x[:, a:b], self.kernel[a:b])
+                for a, b in block_bounds(self.widths)
+            ]
         else:
-            parts = [ops.matmul(a, b) for a, b in zip(
-                split_blocks(x, self.widths),
-                split_blocks(self.kernel, self.widths, axis=0))]
+            parts = [
+                ops.matmul(a, b)
+                for a, b in zip(
+                    split_blocks(x, self.widths),
+                    split_blocks(self.kernel, self.widths, axis=0),
+                )
+            ]
         if self.how.endswith("cumsum"):
             out = ops.cumsum(ops.stack(parts, axis=-2), axis=-2)
         else:
@@ -111,24 +120,31 @@ class UntiedBlocks(keras.layers.Layer):
         self.units, self.widths = units, widths
 
     def build(self, input_shape):
-        self.kernels = [self.add_weight(shape=(m, self.units), name=f"k{m}")
-                        for m in self.widths]
-        self.biases = [self.add_weight(shape=(self.units,), name=f"b{m}",
-                                       initializer="zeros")
-                       for m in self.widths]
+        self.kernels = [
+            self.add_weight(shape=(m, self.units), name=f"k{m}")
+            for m in self.widths
+        ]
+        self.biases = [
+            self.add_weight(
+                shape=(self.units,), name=f"b{m}", initializer="zeros"
+            )
+            for m in self.widths
+        ]
 
     def call(self, x):
         g_count = len(self.widths)
         blocks = split_blocks(x, self.widths)
         # rows[g][k]: kernel g's rows of block k (k <= g).
-        rows = [split_blocks(kernel, self.widths[:g + 1], axis=0)
-                for g, kernel in enumerate(self.kernels)]
+        rows = [
+            split_blocks(kernel, self.widths[: g + 1], axis=0)
+            for g, kernel in enumerate(self.kernels)
+        ]
         sums = [None] * g_count
         for k, block in enumerate(blocks):
-            wide = ops.concatenate([rows[g][k] for g in range(k, g_count)],
-                                   axis=-1)
-            products = ops.split(ops.matmul(block, wide), g_count - k,
-                                 axis=-1)
+            wide = ops.concatenate(
+                [rows[g][k] for g in range(k, g_count)], axis=-1
+            )
+            products = ops.split(ops.matmul(block, wide), g_count - k, axis=-1)
             for g, product in zip(range(k, g_count), products):
                 sums[g] = product if sums[g] is None else sums[g] + product
         return ops.stack([s + b for s, b in zip(sums, self.biases)], axis=-2)
@@ -145,30 +161,61 @@ def variants(dim, classes):
         "plain": (lambda: keras.layers.Dense(classes), ce),
         "plain+onehot": (lambda: keras.layers.Dense(classes), onehot),
         "floor+onehot": (lambda: CopiedDense(classes, g), onehot),
-        "tied+onehot": (lambda: keras_mrl.layers.MatryoshkaDense(
-            classes, nesting_dims=widths, tied=True), onehot),
-        "untied+onehot": (lambda: keras_mrl.layers.MatryoshkaDense(
-            classes, nesting_dims=widths), onehot),
+        "tied+onehot": (
+            lambda: keras_mrl.layers.MatryoshkaDense(
+                classes, nesting_dims=widths, tied=True
+            ),
+            onehot,
+        ),
+        "untied+onehot": (
+            lambda: keras_mrl.layers.MatryoshkaDense(
+                classes, nesting_dims=widths
+            ),
+            onehot,
+        ),
         "dense+mse": (lambda: keras.layers.Dense(classes), "mse"),
         "floor": (lambda: CopiedDense(classes, g), keras_ce),
         "floor+lse": (lambda: CopiedDense(classes, g), lse),
-        "tied": (lambda: keras_mrl.layers.MatryoshkaDense(
-            classes, nesting_dims=widths, tied=True), keras_ce),
-        "tied+lse": (lambda: keras_mrl.layers.MatryoshkaDense(
-            classes, nesting_dims=widths, tied=True), lse),
-        "tied/cumsum": (lambda: TiedVariant(classes, widths, "cumsum"),
-                        keras_ce),
-        "tied/slices": (lambda: TiedVariant(classes, widths, "slices"),
-                        keras_ce),
+        "tied": (
+            lambda: keras_mrl.layers.MatryoshkaDense(
+                classes, nesting_dims=widths, tied=True
+            ),
+            keras_ce,
+        ),
+        "tied+lse": (
+            lambda: keras_mrl.layers.MatryoshkaDense(
+                classes, nesting_dims=widths, tied=True
+            ),
+            lse,
+        ),
+        "tied/cumsum": (
+            lambda: TiedVariant(classes, widths, "cumsum"),
+            keras_ce,
+        ),
+        "tied/slices": (
+            lambda: TiedVariant(classes, widths, "slices"),
+            keras_ce,
+        ),
         "tied/block_weights": (
-            lambda: TiedVariant(classes, widths, "block_weights"), keras_ce),
+            lambda: TiedVariant(classes, widths, "block_weights"),
+            keras_ce,
+        ),
         "tied/block_weights+cumsum": (
             lambda: TiedVariant(classes, widths, "block_weights+cumsum"),
-            keras_ce),
-        "untied": (lambda: keras_mrl.layers.MatryoshkaDense(
-            classes, nesting_dims=widths), keras_ce),
-        "untied+lse": (lambda: keras_mrl.layers.MatryoshkaDense(
-            classes, nesting_dims=widths), lse),
+            keras_ce,
+        ),
+        "untied": (
+            lambda: keras_mrl.layers.MatryoshkaDense(
+                classes, nesting_dims=widths
+            ),
+            keras_ce,
+        ),
+        "untied+lse": (
+            lambda: keras_mrl.layers.MatryoshkaDense(
+                classes, nesting_dims=widths
+            ),
+            lse,
+        ),
         "untied/blocks": (lambda: UntiedBlocks(classes, widths), keras_ce),
     }
 
@@ -180,8 +227,11 @@ def main(argv=None):
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--only", default=None,
-                        help="comma-separated variants (plain is always in)")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated variants (plain is always in)",
+    )
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.batch, args.dim)).astype("float32")
@@ -194,10 +244,16 @@ def main(argv=None):
     for name, (make_head, loss) in chosen.items():
         inputs = keras.Input((args.dim,))
         model = keras.Model(inputs, make_head()(inputs))
-        model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=loss,
-                      jit_compile=keras.backend.backend() != "torch")
-        y = (np.zeros((args.batch, args.classes), "float32")
-             if loss == "mse" else labels)
+        model.compile(
+            optimizer=keras.optimizers.SGD(1e-3),
+            loss=loss,
+            jit_compile=keras.backend.backend() != "torch",
+        )
+        y = (
+            np.zeros((args.batch, args.classes), "float32")
+            if loss == "mse"
+            else labels
+        )
         model.train_on_batch(x, y)
         model.train_on_batch(x, y)
         models[name] = (model, y)
@@ -210,8 +266,10 @@ def main(argv=None):
             float(model.evaluate(x[:8], y[:8], verbose=0))
             times[name].append((time.perf_counter() - start) / args.steps)
     ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
-    print(f"backend={keras.backend.backend()} batch={args.batch} "
-          f"D={args.dim} classes={args.classes} rounds={args.rounds}")
+    print(
+        f"backend={keras.backend.backend()} batch={args.batch} "
+        f"D={args.dim} classes={args.classes} rounds={args.rounds}"
+    )
     for name, value in ms.items():
         print(f"{name:<26} {value:8.2f} ms  {value / ms['plain']:5.2f}x plain")
     return 0

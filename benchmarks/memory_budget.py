@@ -35,14 +35,17 @@ import sys
 os.environ.setdefault("KERAS_BACKEND", "numpy")
 
 import numpy as np  # noqa: E402
-
 from funnel import overlap  # noqa: E402
+
 from keras_mrl.retrieval import FunnelIndex  # noqa: E402
 
 K = 10
 FULL = 384
-SINGLE = [(m, p) for p in ("float32", "int8", "binary")
-          for m in (32, 64, 128, 256, 384)]
+SINGLE = [
+    (m, p)
+    for p in ("float32", "int8", "binary")
+    for m in (32, 64, 128, 256, 384)
+]
 # (first width, first precision, shortlist, rescoring precision at 384)
 FUNNELS = [
     (64, "binary", 100, "float32"),
@@ -62,17 +65,27 @@ def load(directory):
     for name in ("corpus", "queries", "relevant"):
         path = os.path.join(directory, f"{name}.npy")
         if not os.path.exists(path):
-            sys.exit(f"{path} is missing: write the directory with "
-                     "benchmarks/text_finetune.py --models e "
-                     f"--save-embeddings {directory}")
+            sys.exit(
+                f"{path} is missing: write the directory with "
+                "benchmarks/text_finetune.py --models e "
+                f"--save-embeddings {directory}"
+            )
         arrays[name] = np.load(path)
     corpus, queries = arrays["corpus"], arrays["queries"]
-    if corpus.ndim != 2 or corpus.shape[1] != FULL or queries.shape[1:] != (
-            FULL,):
-        sys.exit(f"expected (N, {FULL}) corpus and queries, got "
-                 f"{corpus.shape} and {queries.shape}")
-    return corpus.astype(np.float32), queries.astype(np.float32), \
-        arrays["relevant"].astype(np.int64)
+    if (
+        corpus.ndim != 2
+        or corpus.shape[1] != FULL
+        or queries.shape[1:] != (FULL,)
+    ):
+        sys.exit(
+            f"expected (N, {FULL}) corpus and queries, got "
+            f"{corpus.shape} and {queries.shape}"
+        )
+    return (
+        corpus.astype(np.float32),
+        queries.astype(np.float32),
+        arrays["relevant"].astype(np.int64),
+    )
 
 
 def ranking_scores(ids, relevant):
@@ -91,17 +104,24 @@ def rows(corpus, queries, relevant):
         (f"{p} {m}", dict(stage_dims=(m,), shortlist=(), precisions=(p,)))
         for m, p in SINGLE
     ] + [
-        (f"{p} {m} -> {p2} {FULL}, shortlist {s}",
-         dict(stage_dims=(m, FULL), shortlist=(s,), precisions=(p, p2)))
+        (
+            f"{p} {m} -> {p2} {FULL}, shortlist {s}",
+            dict(stage_dims=(m, FULL), shortlist=(s,), precisions=(p, p2)),
+        )
         for m, p, s, p2 in FUNNELS
     ]
     for label, options in configs:
         index = FunnelIndex(corpus, **options)
         ids = index.search(queries, k=K)[1]
         ndcg, recall = ranking_scores(ids, relevant)
-        yield dict(label=label, first=index.bytes_per_vector[0],
-                   total=index.total_bytes_per_vector, ndcg=ndcg,
-                   recall=recall, overlap=overlap(ids, exact_ids))
+        yield dict(
+            label=label,
+            first=index.bytes_per_vector[0],
+            total=index.total_bytes_per_vector,
+            ndcg=ndcg,
+            recall=recall,
+            overlap=overlap(ids, exact_ids),
+        )
 
 
 def plot(results, path):
@@ -112,14 +132,27 @@ def plot(results, path):
 
     figure, axis = plt.subplots(figsize=(7, 4.2))
     for precision in ("float32", "int8", "binary"):
-        line = [r for r in results if r["label"].startswith(precision)
-                and "->" not in r["label"]]
-        axis.plot([r["first"] for r in line], [r["ndcg"] for r in line],
-                  marker="o", label=f"{precision}, one stage (32 ... 384)")
+        line = [
+            r
+            for r in results
+            if r["label"].startswith(precision) and "->" not in r["label"]
+        ]
+        axis.plot(
+            [r["first"] for r in line],
+            [r["ndcg"] for r in line],
+            marker="o",
+            label=f"{precision}, one stage (32 ... 384)",
+        )
     funnels = [r for r in results if "->" in r["label"]]
-    axis.scatter([r["first"] for r in funnels], [r["ndcg"] for r in funnels],
-                 marker="*", s=90, color="black", zorder=3,
-                 label="funnels: first stage, rescored at 384")
+    axis.scatter(
+        [r["first"] for r in funnels],
+        [r["ndcg"] for r in funnels],
+        marker="*",
+        s=90,
+        color="black",
+        zorder=3,
+        label="funnels: first stage, rescored at 384",
+    )
     axis.set_xscale("log", base=2)
     axis.set_xlabel("bytes per vector scanned (first stage)")
     axis.set_ylabel("nDCG@10 (%)")
@@ -133,20 +166,31 @@ def plot(results, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embeddings", required=True, metavar="DIR")
-    parser.add_argument("--plot", default=os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "docs",
-        "memory_budget.png"), help="'' for no plot")
+    parser.add_argument(
+        "--plot",
+        default=os.path.join(
+            os.path.dirname(os.path.abspath(__file__)),
+            "..",
+            "docs",
+            "memory_budget.png",
+        ),
+        help="'' for no plot",
+    )
     args = parser.parse_args(argv)
     corpus, queries, relevant = load(args.embeddings)
     print(f"{len(corpus)} corpus vectors, {len(queries)} queries, top-{K}")
-    print("\n| index | first-stage bytes/vector | all stages bytes/vector | "
-          "nDCG@10 | recall@10 | top-10 overlap with float32 384 |")
+    print(
+        "\n| index | first-stage bytes/vector | all stages bytes/vector | "
+        "nDCG@10 | recall@10 | top-10 overlap with float32 384 |"
+    )
     print("|---|---|---|---|---|---|")
     results = []
     for r in rows(corpus, queries, relevant):
-        print(f"| {r['label']} | {r['first']} | {r['total']} | "
-              f"{r['ndcg']:.1f} | {r['recall']:.1f} | {r['overlap']:.3f} |",
-              flush=True)
+        print(
+            f"| {r['label']} | {r['first']} | {r['total']} | "
+            f"{r['ndcg']:.1f} | {r['recall']:.1f} | {r['overlap']:.3f} |",
+            flush=True,
+        )
         results.append(r)
     if args.plot:
         plot(results, args.plot)

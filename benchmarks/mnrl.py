@@ -32,15 +32,24 @@ def _parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--negatives", type=int, default=0,
-                        help="hard negatives per example")
-    parser.add_argument("--dims", type=int, nargs="+",
-                        default=[8, 16, 32, 64, 128, 256, 512, 1024])
+    parser.add_argument(
+        "--negatives", type=int, default=0, help="hard negatives per example"
+    )
+    parser.add_argument(
+        "--dims",
+        type=int,
+        nargs="+",
+        default=[8, 16, 32, 64, 128, 256, 512, 1024],
+    )
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--all-backends", action="store_true",
-                        help="run once per backend, each in its own process")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 when the goal is missed")
+    parser.add_argument(
+        "--all-backends",
+        action="store_true",
+        help="run once per backend, each in its own process",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when the goal is missed"
+    )
     return parser.parse_args(argv)
 
 
@@ -79,7 +88,8 @@ def _gradient_step(loss_fn):
 
         # Eager, as Keras' torch backend trains by default: torch.compile
         # (jit_compile=True) needs a C++ toolchain at run time, took 27 s
-        # here and sped the full loss up more than the fused one (docs/benchmarks.md).
+        # here and sped the full loss up more than the fused one
+        # (docs/benchmarks.md).
         def step(y):
             y = y.detach().requires_grad_(True)
             value = loss_fn(targets(y), y)
@@ -188,8 +198,11 @@ def report(best, check):
     )
     if passed or not check:
         return 0
-    print(f"mnrl.py: goal missed: fused / full = {ratio:.2f}, goal <= "
-          f"{MAX_FUSED_RATIO}, missed by {-margin:.2f}", file=sys.stderr)
+    print(
+        f"mnrl.py: goal missed: fused / full = {ratio:.2f}, goal <= "
+        f"{MAX_FUSED_RATIO}, missed by {-margin:.2f}",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -198,8 +211,11 @@ def main(argv=None):
     args = _parse_args(argv)
     if not args.all_backends:
         return report(run(args), args.check)
-    argv = [a for a in (sys.argv[1:] if argv is None else argv)
-            if a != "--all-backends"]
+    argv = [
+        a
+        for a in (sys.argv[1:] if argv is None else argv)
+        if a != "--all-backends"
+    ]
     failed = []
     for backend in ("tensorflow", "jax", "torch"):
         env = dict(os.environ, KERAS_BACKEND=backend)

@@ -49,10 +49,10 @@ os.environ.setdefault("KERAS_BACKEND", "numpy")
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
-
 from funnel import interleaved  # noqa: E402
 from funnel import matryoshka_like  # noqa: E402
 from funnel import overlap  # noqa: E402
+
 from keras_mrl.retrieval import FunnelIndex  # noqa: E402
 
 K = 10
@@ -86,17 +86,25 @@ def exact_top_k(corpus, queries):
 def configs():
     for label, width, precision, kind, shortlists in FIRST_STAGES:
         for shortlist in shortlists:
-            yield label, shortlist, dict(
-                stage_dims=(width, DIM), shortlist=(shortlist,),
-                precisions=(precision, "float32"), index=kind,
+            yield (
+                label,
+                shortlist,
+                dict(
+                    stage_dims=(width, DIM),
+                    shortlist=(shortlist,),
+                    precisions=(precision, "float32"),
+                    index=kind,
+                ),
             )
 
 
 def real_data(args, rng):
     corpus = np.load(args.embeddings).astype(np.float32)
     if corpus.ndim != 2 or corpus.shape[1] != DIM:
-        sys.exit(f"{args.embeddings}: expected (N, {DIM}) embeddings, got "
-                 f"{corpus.shape}")
+        sys.exit(
+            f"{args.embeddings}: expected (N, {DIM}) embeddings, got "
+            f"{corpus.shape}"
+        )
     if args.queries:
         queries = np.load(args.queries).astype(np.float32)
     else:
@@ -108,16 +116,24 @@ def real_data(args, rng):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="20,000 vectors and 32 queries")
+    parser.add_argument(
+        "--quick", action="store_true", help="20,000 vectors and 32 queries"
+    )
     parser.add_argument("--embeddings", default=None, metavar="FILE.npy")
     parser.add_argument("--queries", default=None, metavar="FILE.npy")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="faiss OpenMP threads (default 2)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="faiss OpenMP threads (default 2)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 when no run meets the goals")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when no run meets the goals",
+    )
     args = parser.parse_args()
     num, num_queries = (20_000, 32) if args.quick else (1_000_000, 128)
     faiss.omp_set_num_threads(args.threads)
@@ -133,26 +149,34 @@ def main():
                 np.float32
             )
 
-        source = (f"drawn to match the per-dimension mean and std of "
-                  f"{args.embeddings}")
+        source = (
+            f"drawn to match the per-dimension mean and std of "
+            f"{args.embeddings}"
+        )
     else:
         centres = rng.standard_normal((2_000, DIM), dtype=np.float32)
 
         def draw(n):
             return matryoshka_like(rng, centres, n, 0.48, 0.39)
 
-        source = ("synthetic Matryoshka-like clusters (funnel.py: 2,000 "
-                  "clusters, noise 0.48, decay 0.39)")
+        source = (
+            "synthetic Matryoshka-like clusters (funnel.py: 2,000 "
+            "clusters, noise 0.48, decay 0.39)"
+        )
     corpus, queries = draw(num), draw(num_queries)
-    print(f"speed: {num} x {DIM} vectors {source}; {num_queries} queries, "
-          f"top-{K}, faiss {faiss.__version__} on "
-          f"{faiss.omp_get_max_threads()} threads, median of {args.repeats} "
-          f"interleaved rounds; load average at start "
-          f"{os.getloadavg()[0]:.2f}")
+    print(
+        f"speed: {num} x {DIM} vectors {source}; {num_queries} queries, "
+        f"top-{K}, faiss {faiss.__version__} on "
+        f"{faiss.omp_get_max_threads()} threads, median of {args.repeats} "
+        f"interleaved rounds; load average at start "
+        f"{os.getloadavg()[0]:.2f}"
+    )
     if real is not None:
         real_exact = exact_top_k(*real)
-        print(f"overlap also on {args.embeddings}: {real[0].shape[0]} "
-              f"vectors, {len(real[1])} queries")
+        print(
+            f"overlap also on {args.embeddings}: {real[0].shape[0]} "
+            f"vectors, {len(real[1])} queries"
+        )
 
     start = time.perf_counter()
     exact_index = faiss.IndexFlatIP(DIM)
@@ -175,39 +199,53 @@ def main():
         searches[name] = lambda index=index: index.search(queries, k=K)
         if real is not None:
             small = FunnelIndex(real[0], **options)
-            real_overlaps[name] = overlap(small.search(real[1], k=K)[1],
-                                          real_exact)
-        print(f"  built {label}, shortlist {shortlist}: "
-              f"{builds[name]:.1f} s", flush=True)
+            real_overlaps[name] = overlap(
+                small.search(real[1], k=K)[1], real_exact
+            )
+        print(
+            f"  built {label}, shortlist {shortlist}: {builds[name]:.1f} s",
+            flush=True,
+        )
     del corpus
     seconds, results = interleaved(searches, args.repeats)
     exact_time, exact_ids = seconds["exact"], results["exact"][1]
     rows = []
     for name, index in indexes.items():
-        rows.append(dict(
-            label=name[0], shortlist=name[1],
-            first_bytes=index.bytes_per_vector[0],
-            total_bytes=index.total_bytes_per_vector, build=builds[name],
-            ms=seconds[name] * 1e3, speedup=exact_time / seconds[name],
-            overlap=overlap(results[name][1], exact_ids),
-            real_overlap=real_overlaps.get(name),
-        ))
+        rows.append(
+            dict(
+                label=name[0],
+                shortlist=name[1],
+                first_bytes=index.bytes_per_vector[0],
+                total_bytes=index.total_bytes_per_vector,
+                build=builds[name],
+                ms=seconds[name] * 1e3,
+                speedup=exact_time / seconds[name],
+                overlap=overlap(results[name][1], exact_ids),
+                real_overlap=real_overlaps.get(name),
+            )
+        )
 
     real_column = real is not None
-    print(f"\n| first stage | shortlist | stage-0 bytes/vector | total "
-          f"bytes/vector | build s | search ms | speed-up | top-{K} overlap"
-          + (" | overlap, real |" if real_column else " |"))
+    print(
+        f"\n| first stage | shortlist | stage-0 bytes/vector | total "
+        f"bytes/vector | build s | search ms | speed-up | top-{K} overlap"
+        + (" | overlap, real |" if real_column else " |")
+    )
     print("|---" * (9 if real_column else 8) + "|")
     for r in rows:
-        line = (f"| {r['label']} | {r['shortlist']} | {r['first_bytes']} | "
-                f"{r['total_bytes']} | {r['build']:.1f} | {r['ms']:.1f} | "
-                f"{r['speedup']:.1f}x | {r['overlap']:.3f} |")
+        line = (
+            f"| {r['label']} | {r['shortlist']} | {r['first_bytes']} | "
+            f"{r['total_bytes']} | {r['build']:.1f} | {r['ms']:.1f} | "
+            f"{r['speedup']:.1f}x | {r['overlap']:.3f} |"
+        )
         if real_column:
             line += f" {r['real_overlap']:.3f} |"
         print(line)
-    print(f"\nexact IndexFlatIP @{DIM}: {4 * DIM} bytes/vector, build "
-          f"{builds['exact']:.1f} s, search {exact_time * 1e3:.0f} ms; "
-          f"load average at end {os.getloadavg()[0]:.2f}")
+    print(
+        f"\nexact IndexFlatIP @{DIM}: {4 * DIM} bytes/vector, build "
+        f"{builds['exact']:.1f} s, search {exact_time * 1e3:.0f} ms; "
+        f"load average at end {os.getloadavg()[0]:.2f}"
+    )
 
     key = "real_overlap" if real_column else "overlap"
     quality, both = check_goals(rows, key)
@@ -215,18 +253,26 @@ def main():
     def names(found):
         return ", ".join(f"{r['label']}/{r['shortlist']}" for r in found)
 
-    print(f"goal: <= {MAX_FIRST_BYTES} bytes/vector in the first stage at "
-          f">= {MIN_OVERLAP} overlap"
-          + (" (real embeddings)" if real_column else " (synthetic)")
-          + ": " + (f"PASS ({names(quality)})" if quality else "FAIL"))
-    print(f"goal: that and >= {MIN_SPEEDUP:g}x faster than exact at "
-          f"{num}: " + (f"PASS ({names(both)})" if both else "FAIL"))
+    print(
+        f"goal: <= {MAX_FIRST_BYTES} bytes/vector in the first stage at "
+        f">= {MIN_OVERLAP} overlap"
+        + (" (real embeddings)" if real_column else " (synthetic)")
+        + ": "
+        + (f"PASS ({names(quality)})" if quality else "FAIL")
+    )
+    print(
+        f"goal: that and >= {MIN_SPEEDUP:g}x faster than exact at "
+        f"{num}: " + (f"PASS ({names(both)})" if both else "FAIL")
+    )
     if not both:
-        best = max((r for r in rows if r["first_bytes"] <= MAX_FIRST_BYTES),
-                   key=lambda r: min(r[key] / MIN_OVERLAP,
-                                     r["speedup"] / MIN_SPEEDUP))
-        print(f"closest: {best['label']}/{best['shortlist']} at "
-              f"{best[key]:.3f} overlap, {best['speedup']:.1f}x")
+        best = max(
+            (r for r in rows if r["first_bytes"] <= MAX_FIRST_BYTES),
+            key=lambda r: min(r[key] / MIN_OVERLAP, r["speedup"] / MIN_SPEEDUP),
+        )
+        print(
+            f"closest: {best['label']}/{best['shortlist']} at "
+            f"{best[key]:.3f} overlap, {best['speedup']:.1f}x"
+        )
     if args.quick:
         print("(--quick: the goals are meant for the 1M run)")
     if args.check and not both:
@@ -237,9 +283,13 @@ def check_goals(rows, key="overlap"):
     """`(quality, both)`: the runs of `rows` whose first stage stores at
     most 32 bytes per vector at an overlap (`row[key]`) of at least 0.95,
     and those of them at least 10x faster than exact search."""
-    quality = [r for r in rows if r["first_bytes"] <= MAX_FIRST_BYTES
-               and r[key] >= MIN_OVERLAP]
+    quality = [
+        r
+        for r in rows
+        if r["first_bytes"] <= MAX_FIRST_BYTES and r[key] >= MIN_OVERLAP
+    ]
     return quality, [r for r in quality if r["speedup"] >= MIN_SPEEDUP]
+
 
 if __name__ == "__main__":
     main()

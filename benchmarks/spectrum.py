@@ -19,8 +19,8 @@ compares raw prefixes), centred on the test mean.
 import argparse
 
 import numpy as np
-
-from digits import load_split, train
+from digits import load_split
+from digits import train
 
 
 def fit(embeddings, labels):
@@ -51,15 +51,22 @@ def main():
     for split in range(args.splits):
         (x_train, y_train), _, (x_test, y_test) = load_split(split)
         for name, matryoshka in (("MRL", True), ("plain", False)):
-            _, embed = train(x_train, y_train, seed=split, epochs=args.epochs,
-                             matryoshka=matryoshka)
+            _, embed = train(
+                x_train,
+                y_train,
+                seed=split,
+                epochs=args.epochs,
+                matryoshka=matryoshka,
+            )
             decay, noise = fit(embed.predict(x_test, verbose=0), y_test)
             fits[name].append((decay, noise))
             print(f"| {name} | {split} | {decay:.3f} | {noise:.3f} |")
     for name, rows in fits.items():
         decay, noise = np.mean(rows, axis=0)
-        print(f"{name} head, mean over {args.splits} splits: decay "
-              f"{decay:.2f}, noise {noise:.2f}")
+        print(
+            f"{name} head, mean over {args.splits} splits: decay "
+            f"{decay:.2f}, noise {noise:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -50,36 +50,58 @@ SEED = 0
 
 def _parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--split", choices=("test", "validation"),
-                        default="test")
+    parser.add_argument(
+        "--split", choices=("test", "validation"), default="test"
+    )
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--query-length", type=int, default=32)
     parser.add_argument("--document-length", type=int, default=64)
-    parser.add_argument("--pca-texts", type=int, default=2048,
-                        help="training documents the PCAs are fitted on")
-    parser.add_argument("--models", default="abcde",
-                        help="which of (a)-(e) to run, e.g. 'ae'")
-    parser.add_argument("--e-frozen-head", action="store_true",
-                        help="(e): do not train the rotation")
-    parser.add_argument("--e-weights", default=",".join(map(str, E_WEIGHTS)))
-    parser.add_argument("--plot", default=os.path.join(
-        os.path.dirname(__file__), "..", "docs", "text_finetune.png"))
-    parser.add_argument("--json", default=None, metavar="PATH",
-                        help="also write the results there")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 when a goal is missed")
     parser.add_argument(
-        "--save-embeddings", default=None, metavar="DIR",
+        "--pca-texts",
+        type=int,
+        default=2048,
+        help="training documents the PCAs are fitted on",
+    )
+    parser.add_argument(
+        "--models", default="abcde", help="which of (a)-(e) to run, e.g. 'ae'"
+    )
+    parser.add_argument(
+        "--e-frozen-head",
+        action="store_true",
+        help="(e): do not train the rotation",
+    )
+    parser.add_argument("--e-weights", default=",".join(map(str, E_WEIGHTS)))
+    parser.add_argument(
+        "--plot",
+        default=os.path.join(
+            os.path.dirname(__file__), "..", "docs", "text_finetune.png"
+        ),
+    )
+    parser.add_argument(
+        "--json",
+        default=None,
+        metavar="PATH",
+        help="also write the results there",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when a goal is missed"
+    )
+    parser.add_argument(
+        "--save-embeddings",
+        default=None,
+        metavar="DIR",
         help="write (e)'s embeddings of the whole docstring corpus there "
-             "(corpus.npy, queries.npy, relevant.npy), the input of "
-             "benchmarks/quantized_funnel.py --embeddings",
+        "(corpus.npy, queries.npy, relevant.npy), the input of "
+        "benchmarks/quantized_funnel.py --embeddings",
     )
     args = parser.parse_args(argv)
     if args.save_embeddings and "e" not in args.models:
-        parser.error("--save-embeddings saves (e)'s embeddings: keep 'e' "
-                     f"in --models (got {args.models!r})")
+        parser.error(
+            "--save-embeddings saves (e)'s embeddings: keep 'e' "
+            f"in --models (got {args.models!r})"
+        )
     return args
 
 
@@ -105,10 +127,13 @@ class _Tokens:
                 self.tokenizer, sequence_length=length
             )
         preprocessor = self._preprocessors[length]
-        parts = [preprocessor(texts[i:i + 512])
-                 for i in range(0, len(texts), 512)]
-        return {key: np.concatenate([np.asarray(p[key]) for p in parts])
-                for key in parts[0]}
+        parts = [
+            preprocessor(texts[i : i + 512]) for i in range(0, len(texts), 512)
+        ]
+        return {
+            key: np.concatenate([np.asarray(p[key]) for p in parts])
+            for key in parts[0]
+        }
 
 
 def _encode(model, tokens, batch=128):
@@ -122,9 +147,11 @@ def _scores(queries, corpus):
     from keras_mrl.evaluation import retrieval_metrics_from_relevance
 
     results = retrieval_metrics_from_relevance(
-        queries, corpus_embeddings=corpus,
+        queries,
+        corpus_embeddings=corpus,
         relevant_ids=[[i] for i in range(len(queries))],
-        nesting_dims=WIDTHS, k=10,
+        nesting_dims=WIDTHS,
+        k=10,
     )
     return {
         "ndcg@10": [100 * results[m]["ndcg@10"] for m in WIDTHS],
@@ -153,8 +180,11 @@ def _train(embedder, head, data, args, dims, weights, label):
     loss = MultipleNegativesRankingLoss()
     if dims is not None:
         loss = MatryoshkaLoss(loss, nesting_dims=dims, weights=weights)
-    model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=loss,
-                  jit_compile=keras.backend.backend() != "torch")
+    model.compile(
+        optimizer=keras.optimizers.Adam(args.lr),
+        loss=loss,
+        jit_compile=keras.backend.backend() != "torch",
+    )
     queries, documents = data
     dataset = (
         tf.data.Dataset.from_tensor_slices(((queries, documents),))
@@ -165,8 +195,9 @@ def _train(embedder, head, data, args, dims, weights, label):
     )
     print(f"\n{label}: {args.steps} steps of {args.batch} pairs", flush=True)
     start = time.perf_counter()
-    model.fit(dataset, epochs=1, steps_per_epoch=args.steps, verbose=1,
-              shuffle=False)
+    model.fit(
+        dataset, epochs=1, steps_per_epoch=args.steps, verbose=1, shuffle=False
+    )
     return time.perf_counter() - start
 
 
@@ -179,6 +210,7 @@ def _model_encoder(embedder, head):
 
         x = _encode(embedder, tokens)
         return keras.ops.convert_to_numpy(head(x))
+
     return encode
 
 
@@ -189,10 +221,12 @@ def _save_embeddings(directory, queries, test_documents, train_documents):
     corpus = np.concatenate([test_documents, train_documents])
     np.save(os.path.join(directory, "queries.npy"), queries)
     np.save(os.path.join(directory, "corpus.npy"), corpus)
-    np.save(os.path.join(directory, "relevant.npy"),
-            np.arange(len(queries)))
-    print(f"wrote {corpus.shape[0]} corpus and {queries.shape[0]} query "
-          f"embeddings to {directory}", flush=True)
+    np.save(os.path.join(directory, "relevant.npy"), np.arange(len(queries)))
+    print(
+        f"wrote {corpus.shape[0]} corpus and {queries.shape[0]} query "
+        f"embeddings to {directory}",
+        flush=True,
+    )
 
 
 def run(args):
@@ -203,18 +237,23 @@ def run(args):
 
     began = time.perf_counter()
     train, test = _data(args.split)
-    print(f"{len(train)} training pairs, {len(test)} {args.split} queries "
-          f"({', '.join(sorted({p['package'] for p in test}))})", flush=True)
+    print(
+        f"{len(train)} training pairs, {len(test)} {args.split} queries "
+        f"({', '.join(sorted({p['package'] for p in test}))})",
+        flush=True,
+    )
     path = keras_mrl.hub.all_minilm_l6_v2_directory()
     embedder = keras_mrl.hub.load_sentence_transformer(path)
     tokens = _Tokens(embedder)
     embedder.preprocessor = None  # the token ids are made once, below
     initial = embedder.get_weights()
     q_len, d_len = args.query_length, args.document_length
-    train_data = (tokens([p["query"] for p in train], q_len),
-                  tokens([p["document"] for p in train], d_len))
+    train_data = (
+        tokens([p["query"] for p in train], q_len),
+        tokens([p["document"] for p in train], d_len),
+    )
     rng = np.random.default_rng(SEED)
-    pca_rows = np.sort(rng.permutation(len(train))[:args.pca_texts])
+    pca_rows = np.sort(rng.permutation(len(train))[: args.pca_texts])
     pca_texts = {k: v[pca_rows] for k, v in train_data[1].items()}
     test_q = tokens([p["query"] for p in test], q_len)
     test_d = tokens([p["document"] for p in test], d_len)
@@ -227,9 +266,12 @@ def run(args):
         if transform is not None:
             q, d = transform(q), transform(d)
         results[label] = _scores(q, d)
-        print(f"{label}: nDCG@10 at 64 / 384 = "
-              f"{results[label]['ndcg@10'][WIDTHS.index(64)]:.1f} / "
-              f"{results[label]['ndcg@10'][-1]:.1f}", flush=True)
+        print(
+            f"{label}: nDCG@10 at 64 / 384 = "
+            f"{results[label]['ndcg@10'][WIDTHS.index(64)]:.1f} / "
+            f"{results[label]['ndcg@10'][-1]:.1f}",
+            flush=True,
+        )
         return q, d
 
     base_pca_fit = None
@@ -241,34 +283,55 @@ def run(args):
             base_pca_fit = encode(pca_texts)
     if "b" in args.models or "c" in args.models:
         embedder.set_weights(initial)
-        seconds["(b)"] = _train(embedder, None, train_data, args, None, None,
-                                "(b) plain MNRL fine-tune")
+        seconds["(b)"] = _train(
+            embedder,
+            None,
+            train_data,
+            args,
+            None,
+            None,
+            "(b) plain MNRL fine-tune",
+        )
         encode = _model_encoder(embedder, None)
         evaluate("(b) MNRL", encode)
         if "c" in args.models:
             evaluate("(c) PCA of (b)", encode, _pca(encode(pca_texts)))
     if "d" in args.models:
         embedder.set_weights(initial)
-        seconds["(d)"] = _train(embedder, None, train_data, args, TRAINED,
-                                None, "(d) MRL fine-tune")
+        seconds["(d)"] = _train(
+            embedder, None, train_data, args, TRAINED, None, "(d) MRL fine-tune"
+        )
         evaluate("(d) MRL", _model_encoder(embedder, None))
     if "e" in args.models:
         embedder.set_weights(initial)
         head = OrthogonalProjection(name="pca_rotation")
         head.adapt(base_pca_fit)
         head.trainable = not args.e_frozen_head
-        seconds["(e)"] = _train(embedder, head, train_data, args, TRAINED,
-                                weights, "(e) MRL from the PCA rotation")
+        seconds["(e)"] = _train(
+            embedder,
+            head,
+            train_data,
+            args,
+            TRAINED,
+            weights,
+            "(e) MRL from the PCA rotation",
+        )
         encode = _model_encoder(embedder, head)
         queries, documents = evaluate("(e) MRL+PCA", encode)
         if args.save_embeddings:
-            _save_embeddings(args.save_embeddings, queries, documents,
-                             encode(train_data[1]))
+            _save_embeddings(
+                args.save_embeddings, queries, documents, encode(train_data[1])
+            )
     total = time.perf_counter() - began
-    return {"results": results, "train_seconds": seconds,
-            "total_seconds": total, "backend": keras.backend.backend(),
-            "settings": vars(args), "num_train": len(train),
-            "num_queries": len(test)}
+    return {
+        "results": results,
+        "train_seconds": seconds,
+        "total_seconds": total,
+        "backend": keras.backend.backend(),
+        "settings": vars(args),
+        "num_train": len(train),
+        "num_queries": len(test),
+    }
 
 
 def format_table(run_results):
@@ -278,8 +341,10 @@ def format_table(run_results):
     lines.append("| width | " + " | ".join(labels) + " |")
     lines.append("|---" * (len(labels) + 1) + "|")
     for i, width in enumerate(WIDTHS):
-        cells = [f"{results[k]['ndcg@10'][i]:.1f} "
-                 f"({results[k]['recall@10'][i]:.1f})" for k in labels]
+        cells = [
+            f"{results[k]['ndcg@10'][i]:.1f} ({results[k]['recall@10'][i]:.1f})"
+            for k in labels
+        ]
         lines.append(f"| {width} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -296,22 +361,30 @@ def check_goals(run_results):
     small = [i for i, w in enumerate(WIDTHS) if w <= 128]
     margin = e[small] - c[small] - 1.0
     worst = int(np.argmin(margin))
-    goals.append((
-        "(e) >= (c) + 1 pt nDCG@10 at every width <= 128",
-        bool(margin.min() >= 0),
-        f"closest at {WIDTHS[small[worst]]}: (e) {e[small[worst]]:.1f} vs "
-        f"(c) {c[small[worst]]:.1f}, (e) - (c) = {margin.min() + 1:+.1f} pt",
-    ))
+    goals.append(
+        (
+            "(e) >= (c) + 1 pt nDCG@10 at every width <= 128",
+            bool(margin.min() >= 0),
+            f"closest at {WIDTHS[small[worst]]}: (e) {e[small[worst]]:.1f} vs "
+            f"(c) {c[small[worst]]:.1f}, "
+            f"(e) - (c) = {margin.min() + 1:+.1f} pt",
+        )
+    )
     kept = e[WIDTHS.index(64)] / e[-1]
-    goals.append((
-        "(e) at 64 keeps >= 95% of its 384-d nDCG@10",
-        bool(kept >= 0.95), f"{100 * kept:.1f}%",
-    ))
-    goals.append((
-        "(e) at 384 >= (b) at 384 - 0.5 pt",
-        bool(e[-1] >= b[-1] - 0.5),
-        f"(e) {e[-1]:.1f} vs (b) {b[-1]:.1f}: {e[-1] - b[-1]:+.1f} pt",
-    ))
+    goals.append(
+        (
+            "(e) at 64 keeps >= 95% of its 384-d nDCG@10",
+            bool(kept >= 0.95),
+            f"{100 * kept:.1f}%",
+        )
+    )
+    goals.append(
+        (
+            "(e) at 384 >= (b) at 384 - 0.5 pt",
+            bool(e[-1] >= b[-1] - 0.5),
+            f"(e) {e[-1]:.1f} vs (b) {b[-1]:.1f}: {e[-1] - b[-1]:+.1f} pt",
+        )
+    )
     worst_gap, where = 0.0, None
     for i, width in enumerate(WIDTHS):
         if width in TRAINED:
@@ -322,19 +395,25 @@ def check_goals(run_results):
         gap = max(low - e[i], e[i] - high, 0.0)
         if gap > worst_gap:
             worst_gap, where = gap, (width, lo, hi)
-    goals.append((
-        "(e) untrained widths fall between their trained neighbours "
-        "(0.5 pt slack)",
-        worst_gap <= 0.5,
-        "all inside" if where is None else
-        f"worst {worst_gap:.2f} pt outside at {where[0]} "
-        f"(neighbours {where[1]}, {where[2]})",
-    ))
+    goals.append(
+        (
+            "(e) untrained widths fall between their trained neighbours "
+            "(0.5 pt slack)",
+            worst_gap <= 0.5,
+            "all inside"
+            if where is None
+            else f"worst {worst_gap:.2f} pt outside at {where[0]} "
+            f"(neighbours {where[1]}, {where[2]})",
+        )
+    )
     total = run_results["total_seconds"]
-    goals.append((
-        "the whole benchmark <= 20 minutes", total <= MAX_SECONDS,
-        f"{total / 60:.1f} min",
-    ))
+    goals.append(
+        (
+            "the whole benchmark <= 20 minutes",
+            total <= MAX_SECONDS,
+            f"{total / 60:.1f} min",
+        )
+    )
     return goals
 
 
@@ -346,8 +425,9 @@ def plot(run_results, path):
 
     figure, axis = plt.subplots(figsize=(7, 4.2))
     for label, values in run_results["results"].items():
-        axis.plot(WIDTHS, values["ndcg@10"], marker="o", markersize=3,
-                  label=label)
+        axis.plot(
+            WIDTHS, values["ndcg@10"], marker="o", markersize=3, label=label
+        )
     axis.set_xscale("log", base=2)
     axis.set_xticks([16, 32, 64, 128, 256, 384])
     axis.set_xticklabels(["16", "32", "64", "128", "256", "384"])
@@ -368,9 +448,11 @@ def main(argv=None):
     run_results = run(args)
     print()
     print(format_table(run_results))
-    print(f"\ntraining seconds: {run_results['train_seconds']}; total "
-          f"{run_results['total_seconds'] / 60:.1f} min on "
-          f"{run_results['backend']}")
+    print(
+        f"\ntraining seconds: {run_results['train_seconds']}; total "
+        f"{run_results['total_seconds'] / 60:.1f} min on "
+        f"{run_results['backend']}"
+    )
     if args.json:
         with open(args.json, "w") as file:
             json.dump(run_results, file, indent=1)

@@ -20,6 +20,20 @@ from keras_mrl import ops
 from keras_mrl import retrieval
 from keras_mrl import serving
 
-__all__ = ["adaptive", "callbacks", "distribution", "evaluation", "hub", "layers", "losses", "metrics", "models", "nesting", "ops", "retrieval", "serving"]
+__all__ = [
+    "adaptive",
+    "callbacks",
+    "distribution",
+    "evaluation",
+    "hub",
+    "layers",
+    "losses",
+    "metrics",
+    "models",
+    "nesting",
+    "ops",
+    "retrieval",
+    "serving",
+]
 
 __version__ = "0.1.0"

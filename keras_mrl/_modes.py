@@ -94,9 +94,7 @@ def stacked_targets(loss, y_true, y_pred):
             ops.expand_dims(y_true, -1), ops.shape(y_pred)[:-1]
         )
     if _is_one_of(loss, _DENSE_LAST_AXIS) and true_rank == pred_rank - 1:
-        return ops.broadcast_to(
-            ops.expand_dims(y_true, -2), ops.shape(y_pred)
-        )
+        return ops.broadcast_to(ops.expand_dims(y_true, -2), ops.shape(y_pred))
     return None
 
 
@@ -144,7 +142,8 @@ def check_stacked(y_pred, num_granularities, owner):
     if len(shape) < 3:
         raise ValueError(
             f"{owner} without `nesting_dims` reads the stacked output of "
-            f"keras_mrl.layers.MatryoshkaDense, (batch, ..., G, units), but got "
+            "keras_mrl.layers.MatryoshkaDense, (batch, ..., G, units), "
+            f"but got "
             f"y_pred of shape {shape}. For an embedding, pass `nesting_dims` "
             "(the widths to cut it to)."
         )

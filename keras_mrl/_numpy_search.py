@@ -59,9 +59,7 @@ def top_k(scores, k):
         starts = np.arange(0, blocks * _BLOCK, _BLOCK)
         maxima = np.maximum.reduceat(scores, starts, axis=1)
         kept = np.argpartition(maxima, -k, axis=1)[:, -k:]
-        cols = (kept[:, :, None] * _BLOCK + np.arange(_BLOCK)).reshape(
-            rows, -1
-        )
+        cols = (kept[:, :, None] * _BLOCK + np.arange(_BLOCK)).reshape(rows, -1)
         tail = np.arange(blocks * _BLOCK, n)
         cols = np.concatenate(
             [cols, np.broadcast_to(tail, (rows, len(tail)))], axis=1

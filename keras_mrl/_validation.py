@@ -27,7 +27,8 @@ def keyword_only(function):
     signature = inspect.signature(function)
     parameters = list(signature.parameters.values())
     positional = [
-        p.name for p in parameters
+        p.name
+        for p in parameters
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     keywords = [p.name for p in parameters if p.kind == p.KEYWORD_ONLY]
@@ -35,13 +36,15 @@ def keyword_only(function):
     # A function defined in a class body (not in a function's) is a method.
     scopes = function.__qualname__.split(".")
     bound = (
-        1 if len(scopes) > 1 and scopes[-2] != "<locals>" and positional
-        and positional[0] in ("self", "cls") else 0
+        1
+        if len(scopes) > 1
+        and scopes[-2] != "<locals>"
+        and positional
+        and positional[0] in ("self", "cls")
+        else 0
     )
     shown = positional[bound:]
-    example = ", ".join(
-        shown + [f"{name}=..." for name in keywords[:3]]
-    )
+    example = ", ".join(shown + [f"{name}=..." for name in keywords[:3]])
     if shown:
         takes = (
             f"takes {', '.join(f'`{name}`' for name in shown)} as its only "
@@ -85,9 +88,7 @@ def check_optional_bool(value, name):
     if value is None:
         return None
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(
-            f"`{name}` must be None, True or False, got {value!r}."
-        )
+        raise TypeError(f"`{name}` must be None, True or False, got {value!r}.")
     return bool(value)
 
 

@@ -90,9 +90,7 @@ def _check_thresholds(thresholds):
         isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Real)
         for t in thresholds
     ):
-        raise TypeError(
-            f"`thresholds` must hold numbers, got {thresholds!r}."
-        )
+        raise TypeError(f"`thresholds` must hold numbers, got {thresholds!r}.")
     return tuple(float(t) for t in thresholds)
 
 
@@ -153,7 +151,12 @@ class Cascade:
     @classmethod
     @keyword_only
     def calibrate(
-        cls, val_logits, *, val_labels, nesting_dims, tolerance=0.003,
+        cls,
+        val_logits,
+        *,
+        val_labels,
+        nesting_dims,
+        tolerance=0.003,
         delta=None,
     ):
         """Chooses thresholds that lose at most `tolerance` on unseen data.
@@ -306,17 +309,13 @@ class Cascade:
         return cls(**config)
 
 
-
-
 def _check_fraction(value, name, low, high, closed):
     """Returns `value` as a float in [low, high] (closed) or (low, high)."""
     bounds = f"[{low}, {high}]" if closed else f"({low}, {high})"
     if isinstance(value, (bool, np.bool_)) or not isinstance(
         value, numbers.Real
     ):
-        raise TypeError(
-            f"`{name}` must be a float in {bounds}, got {value!r}."
-        )
+        raise TypeError(f"`{name}` must be a float in {bounds}, got {value!r}.")
     inside = low <= value <= high if closed else low < value < high
     if not inside:
         raise ValueError(

@@ -137,12 +137,16 @@ class RetrievalEvaluator(keras.callbacks.Callback):
         # The data is embedded only at the end of an epoch; checking what
         # can be checked now saves a wasted epoch.
         label_vector(
-            query_labels, _num_samples(query_data), "query_labels",
+            query_labels,
+            _num_samples(query_data),
+            "query_labels",
             "query_data",
         )
         if corpus_data is not None:
             label_vector(
-                corpus_labels, _num_samples(corpus_data), "corpus_labels",
+                corpus_labels,
+                _num_samples(corpus_data),
+                "corpus_labels",
                 "corpus_data",
             )
         self.query_data = query_data
@@ -161,9 +165,7 @@ class RetrievalEvaluator(keras.callbacks.Callback):
         self.exclude_self = (
             corpus_data is None if exclude_self is None else exclude_self
         )
-        self.chunk_size = check_optional_positive_int(
-            chunk_size, "chunk_size"
-        )
+        self.chunk_size = check_optional_positive_int(chunk_size, "chunk_size")
         self.last_results = None
         self._warned = False
 

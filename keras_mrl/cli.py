@@ -2,14 +2,14 @@
 
 `keras-mrl demo [--out DIR] [--seeds N] [--quick]` runs the main job of
 `keras_mrl.demo`: it prints the comparison and writes its files
-(`benchmarks/figure2.py --check` judges the figures). Bad options end with one line on stderr and a non-zero exit
-status, never a traceback. The demo's heavy imports (scikit-learn,
-matplotlib) wait until the options are known to be good, so `--help` and
-option errors are quick.
+(`benchmarks/figure2.py --check` judges the figures). Bad options end
+with one line on stderr and a non-zero exit status, never a traceback.
+The demo's heavy imports (scikit-learn, matplotlib) wait until the options
+are known to be good, so `--help` and option errors are quick.
 
-`keras-mrl finetune --model DIR --pairs PAIRS.jsonl --nesting-dims 32,64,... --out
-OUT` fine-tunes a text embedder (a sentence-transformers BERT directory or a
-KerasHub preset directory) into a Matryoshka embedder with
+`keras-mrl finetune --model DIR --pairs PAIRS.jsonl --nesting-dims 32,64,...
+--out OUT` fine-tunes a text embedder (a sentence-transformers BERT
+directory or a KerasHub preset directory) into a Matryoshka embedder with
 MatryoshkaLoss(MultipleNegativesRankingLoss) on (query, document) pairs,
 one JSON object `{"query": ..., "document": ...}` per line. It holds out a
 share of the pairs, prints the nDCG@10 and recall@10 of the base and the
@@ -147,8 +147,11 @@ def _widths(text):
         dims = [int(part) for part in text.split(",")]
     except ValueError:
         dims = None
-    if (not dims or any(d < 1 for d in dims)
-            or any(a >= b for a, b in zip(dims, dims[1:]))):
+    if (
+        not dims
+        or any(d < 1 for d in dims)
+        or any(a >= b for a, b in zip(dims, dims[1:]))
+    ):
         raise argparse.ArgumentTypeError(
             "must be strictly increasing positive ints separated by "
             f"commas, such as 32,64,128, got {text!r}"
@@ -169,31 +172,65 @@ def _add_finetune(commands):
             "--out with save_to_preset."
         ),
     )
-    finetune.add_argument("--model", required=True, metavar="DIR",
-                          help="sentence-transformers or KerasHub preset "
-                          "directory")
-    finetune.add_argument("--pairs", required=True, metavar="PAIRS.jsonl",
-                          help='one {"query": ..., "document": ...} '
-                          "object per line")
-    finetune.add_argument("--nesting-dims", required=True, type=_widths,
-                          metavar="M1,M2,...",
-                          help="the trained widths, e.g. 32,64,128,256,384")
-    finetune.add_argument("--out", required=True, metavar="OUT",
-                          help="new directory for the fine-tuned preset")
-    finetune.add_argument("--steps", type=_positive_int, default=200,
-                          help="training steps (default: %(default)s)")
-    finetune.add_argument("--batch-size", type=_batch_size, default=32,
-                          help="pairs per step (default: %(default)s)")
-    finetune.add_argument("--learning-rate", type=_positive_float,
-                          default=5e-5, help="Adam's (default: %(default)s)")
-    finetune.add_argument("--sequence-length", type=_sequence_length,
-                          default=None, help="tokens per text (default: 64, "
-                          "or the model's maximum when smaller)")
-    finetune.add_argument("--holdout", type=_fraction, default=0.1,
-                          help="share of the pairs held out "
-                          "(default: %(default)s)")
-    finetune.add_argument("--seed", type=int, default=0,
-                          help="seed of the split and the training")
+    finetune.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR",
+        help="sentence-transformers or KerasHub preset directory",
+    )
+    finetune.add_argument(
+        "--pairs",
+        required=True,
+        metavar="PAIRS.jsonl",
+        help='one {"query": ..., "document": ...} object per line',
+    )
+    finetune.add_argument(
+        "--nesting-dims",
+        required=True,
+        type=_widths,
+        metavar="M1,M2,...",
+        help="the trained widths, e.g. 32,64,128,256,384",
+    )
+    finetune.add_argument(
+        "--out",
+        required=True,
+        metavar="OUT",
+        help="new directory for the fine-tuned preset",
+    )
+    finetune.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=200,
+        help="training steps (default: %(default)s)",
+    )
+    finetune.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=32,
+        help="pairs per step (default: %(default)s)",
+    )
+    finetune.add_argument(
+        "--learning-rate",
+        type=_positive_float,
+        default=5e-5,
+        help="Adam's (default: %(default)s)",
+    )
+    finetune.add_argument(
+        "--sequence-length",
+        type=_sequence_length,
+        default=None,
+        help="tokens per text (default: 64, "
+        "or the model's maximum when smaller)",
+    )
+    finetune.add_argument(
+        "--holdout",
+        type=_fraction,
+        default=0.1,
+        help="share of the pairs held out (default: %(default)s)",
+    )
+    finetune.add_argument(
+        "--seed", type=int, default=0, help="seed of the split and the training"
+    )
     finetune.set_defaults(run=_run_finetune)
 
 
@@ -210,9 +247,10 @@ def _read_pairs(path):
                 raise ValueError(
                     f"{path}:{number} is not JSON ({error.msg})"
                 ) from None
-            if (not isinstance(pair, dict) or not all(
-                    isinstance(pair.get(key), str) and pair[key].strip()
-                    for key in ("query", "document"))):
+            if not isinstance(pair, dict) or not all(
+                isinstance(pair.get(key), str) and pair[key].strip()
+                for key in ("query", "document")
+            ):
                 raise ValueError(
                     f"{path}:{number} must be an object with non-empty "
                     'string "query" and "document" fields'
@@ -247,15 +285,20 @@ def _per_width(embedder, queries, documents, dims, batch_size):
     q = embedder.encode_text(queries, batch_size=batch_size, verbose=0)
     d = embedder.encode_text(documents, batch_size=batch_size, verbose=0)
     return retrieval_metrics_from_relevance(
-        q, corpus_embeddings=d,
+        q,
+        corpus_embeddings=d,
         relevant_ids=[[i] for i in range(len(queries))],
-        nesting_dims=dims, k=10,
+        nesting_dims=dims,
+        k=10,
     )
 
 
 def _finetune_table(base, tuned, dims):
-    lines = ["| width | base nDCG@10 | tuned nDCG@10 | base recall@10 | "
-             "tuned recall@10 |", "|---|---|---|---|---|"]
+    lines = [
+        "| width | base nDCG@10 | tuned nDCG@10 | base recall@10 | "
+        "tuned recall@10 |",
+        "|---|---|---|---|---|",
+    ]
     for m in dims:
         lines.append(
             f"| {m} | {100 * base[m]['ndcg@10']:.1f} | "
@@ -272,9 +315,12 @@ def _check_finetune_paths(args):
     if not os.path.isfile(args.pairs):
         return f"--pairs {args.pairs!r} is not a file"
     if os.path.exists(args.out) and (
-            not os.path.isdir(args.out) or os.listdir(args.out)):
-        return (f"--out {args.out!r} exists and is not an empty directory; "
-                "choose a new one")
+        not os.path.isdir(args.out) or os.listdir(args.out)
+    ):
+        return (
+            f"--out {args.out!r} exists and is not an empty directory; "
+            "choose a new one"
+        )
     parent = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         return f"--out {args.out!r}: {parent!r} is not a writable directory"
@@ -295,10 +341,12 @@ def _run_finetune(args, prog):
         return fail(str(error))
     held = max(1, int(round(args.holdout * len(queries))))
     if len(queries) - held < 2:
-        return fail(f"--holdout {args.holdout} holds out {held} of the "
-                    f"{len(queries)} pairs, which leaves "
-                    f"{len(queries) - held} to train on; at least 2 are "
-                    "needed (lower --holdout or add pairs)")
+        return fail(
+            f"--holdout {args.holdout} holds out {held} of the "
+            f"{len(queries)} pairs, which leaves "
+            f"{len(queries) - held} to train on; at least 2 are "
+            "needed (lower --holdout or add pairs)"
+        )
     try:
         import keras
         import numpy as np
@@ -309,18 +357,25 @@ def _run_finetune(args, prog):
         return EXIT_FAILURE
     except Exception as error:  # a directory KerasHub cannot read
         first = str(error).strip().splitlines()[0] if str(error) else ""
-        return fail(f"--model {args.model!r} cannot be loaded: "
-                    f"{type(error).__name__}: {first}")
+        return fail(
+            f"--model {args.model!r} cannot be loaded: "
+            f"{type(error).__name__}: {first}"
+        )
     width = embedder.output.shape[-1]
     if args.nesting_dims[-1] > width:
-        return fail(f"--nesting-dims {args.nesting_dims[-1]} is wider than the model, whose "
-                    f"embeddings have {width} dimensions")
+        return fail(
+            f"--nesting-dims {args.nesting_dims[-1]} is wider than the "
+            "model, whose "
+            f"embeddings have {width} dimensions"
+        )
     longest = getattr(embedder.backbone, "max_sequence_length", None) or 64
     if args.sequence_length is not None and args.sequence_length > longest:
-        return fail(f"--sequence-length {args.sequence_length} is longer "
-                    f"than the model's maximum, {longest}")
-    embedder.preprocessor.sequence_length = (
-        args.sequence_length or min(64, longest)
+        return fail(
+            f"--sequence-length {args.sequence_length} is longer "
+            f"than the model's maximum, {longest}"
+        )
+    embedder.preprocessor.sequence_length = args.sequence_length or min(
+        64, longest
     )
 
     from keras_mrl.losses import MatryoshkaLoss
@@ -331,35 +386,53 @@ def _run_finetune(args, prog):
     test, train = order[:held], order[held:]
     pick = lambda texts, rows: [texts[i] for i in rows]  # noqa: E731
     test_q, test_d = pick(queries, test), pick(documents, test)
-    print(f"{len(train)} training pairs, {len(test)} held out; widths "
-          f"{args.nesting_dims} of {width}", flush=True)
-    base = _per_width(embedder, test_q, test_d, args.nesting_dims, args.batch_size)
+    print(
+        f"{len(train)} training pairs, {len(test)} held out; widths "
+        f"{args.nesting_dims} of {width}",
+        flush=True,
+    )
+    base = _per_width(
+        embedder, test_q, test_d, args.nesting_dims, args.batch_size
+    )
 
     keras.utils.set_random_seed(args.seed)
     model = ContrastiveModel(embedder)
     model.compile(
         optimizer=keras.optimizers.Adam(args.learning_rate),
-        loss=MatryoshkaLoss(MultipleNegativesRankingLoss(),
-                            nesting_dims=args.nesting_dims),
+        loss=MatryoshkaLoss(
+            MultipleNegativesRankingLoss(), nesting_dims=args.nesting_dims
+        ),
         jit_compile=keras.backend.backend() != "torch",
     )
     batch = min(args.batch_size, len(train))
     dataset = model.make_dataset(
-        (pick(queries, train), pick(documents, train)), batch_size=batch,
-        shuffle=True, seed=args.seed, drop_remainder=True,
+        (pick(queries, train), pick(documents, train)),
+        batch_size=batch,
+        shuffle=True,
+        seed=args.seed,
+        drop_remainder=True,
     ).repeat()
-    model.fit(dataset, epochs=1, steps_per_epoch=args.steps, verbose=1,
-              shuffle=False)
-    tuned = _per_width(embedder, test_q, test_d, args.nesting_dims, args.batch_size)
+    model.fit(
+        dataset, epochs=1, steps_per_epoch=args.steps, verbose=1, shuffle=False
+    )
+    tuned = _per_width(
+        embedder, test_q, test_d, args.nesting_dims, args.batch_size
+    )
     print()
     print(_finetune_table(base, tuned, args.nesting_dims))
 
-    _write_preset(embedder, args.out, {
-        "nesting_dims": args.nesting_dims, "steps": args.steps,
-        "num_train": int(len(train)), "num_heldout": int(held),
-        "base": {str(m): base[m] for m in args.nesting_dims},
-        "finetuned": {str(m): tuned[m] for m in args.nesting_dims},
-    })
+    _write_preset(
+        embedder,
+        args.out,
+        {
+            "nesting_dims": args.nesting_dims,
+            "steps": args.steps,
+            "num_train": int(len(train)),
+            "num_heldout": int(held),
+            "base": {str(m): base[m] for m in args.nesting_dims},
+            "finetuned": {str(m): tuned[m] for m in args.nesting_dims},
+        },
+    )
     print(f"\nwrote the fine-tuned preset to {args.out}")
     return 0
 
@@ -369,8 +442,9 @@ def _write_preset(embedder, out, results):
     `out` (absent or empty), built beside it and renamed at the end."""
     from keras_mrl.hub import _new_directory
 
-    staging = _new_directory(os.path.dirname(os.path.abspath(out)),
-                             ".keras-mrl-finetune-")
+    staging = _new_directory(
+        os.path.dirname(os.path.abspath(out)), ".keras-mrl-finetune-"
+    )
     try:
         embedder.save_to_preset(staging)
         with open(os.path.join(staging, "results.json"), "w") as file:
@@ -417,7 +491,8 @@ def _run_demo(args, prog):
         )
         return EXIT_FAILURE
     results = demo.run(
-        args.out, seeds=1 if args.quick else args.seeds or 2,
+        args.out,
+        seeds=1 if args.quick else args.seeds or 2,
         quick=args.quick,
         log=lambda line: print(line, flush=True),
     )
@@ -427,8 +502,10 @@ def _run_demo(args, prog):
     if retrieval is not None:
         print()
         print(retrieval)
-    print(f"\nwrote {os.path.join(args.out, 'results.json')} and "
-          f"{os.path.join(args.out, 'accuracy.png')}")
+    print(
+        f"\nwrote {os.path.join(args.out, 'results.json')} and "
+        f"{os.path.join(args.out, 'accuracy.png')}"
+    )
     return 0
 
 

@@ -3,7 +3,8 @@
 One MLP backbone with a 64-d embedding is trained four ways, and each is
 scored by test accuracy at the widths 2, 4, ..., 64:
 
-- `mrl`: one model, an untied `keras_mrl.layers.MatryoshkaDense` head summed over
+- `mrl`: one model, an untied `keras_mrl.layers.MatryoshkaDense` head summed
+  over
   the widths by a stacked `keras_mrl.losses.MatryoshkaLoss`;
 - `mrl_e`: the same with a tied head (MRL-E);
 - `ff`: fixed features, one model per width `m` whose embedding is a plain
@@ -106,8 +107,7 @@ def _compile_options():
     # call exist on tensorflow and jax; torch keeps its defaults (it refuses
     # steps_per_execution > 1).
     if keras.backend.backend() in ("tensorflow", "jax"):
-        return {"jit_compile": True,
-                "steps_per_execution": STEPS_PER_EXECUTION}
+        return {"jit_compile": True, "steps_per_execution": STEPS_PER_EXECUTION}
     return {}
 
 
@@ -162,7 +162,9 @@ def train_mrl(data, tied, config, seed):
         `(accuracy per width, train embeddings, test embeddings)`.
     """
     keras.utils.set_random_seed(seed)
-    head = keras_mrl.layers.MatryoshkaDense(NUM_CLASSES, nesting_dims=DIMS, tied=tied)
+    head = keras_mrl.layers.MatryoshkaDense(
+        NUM_CLASSES, nesting_dims=DIMS, tied=tied
+    )
     model, encoder = _build(DIMS[-1], head, config)
     loss = keras_mrl.losses.MatryoshkaLoss(
         keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -226,26 +228,31 @@ def _run_seed(data, config, seed, tag, log):
         t0 = time.perf_counter()
         acc, emb_train, emb_test = train_mrl(data, tied, config, seed)
         accuracy[name], embeddings[name] = acc, (emb_train, emb_test)
-        log(f"{tag}  {LABELS[name]:<6} acc% @ {list(DIMS)}: {_fmt(acc)}"
-            f"  ({time.perf_counter() - t0:.1f} s)")
+        log(
+            f"{tag}  {LABELS[name]:<6} acc% @ {list(DIMS)}: {_fmt(acc)}"
+            f"  ({time.perf_counter() - t0:.1f} s)"
+        )
     accuracy["ff"] = []
     for m in DIMS:
         t0 = time.perf_counter()
         acc, emb_train, emb_test = train_ff(data, m, config, seed)
         accuracy["ff"].append(acc)
         embeddings[f"ff-{m}"] = (emb_train, emb_test)
-        log(f"{tag}  FF-{m:<3}  acc%: {_fmt(acc)}"
-            f"  ({time.perf_counter() - t0:.1f} s)")
+        log(
+            f"{tag}  FF-{m:<3}  acc%: {_fmt(acc)}"
+            f"  ({time.perf_counter() - t0:.1f} s)"
+        )
     widest = embeddings[f"ff-{DIMS[-1]}"]
     t0 = time.perf_counter()
     accuracy["truncated"] = probe_truncated(
         widest[0], y_train, widest[1], y_test
     )
-    log(f"{tag}  FF-{DIMS[-1]} truncated, linear probes, acc%: "
-        f"{_fmt(accuracy['truncated'])}  ({time.perf_counter() - t0:.1f} s)")
+    log(
+        f"{tag}  FF-{DIMS[-1]} truncated, linear probes, acc%: "
+        f"{_fmt(accuracy['truncated'])}  ({time.perf_counter() - t0:.1f} s)"
+    )
     per_width_ff = [
-        _retrieval(embeddings[f"ff-{m}"], y_train, y_test, [m])
-        for m in DIMS
+        _retrieval(embeddings[f"ff-{m}"], y_train, y_test, [m]) for m in DIMS
     ]
     retrieval = {
         "mrl": _retrieval(embeddings["mrl"], y_train, y_test, DIMS),
@@ -327,11 +334,14 @@ def run(out_dir, *, seeds=None, quick=False, log=print):
 
 def format_table(results):
     """Returns the accuracy table: one row per method, one column per width."""
-    lines = [f"{'test accuracy %':<16}" + "".join(
-        f"{m:>7}" for m in results["dims"])]
+    lines = [
+        f"{'test accuracy %':<16}" + "".join(f"{m:>7}" for m in results["dims"])
+    ]
     for name in METHODS:
-        lines.append(f"{LABELS[name]:<16}" + "".join(
-            f"{100 * a:7.1f}" for a in results["accuracy"][name]))
+        lines.append(
+            f"{LABELS[name]:<16}"
+            + "".join(f"{100 * a:7.1f}" for a in results["accuracy"][name])
+        )
     return "\n".join(lines)
 
 
@@ -341,11 +351,14 @@ def format_retrieval(results):
         return None
     lines = []
     for key, title in (("top1", "1-NN accuracy %"), ("map@10", "mAP@10 %")):
-        lines.append(f"{title:<16}" + "".join(
-            f"{m:>7}" for m in results["dims"]))
+        lines.append(
+            f"{title:<16}" + "".join(f"{m:>7}" for m in results["dims"])
+        )
         for method, scores in results["retrieval"].items():
-            lines.append(f"{LABELS[method]:<16}" + "".join(
-                f"{100 * a:7.1f}" for a in scores[key]))
+            lines.append(
+                f"{LABELS[method]:<16}"
+                + "".join(f"{100 * a:7.1f}" for a in scores[key])
+            )
     return "\n".join(lines)
 
 

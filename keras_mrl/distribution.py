@@ -65,7 +65,10 @@ def matryoshka_layout_map(
     ...     (1, 2), ["batch", "model"], devices=["cpu:0", "cpu:1"]
     ... )
     >>> model = keras.Sequential(
-    ...     [keras.Input((16,)), keras_mrl.layers.MatryoshkaDense(4, name="head")],
+    ...     [
+    ...         keras.Input((16,)),
+    ...         keras_mrl.layers.MatryoshkaDense(4, name="head"),
+    ...     ],
     ...     name="net",
     ... )
     >>> layout_map = keras_mrl.distribution.matryoshka_layout_map(

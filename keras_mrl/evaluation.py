@@ -75,8 +75,10 @@ def _check_inputs(queries, corpus, nesting_dims, k, chunk_size):
 def _corpus_inverse_norms(corpus, dims):
     """Returns `(G, N)`: 1 / the norm of each corpus item's prefixes."""
     squared = np.stack(
-        [np.einsum("ij,ij->i", corpus[:, s:e], corpus[:, s:e])
-         for s, e in block_bounds(dims)]
+        [
+            np.einsum("ij,ij->i", corpus[:, s:e], corpus[:, s:e])
+            for s, e in block_bounds(dims)
+        ]
     )
     return inverse_norm(np.cumsum(squared, axis=0), np)
 
@@ -118,8 +120,16 @@ def _scores_from_ranks(relevant, num_relevant, k):
     }
 
 
-def _evaluate(queries, corpus, dims, k, chunk_size, num_relevant,
-              chunk_relevance, exclude_self=False):
+def _evaluate(
+    queries,
+    corpus,
+    dims,
+    k,
+    chunk_size,
+    num_relevant,
+    chunk_relevance,
+    exclude_self=False,
+):
     """Averages the metrics over all queries, chunk by chunk.
 
     Args:
@@ -143,8 +153,12 @@ def _evaluate(queries, corpus, dims, k, chunk_size, num_relevant,
         rows = np.arange(stop - start)
         is_relevant = chunk_relevance(start, stop)
         for m, scores in _prefix_scores(
-            queries[start:stop], corpus, dims, inverse_norms,
-            raw[: len(rows)], buffer[: len(rows)],
+            queries[start:stop],
+            corpus,
+            dims,
+            inverse_norms,
+            raw[: len(rows)],
+            buffer[: len(rows)],
         ):
             if exclude_self:
                 scores[rows, start + rows] = -np.inf
@@ -290,7 +304,13 @@ def retrieval_metrics(
         return lambda top: corpus_labels[top] == labels
 
     return _evaluate(
-        queries, corpus, dims, k, chunk_size, num_relevant, chunk_relevance,
+        queries,
+        corpus,
+        dims,
+        k,
+        chunk_size,
+        num_relevant,
+        chunk_relevance,
         exclude_self=exclude_self,
     )
 

@@ -88,8 +88,7 @@ def _read_json_object(path):
     value = _read_json(path)
     if not isinstance(value, dict):
         raise ValueError(
-            f"{path!r} must hold a JSON object, got a "
-            f"{type(value).__name__}."
+            f"{path!r} must hold a JSON object, got a {type(value).__name__}."
         )
     return value
 
@@ -101,8 +100,9 @@ def _check_directory(path):
             f"`path` must be a sentence-transformers model directory, got "
             f"{path!r}, which is not a directory."
         )
-    missing = [f for f in _REQUIRED if not os.path.isfile(
-        os.path.join(path, f))]
+    missing = [
+        f for f in _REQUIRED if not os.path.isfile(os.path.join(path, f))
+    ]
     if missing:
         raise ValueError(
             f"{path!r} is not a sentence-transformers BERT directory: it "
@@ -131,7 +131,8 @@ def _modules(path):
         return {"Pooling": None}
     modules = _read_json(modules_json)
     if not isinstance(modules, list) or not all(
-            isinstance(module, dict) for module in modules):
+        isinstance(module, dict) for module in modules
+    ):
         raise ValueError(
             f"{modules_json!r} must hold a JSON list of module objects."
         )
@@ -188,8 +189,11 @@ def _pooling_mode(path, folder):
             mode = mode[0]
     else:
         active = [m for key, m in _POOLING_FLAGS.items() if config.get(key)]
-        mode = "mean" if not active else (
-            active[0] if len(active) == 1 else active)
+        mode = (
+            "mean"
+            if not active
+            else (active[0] if len(active) == 1 else active)
+        )
     if mode not in _POOLING_MODES:
         raise ValueError(
             f"{config_path!r} asks for the pooling {mode!r}; Keras pools "
@@ -206,15 +210,19 @@ def _sequence_length(path, config, sequence_length):
         bert_config = os.path.join(path, "sentence_bert_config.json")
         if os.path.isfile(bert_config):
             sequence_length = _read_json_object(bert_config).get(
-                "max_seq_length")
+                "max_seq_length"
+            )
             where = f"the max_seq_length of {bert_config!r}"
         if sequence_length is None:
             sequence_length = positions
             where = "config.json's max_position_embeddings"
     else:
         where = "`sequence_length`"
-    if isinstance(sequence_length, bool) or not isinstance(
-            sequence_length, int) or sequence_length < _MIN_SEQUENCE_LENGTH:
+    if (
+        isinstance(sequence_length, bool)
+        or not isinstance(sequence_length, int)
+        or sequence_length < _MIN_SEQUENCE_LENGTH
+    ):
         raise ValueError(
             f"{where} must be an int of at least {_MIN_SEQUENCE_LENGTH} "
             "([CLS], a token of text, [SEP]; with fewer every text has the "
@@ -275,25 +283,35 @@ def _wordpiece_vocabulary(tokenizer_json):
 # The ranges Hugging Face's BertNormalizer pads with spaces (KerasHub's own
 # CJK splitting, turned off here, also splits 0x2B820-0x2B91F).
 _CJK_RANGES = (
-    (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF),
-    (0x20000, 0x2A6DF), (0x2A700, 0x2B81F), (0x2B920, 0x2CEAF),
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),
+    (0xF900, 0xFAFF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B81F),
+    (0x2B920, 0x2CEAF),
     (0x2F800, 0x2FA1F),
 )
 _CJK_PATTERN = re.compile(
     "[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in _CJK_RANGES) + "]"
 )
-_CJK_RE2 = "[" + "".join(
-    f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in _CJK_RANGES) + "]"
+_CJK_RE2 = (
+    "[" + "".join(f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in _CJK_RANGES) + "]"
+)
 _NORMALIZER_DEFAULTS = {
-    "type": "BertNormalizer", "clean_text": True,
-    "handle_chinese_chars": True, "strip_accents": None, "lowercase": True,
+    "type": "BertNormalizer",
+    "clean_text": True,
+    "handle_chinese_chars": True,
+    "strip_accents": None,
+    "lowercase": True,
 }
 
 
 def _check_normalizer(normalizer):
     """Returns a `tokenizer.json` BertNormalizer with every option set."""
-    if not isinstance(normalizer, dict) or normalizer.get(
-            "type") != "BertNormalizer":
+    if (
+        not isinstance(normalizer, dict)
+        or normalizer.get("type") != "BertNormalizer"
+    ):
         raise ValueError(
             "`normalizer` must be a Hugging Face BertNormalizer, a dict "
             "such as {'type': 'BertNormalizer', 'lowercase': True} (the "
@@ -350,7 +368,8 @@ def _normalize_text(text, normalizer):
         text = _CJK_PATTERN.sub(lambda match: f" {match.group()} ", text)
     if _strips_accents(normalizer):
         text = "".join(
-            c for c in unicodedata.normalize("NFD", text)
+            c
+            for c in unicodedata.normalize("NFD", text)
             if unicodedata.category(c) != "Mn"
         )
     if normalizer["lowercase"]:
@@ -366,8 +385,7 @@ def _normalize_tensor(text, normalizer):
     import tensorflow_text as tf_text
 
     text = tf.strings.regex_replace(text, r"[\t\n\r\p{Z}]", " ")
-    text = tf.strings.regex_replace(
-        text, r"[\p{Cc}\p{Cf}\p{Co}\x{FFFD}]", "")
+    text = tf.strings.regex_replace(text, r"[\p{Cc}\p{Cf}\p{Co}\x{FFFD}]", "")
     if normalizer["handle_chinese_chars"]:
         text = tf.strings.regex_replace(text, _CJK_RE2, r" \0 ")
     if _strips_accents(normalizer):
@@ -382,8 +400,13 @@ def _normalize_tensor(text, normalizer):
 
 # Arguments of KerasHub's tokenizer that the BertNormalizer replaces, with
 # the value they must keep.
-_FIXED = {"lowercase": False, "strip_accents": False, "split": True,
-          "split_on_cjk": False, "special_tokens_in_strings": True}
+_FIXED = {
+    "lowercase": False,
+    "strip_accents": False,
+    "split": True,
+    "split_on_cjk": False,
+    "special_tokens_in_strings": True,
+}
 
 
 @functools.cache
@@ -459,8 +482,9 @@ def _tokenizer_class():
                 special.append(unknown)
             super().__init__(vocabulary, special_tokens=special, **kwargs)
             self.normalizer = normalizer
-            verbatim = sorted(set(self.special_tokens) | set(special),
-                              key=len, reverse=True)
+            verbatim = sorted(
+                set(self.special_tokens) | set(special), key=len, reverse=True
+            )
             self._verbatim = "|".join(map(re.escape, verbatim))
 
         def tokenize(self, inputs):
@@ -474,12 +498,14 @@ def _tokenizer_class():
 
         def _normalize_python(self, inputs):
             texts, batched, outer_shape = canonicalize_python_string_inputs(
-                inputs)
+                inputs
+            )
             pattern = re.compile(f"({self._verbatim})")
             texts = [
-                " ".join(part if i % 2 else
-                         _normalize_text(part, self.normalizer)
-                         for i, part in enumerate(pattern.split(text)))
+                " ".join(
+                    part if i % 2 else _normalize_text(part, self.normalizer)
+                    for i, part in enumerate(pattern.split(text))
+                )
                 for text in texts
             ]
             if not batched:
@@ -500,8 +526,7 @@ def _tokenizer_class():
             # regex_split (and tf.strings.lower) end a text at a NUL
             # character; Hugging Face drops it anyway.
             inputs = tf.strings.regex_replace(inputs, "\x00", "")
-            parts = tf_text.regex_split(inputs, self._verbatim,
-                                        self._verbatim)
+            parts = tf_text.regex_split(inputs, self._verbatim, self._verbatim)
 
             def normalize(flat):
                 verbatim = tf.strings.regex_full_match(flat, self._verbatim)
@@ -545,14 +570,16 @@ def _tokenizer(path):
         raise ValueError(f"{tokenizer_json!r}: {error}") from error
     model = spec["model"]
     tokenizer = _tokenizer_class()(
-        vocabulary, normalizer=normalizer,
+        vocabulary,
+        normalizer=normalizer,
         oov_token=model.get("unk_token", "[UNK]"),
         suffix_indicator=model.get("continuing_subword_prefix", "##"),
     )
     # Hugging Face matches every added token in texts; KerasHub only the
     # special ones.
     added = sorted(
-        token.get("content") for token in spec.get("added_tokens") or []
+        token.get("content")
+        for token in spec.get("added_tokens") or []
         if token.get("content") not in tokenizer.special_tokens
         and token.get("content") != tokenizer.oov_token
     )
@@ -702,11 +729,14 @@ def all_minilm_l6_v2_directory(*, cache_dir=None):
     try:
         with zipfile.ZipFile(archive) as source:
             source.extractall(building)
-        with open(os.path.join(building, "vocab.txt"), "w",
-                  encoding="utf-8") as file:
+        with open(
+            os.path.join(building, "vocab.txt"), "w", encoding="utf-8"
+        ) as file:
             file.writelines(
-                token + "\n" for token in _wordpiece_vocabulary(
-                    os.path.join(building, "tokenizer.json"))
+                token + "\n"
+                for token in _wordpiece_vocabulary(
+                    os.path.join(building, "tokenizer.json")
+                )
             )
         try:
             os.replace(building, target)

@@ -82,8 +82,7 @@ def validate_nesting_dims(nesting_dims, max_dim=None, name="nesting_dims"):
             )
         if d <= 0:
             raise ValueError(
-                f"`{name}` must hold positive widths, got {d} in "
-                f"{list(dims)}."
+                f"`{name}` must hold positive widths, got {d} in {list(dims)}."
             )
     dims = tuple(int(d) for d in dims)
     for a, b in zip(dims, dims[1:]):

@@ -32,8 +32,11 @@ def tiny_embedder(
         tokenizer, sequence_length=sequence_length
     )
     backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(vocabulary), num_layers=num_layers, num_heads=2,
-        hidden_dim=hidden_dim, intermediate_dim=32,
+        vocabulary_size=len(vocabulary),
+        num_layers=num_layers,
+        num_heads=2,
+        hidden_dim=hidden_dim,
+        intermediate_dim=32,
         max_sequence_length=max_sequence_length or sequence_length,
         dropout=0.0,
     )

@@ -45,9 +45,7 @@ def _save_and_load(model):
 
 
 def _fit(model, x, y, loss, metrics=None):
-    model.compile(
-        optimizer="adam", loss=loss, metrics=metrics, jit_compile=JIT
-    )
+    model.compile(optimizer="adam", loss=loss, metrics=metrics, jit_compile=JIT)
     history = model.fit(x, y, batch_size=len(x), epochs=2, verbose=0)
     losses = history.history["loss"]
     assert all(np.isfinite(losses)), losses
@@ -159,9 +157,13 @@ def run_metric_test(metric, model, x, y):
         keras.config.set_dtype_policy(policy)
         try:
             mixed, loss = model()
-            _fit(mixed, x, y, loss, metrics=[type(metric).from_config(
-                metric.get_config()
-            )])
+            _fit(
+                mixed,
+                x,
+                y,
+                loss,
+                metrics=[type(metric).from_config(metric.get_config())],
+            )
         finally:
             keras.config.set_dtype_policy("float32")
     return history

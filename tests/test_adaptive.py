@@ -71,14 +71,18 @@ def sample_losses(logits, labels, dims, thresholds):
 
 def test_hand_checked_calibration():
     logits = two_class(HAND_MARGINS)
+
     # Only sample 2 can be lost: at width 4 (0.881), where it stops for a
     # shared threshold <= 0.881. Sample 3 is wrong at 16 with the same
     # confidence as at 4, where it stops first. With N = 6 conformal risk
     # control allows k losses when (k + 1) / 7 <= tolerance.
     def calibrate(tolerance, delta=None):
         return Cascade.calibrate(
-            logits, val_labels=HAND_LABELS, nesting_dims=HAND_DIMS,
-            tolerance=tolerance, delta=delta,
+            logits,
+            val_labels=HAND_LABELS,
+            nesting_dims=HAND_DIMS,
+            tolerance=tolerance,
+            delta=delta,
         )
 
     # k = 0: just above 0.881, halfway to the next confidence, 0.953.
@@ -104,9 +108,7 @@ def test_hand_checked_calibration():
     # 7 / 64: delta 0.01 certifies nothing (full width), delta 0.1 zero
     # losses (as k = 0 above) and delta 0.11 one.
     with pytest.warns(UserWarning, match="needs at least 7"):
-        assert calibrate(0.5, delta=0.01).thresholds == (
-            np.inf, np.inf, 0.0
-        )
+        assert calibrate(0.5, delta=0.01).thresholds == (np.inf, np.inf, 0.0)
     np.testing.assert_allclose(
         calibrate(0.5, delta=0.1).thresholds, [shared, shared, 0.0]
     )
@@ -117,8 +119,11 @@ def test_hand_checked_calibration():
 def test_zero_tolerance_keeps_the_widest_width(delta):
     logits = two_class(HAND_MARGINS)
     cascade = Cascade.calibrate(
-        logits, val_labels=HAND_LABELS, nesting_dims=HAND_DIMS,
-        tolerance=0.0, delta=delta,
+        logits,
+        val_labels=HAND_LABELS,
+        nesting_dims=HAND_DIMS,
+        tolerance=0.0,
+        delta=delta,
     )
     assert cascade.thresholds == (np.inf, np.inf, 0.0)
     assert cascade.report(logits, labels=HAND_LABELS)["mean_width"] == 64
@@ -128,8 +133,11 @@ def test_zero_tolerance_keeps_the_widest_width(delta):
 def test_full_tolerance_answers_at_the_narrowest_width(delta):
     logits = two_class(HAND_MARGINS)
     cascade = Cascade.calibrate(
-        logits, val_labels=HAND_LABELS, nesting_dims=HAND_DIMS,
-        tolerance=1.0, delta=delta,
+        logits,
+        val_labels=HAND_LABELS,
+        nesting_dims=HAND_DIMS,
+        tolerance=1.0,
+        delta=delta,
     )
     assert cascade.thresholds == (0.0, 0.0, 0.0)
 
@@ -156,9 +164,7 @@ def test_predict_matches_reference():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(50, 4, 5)).astype("float32") * 3
     dims, thresholds = [2, 4, 8, 16], [0.9, 0.7, np.inf, 0.0]
-    classes, widths = Cascade(dims, thresholds=thresholds).predict(
-        logits
-    )
+    classes, widths = Cascade(dims, thresholds=thresholds).predict(logits)
     ref_classes, ref_widths = reference_predict(logits, dims, thresholds)
     np.testing.assert_array_equal(classes, ref_classes)
     np.testing.assert_array_equal(widths, ref_widths)
@@ -195,8 +201,10 @@ def candidate_thresholds(logits):
 def envelope(logits, labels, dims, value):
     """Per sample: lost at shared threshold `value` or any higher one."""
     higher = [t for t in candidate_thresholds(logits) if t >= value]
-    return np.any([sample_losses(logits, labels, dims, [t, t, 0.0])
-                   for t in higher], axis=0)
+    return np.any(
+        [sample_losses(logits, labels, dims, [t, t, 0.0]) for t in higher],
+        axis=0,
+    )
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -221,16 +229,20 @@ def test_calibration_is_the_lowest_accepted_threshold(seed, tolerance, delta):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cascade = Cascade.calibrate(
-            logits, val_labels=labels, nesting_dims=dims,
-            tolerance=tolerance, delta=delta,
+            logits,
+            val_labels=labels,
+            nesting_dims=dims,
+            tolerance=tolerance,
+            delta=delta,
         )
     assert len(caught) == (allowed < 0)
     value = cascade.thresholds[0]
     assert cascade.thresholds == (value, value, 0.0)
     losses = envelope(logits, labels, dims, value).sum()
     assert losses <= max(allowed, 0)
-    assert sample_losses(logits, labels, dims, cascade.thresholds).sum() \
-        <= losses
+    assert (
+        sample_losses(logits, labels, dims, cascade.thresholds).sum() <= losses
+    )
     # Every lower candidate (the same midpoint rounded apart) loses more
     # than the test accepts.
     for lower in candidate_thresholds(logits):
@@ -239,17 +251,19 @@ def test_calibration_is_the_lowest_accepted_threshold(seed, tolerance, delta):
 
 
 def test_default_tolerance_is_0_003_and_saves_on_enough_samples():
-    assert inspect.signature(Cascade.calibrate).parameters[
-        "tolerance"
-    ].default == 0.003
+    assert (
+        inspect.signature(Cascade.calibrate).parameters["tolerance"].default
+        == 0.003
+    )
     rng = np.random.default_rng(0)
     dims, n = [2, 8, 32], 1000
     labels = rng.integers(0, 3, n)
     logits = rng.normal(size=(n, 3, 3))
     logits[np.arange(n), :, labels] += np.array([3.0, 4.0, 6.0])
     default = Cascade.calibrate(logits, val_labels=labels, nesting_dims=dims)
-    explicit = Cascade.calibrate(logits, val_labels=labels,
-                                 nesting_dims=dims, tolerance=0.003)
+    explicit = Cascade.calibrate(
+        logits, val_labels=labels, nesting_dims=dims, tolerance=0.003
+    )
     assert default.thresholds == explicit.thresholds
     # 1,000 samples allow (k + 1) / 1001 <= 0.003: 2 losses.
     assert reference_allowed(n, 0.003, None) == 2
@@ -261,31 +275,50 @@ def test_default_tolerance_is_0_003_and_saves_on_enough_samples():
 
 def test_too_few_samples_for_the_tolerance_warn():
     logits = two_class(HAND_MARGINS)
-    with pytest.warns(UserWarning, match=re.escape(
-        "Cascade.calibrate got 6 validation samples, too few for conformal "
-        "risk control to certify any loss at tolerance=0.003: it needs at "
-        "least 333. The cascade answers every sample at the widest width"
-    )):
-        cascade = Cascade.calibrate(logits, val_labels=HAND_LABELS,
-                                    nesting_dims=HAND_DIMS)
+    with pytest.warns(
+        UserWarning,
+        match=re.escape(
+            "Cascade.calibrate got 6 validation samples, too few for conformal "
+            "risk control to certify any loss at tolerance=0.003: it needs at "
+            "least 333. The cascade answers every sample at the widest width"
+        ),
+    ):
+        cascade = Cascade.calibrate(
+            logits, val_labels=HAND_LABELS, nesting_dims=HAND_DIMS
+        )
     assert cascade.thresholds == (np.inf, np.inf, 0.0)
-    with pytest.warns(UserWarning, match=r"Learn-then-Test at delta=0.01 .*"
-                      r"tolerance=0.5: it needs at least 7\."):
-        Cascade.calibrate(logits, val_labels=HAND_LABELS,
-                          nesting_dims=HAND_DIMS, tolerance=0.5, delta=0.01)
+    with pytest.warns(
+        UserWarning,
+        match=r"Learn-then-Test at delta=0.01 .*"
+        r"tolerance=0.5: it needs at least 7\.",
+    ):
+        Cascade.calibrate(
+            logits,
+            val_labels=HAND_LABELS,
+            nesting_dims=HAND_DIMS,
+            tolerance=0.5,
+            delta=0.01,
+        )
     # No loss asked, or one certified: nothing to warn of.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for tolerance in (0.0, 1 / 7):
-            Cascade.calibrate(logits, val_labels=HAND_LABELS,
-                              nesting_dims=HAND_DIMS, tolerance=tolerance)
+            Cascade.calibrate(
+                logits,
+                val_labels=HAND_LABELS,
+                nesting_dims=HAND_DIMS,
+                tolerance=tolerance,
+            )
 
 
 @pytest.mark.parametrize("tolerance", [0.003, 0.01, 1 / 7, 0.5])
 @pytest.mark.parametrize("delta", [None, 0.01, 0.1])
 def test_warning_names_the_fewest_samples_that_certify(tolerance, delta):
-    needed = int(re.search(r"at least (\d+)\.",
-                           _too_few_samples(1, tolerance, delta)).group(1))
+    needed = int(
+        re.search(
+            r"at least (\d+)\.", _too_few_samples(1, tolerance, delta)
+        ).group(1)
+    )
     assert reference_allowed(needed - 1, tolerance, delta) < 0
     assert reference_allowed(needed, tolerance, delta) >= 0
 
@@ -302,14 +335,23 @@ def reference_allowed(n, tolerance, delta):
 
 
 @pytest.mark.parametrize(
-    "n, p", [(1, 0.5), (10, 0.3), (359, 0.003), (1392, 0.003),
-             (5000, 0.01), (20000, 0.5)]
+    "n, p",
+    [
+        (1, 0.5),
+        (10, 0.3),
+        (359, 0.003),
+        (1392, 0.003),
+        (5000, 0.01),
+        (20000, 0.5),
+    ],
 )
 def test_binomial_cdf_matches_scipy(n, p):
     scipy_stats = pytest.importorskip("scipy.stats")
     np.testing.assert_allclose(
-        _binomial_cdf(n, p), scipy_stats.binom.cdf(np.arange(n + 1), n, p),
-        rtol=1e-9, atol=1e-12,
+        _binomial_cdf(n, p),
+        scipy_stats.binom.cdf(np.arange(n + 1), n, p),
+        rtol=1e-9,
+        atol=1e-12,
     )
 
 
@@ -371,7 +413,9 @@ def test_constructor_errors(kwargs, match):
 def test_calibrate_errors(logits, labels, tolerance, match):
     with pytest.raises(ValueError, match=match):
         Cascade.calibrate(
-            logits, val_labels=labels, nesting_dims=[4, 8, 16],
+            logits,
+            val_labels=labels,
+            nesting_dims=[4, 8, 16],
             tolerance=tolerance,
         )
 
@@ -380,7 +424,9 @@ def test_calibrate_errors(logits, labels, tolerance, match):
 def test_calibrate_rejects_a_non_number_tolerance(tolerance):
     with pytest.raises(TypeError, match="`tolerance` must be a float"):
         Cascade.calibrate(
-            np.zeros((4, 3, 3)), val_labels=[0] * 4, nesting_dims=[4, 8, 16],
+            np.zeros((4, 3, 3)),
+            val_labels=[0] * 4,
+            nesting_dims=[4, 8, 16],
             tolerance=tolerance,
         )
 
@@ -390,7 +436,9 @@ def test_calibrate_rejects_a_tolerance_outside_0_1(tolerance):
     match = r"`tolerance` must be a float in \[0.0, 1.0\]"
     with pytest.raises(ValueError, match=match):
         Cascade.calibrate(
-            np.zeros((4, 3, 3)), val_labels=[0] * 4, nesting_dims=[4, 8, 16],
+            np.zeros((4, 3, 3)),
+            val_labels=[0] * 4,
+            nesting_dims=[4, 8, 16],
             tolerance=tolerance,
         )
 
@@ -399,7 +447,9 @@ def test_calibrate_rejects_a_tolerance_outside_0_1(tolerance):
 def test_calibrate_rejects_a_non_number_delta(delta):
     with pytest.raises(TypeError, match="`delta` must be a float"):
         Cascade.calibrate(
-            np.zeros((4, 3, 3)), val_labels=[0] * 4, nesting_dims=[4, 8, 16],
+            np.zeros((4, 3, 3)),
+            val_labels=[0] * 4,
+            nesting_dims=[4, 8, 16],
             delta=delta,
         )
 
@@ -409,8 +459,11 @@ def test_calibrate_rejects_a_delta_outside_0_1(delta):
     match = r"`delta` must be a float in \(0.0, 1.0\), got"
     with pytest.raises(ValueError, match=match):
         Cascade.calibrate(
-            np.zeros((4, 3, 3)), val_labels=[0] * 4, nesting_dims=[4, 8, 16],
-            tolerance=0.1, delta=delta,
+            np.zeros((4, 3, 3)),
+            val_labels=[0] * 4,
+            nesting_dims=[4, 8, 16],
+            tolerance=0.1,
+            delta=delta,
         )
 
 
@@ -418,7 +471,10 @@ def test_calibrate_rejects_a_delta_outside_0_1(delta):
 def test_calibrate_one_width(delta):
     logits = two_class(HAND_MARGINS)[:, 2:]
     cascade = Cascade.calibrate(
-        logits, val_labels=HAND_LABELS, nesting_dims=[8], tolerance=0.5,
+        logits,
+        val_labels=HAND_LABELS,
+        nesting_dims=[8],
+        tolerance=0.5,
         delta=delta,
     )
     assert cascade.thresholds == (0.0,)
@@ -453,8 +509,9 @@ def test_positional_arguments_raise():
     with pytest.raises(TypeError, match=r"Cascade\(\) takes `nesting_dims`"):
         Cascade([4, 8], [0.5, 0.0])
     with pytest.raises(
-        TypeError, match=r"Cascade.calibrate\(\) takes `val_logits`.*"
-        r"val_labels=\.\.\., nesting_dims=\.\.\."
+        TypeError,
+        match=r"Cascade.calibrate\(\) takes `val_logits`.*"
+        r"val_labels=\.\.\., nesting_dims=\.\.\.",
     ):
         Cascade.calibrate(logits, HAND_LABELS, HAND_DIMS)
     cascade = Cascade(HAND_DIMS, thresholds=[0.5, 0.5, 0.0])
@@ -486,20 +543,28 @@ def test_benchmark_measures_and_pools_every_setting(benchmark):
             split, dims, logits[:20], labels[:20], logits[20:], labels[20:]
         )
         settings = {(r["method"], r["tolerance"]) for r in measured}
-        assert len(settings) == len(measured) == (
-            len(benchmark.DELTAS) * len(benchmark.TOLERANCES))
+        assert (
+            len(settings)
+            == len(measured)
+            == (len(benchmark.DELTAS) * len(benchmark.TOLERANCES))
+        )
         for row in measured:
             assert row["split"] == split
             assert len(row["thresholds"]) == len(dims)
             assert 2 <= row["mean_width"] <= 8
             assert row["oracle_mean_width"] == pytest.approx(
-                reference_oracle_width(logits[20:], dims))
+                reference_oracle_width(logits[20:], dims)
+            )
         rows += measured
     summary = benchmark.summarize(rows, widest=8)
     assert len(summary) == len(benchmark.DELTAS) * len(benchmark.TOLERANCES)
     for pooled in summary.values():
-        runs = [r for r in rows if r["method"] == pooled["method"]
-                and r["tolerance"] == pooled["tolerance"]]
+        runs = [
+            r
+            for r in rows
+            if r["method"] == pooled["method"]
+            and r["tolerance"] == pooled["tolerance"]
+        ]
         widths = [r["mean_width"] for r in runs]
         changes = [r["change_pt"] for r in runs]
         assert pooled["saving"] == pytest.approx(8 / np.mean(widths))
@@ -512,8 +577,10 @@ def test_benchmark_measures_and_pools_every_setting(benchmark):
 
 def reference_oracle_width(logits, dims):
     classes = logits.argmax(-1)
-    widths = [dims[next(g for g in range(len(dims))
-                        if row[g] == row[-1])] for row in classes]
+    widths = [
+        dims[next(g for g in range(len(dims)) if row[g] == row[-1])]
+        for row in classes
+    ]
     return np.mean(widths)
 
 
@@ -522,14 +589,17 @@ def test_synthetic_task_is_imbalanced(benchmark):
     assert x.shape == (4000, 32) and x.dtype == np.float32
     counts = np.bincount(y, minlength=8)
     priors = 0.6 ** np.arange(8)
-    np.testing.assert_allclose(
-        counts / 4000, priors / priors.sum(), atol=0.02
-    )
+    np.testing.assert_allclose(counts / 4000, priors / priors.sum(), atol=0.02)
 
 
 def _summary(saving=7.0, change_pt=0.0, within=10):
-    return {"default 0.003": {"saving": saving, "change_pt": change_pt,
-                              "splits_within": within}}
+    return {
+        "default 0.003": {
+            "saving": saving,
+            "change_pt": change_pt,
+            "splits_within": within,
+        }
+    }
 
 
 @pytest.mark.parametrize(

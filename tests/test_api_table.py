@@ -27,11 +27,12 @@ def _api_rows():
     """First cells of the table whose header is `| name | what it does |`."""
     lines = README.read_text().splitlines()
     start = next(
-        i for i, line in enumerate(lines)
+        i
+        for i, line in enumerate(lines)
         if re.fullmatch(r"\|\s*name\s*\|\s*what it does\s*\|", line.strip())
     )
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append(line.split("|")[1])
@@ -41,8 +42,7 @@ def _api_rows():
 def _quoted_calls():
     """`(dotted name, "(arguments)" or None)` of every call the table shows."""
     calls = [
-        match.groups() for cell in _api_rows()
-        for match in _CALL.finditer(cell)
+        match.groups() for cell in _api_rows() for match in _CALL.finditer(cell)
     ]
     assert len(calls) >= 15, calls
     return calls
@@ -94,7 +94,8 @@ def _check_default(call, name, stated, parameter):
     )
     # 0 == 0.0 == False: the type is part of the documented default.
     assert (type(parameter.default), parameter.default) == (
-        type(stated), stated
+        type(stated),
+        stated,
     ), (
         f"README gives `{name}` of {call} the default {stated!r}, the code "
         f"{parameter.default!r}."
@@ -111,7 +112,8 @@ def test_readme_api_table_matches_the_signatures(dotted, arguments):
         return
     parameters = inspect.signature(target).parameters
     positional = [
-        p for p in parameters.values()
+        p
+        for p in parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     stated = _stated(arguments)
@@ -128,11 +130,15 @@ def test_readme_api_table_matches_the_signatures(dotted, arguments):
             assert arg.arg in parameters, f"{dotted} has no `{arg.arg}`."
             parameter = parameters[arg.arg]
         _check_default(dotted, parameter.name, default, parameter)
-    keywords = dict(zip(
-        stated.kwonlyargs,
-        (_REQUIRED if node is None else ast.literal_eval(node)
-         for node in stated.kw_defaults),
-    ))
+    keywords = dict(
+        zip(
+            stated.kwonlyargs,
+            (
+                _REQUIRED if node is None else ast.literal_eval(node)
+                for node in stated.kw_defaults
+            ),
+        )
+    )
     for arg, default in keywords.items():
         assert arg.arg in parameters, f"{dotted} has no `{arg.arg}`."
         parameter = parameters[arg.arg]

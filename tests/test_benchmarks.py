@@ -20,8 +20,13 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Milliseconds per step of the five heads that meet every goal of head.py:
 # tied/plain = 1.1, untied/plain = 2.0, naive/tied = 2.0.
-HEAD_MS_MET = {"plain": 10.0, "tied": 11.0, "untied": 20.0, "floor": 10.5,
-               "naive": 22.0}
+HEAD_MS_MET = {
+    "plain": 10.0,
+    "tied": 11.0,
+    "untied": 20.0,
+    "floor": 10.5,
+    "naive": 22.0,
+}
 
 
 def _load(script):
@@ -46,7 +51,11 @@ def _run(script, *args):
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), *args],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -68,8 +77,11 @@ def test_head_benchmark_reports_every_head_and_goal():
 
 def test_head_goals_on_given_timings(head):
     checks = head.check_goals(HEAD_MS_MET)
-    assert [c[0] for c in checks] == ["tied/plain", "untied/plain",
-                                      "naive/tied"]
+    assert [c[0] for c in checks] == [
+        "tied/plain",
+        "untied/plain",
+        "naive/tied",
+    ]
     assert [c[4] for c in checks] == [True, True, True]
     assert [round(c[1], 6) for c in checks] == [1.1, 2.0, 2.0]
     assert [round(c[5], 6) for c in checks] == [0.05, 0.1, 0.6]
@@ -87,8 +99,9 @@ def test_head_goals_at_their_bounds_pass(head):
 
 
 @pytest.mark.parametrize("check", [False, True])
-def test_head_check_exits_1_naming_the_missed_goal(head, check, monkeypatch,
-                                                   capsys):
+def test_head_check_exits_1_naming_the_missed_goal(
+    head, check, monkeypatch, capsys
+):
     slow = dict(HEAD_MS_MET, tied=12.0)  # tied/plain 1.2, naive/tied 1.83
     monkeypatch.setattr(head, "measure", lambda args: slow)
     status = head.main(["--check"] if check else [])
@@ -99,13 +112,11 @@ def test_head_check_exits_1_naming_the_missed_goal(head, check, monkeypatch,
         return
     assert status == 1
     assert err.splitlines() == [
-        "head.py: goal missed: tied/plain = 1.20, goal <= 1.15, "
-        "missed by 0.05"
+        "head.py: goal missed: tied/plain = 1.20, goal <= 1.15, missed by 0.05"
     ]
 
 
-def test_head_check_exits_0_when_every_goal_is_met(head, monkeypatch,
-                                                   capsys):
+def test_head_check_exits_0_when_every_goal_is_met(head, monkeypatch, capsys):
     monkeypatch.setattr(head, "measure", lambda args: HEAD_MS_MET)
     assert head.main(["--check"]) == 0
     out, err = capsys.readouterr()
@@ -121,8 +132,19 @@ def test_head_builds_each_head_with_its_widths(head):
 
 
 def test_mnrl_benchmark_runs_all_variants():
-    out = _run("mnrl.py", "--batch", "8", "--dim", "32", "--dims", "8", "16",
-               "32", "--repeats", "2")
+    out = _run(
+        "mnrl.py",
+        "--batch",
+        "8",
+        "--dim",
+        "32",
+        "--dims",
+        "8",
+        "16",
+        "32",
+        "--repeats",
+        "2",
+    )
     for variant in ("full", "fused", "sliced"):
         assert f"{variant}: best" in out
     assert "fused / full" in out and "margin" in out
@@ -153,8 +175,7 @@ def test_mnrl_check_exits_1_naming_the_goal(mnrl, check, monkeypatch, capsys):
         return
     assert status == 1
     assert err.splitlines() == [
-        "mnrl.py: goal missed: fused / full = 1.40, goal <= 1.3, "
-        "missed by 0.10"
+        "mnrl.py: goal missed: fused / full = 1.40, goal <= 1.3, missed by 0.10"
     ]
 
 
@@ -165,8 +186,9 @@ def test_mnrl_check_exits_0_when_the_goal_is_met(mnrl, monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_mnrl_all_backends_fails_when_one_backend_fails(mnrl, monkeypatch,
-                                                        capsys):
+def test_mnrl_all_backends_fails_when_one_backend_fails(
+    mnrl, monkeypatch, capsys
+):
     calls = []
 
     def fake_run(command, env):
@@ -179,8 +201,10 @@ def test_mnrl_all_backends_fails_when_one_backend_fails(mnrl, monkeypatch,
     status = mnrl.main(["--all-backends", "--check", "--repeats", "3"])
     assert status == 1
     # Every backend runs, each with the other options, even after a failure.
-    assert calls == [(b, ["--check", "--repeats", "3"])
-                     for b in ("tensorflow", "jax", "torch")]
+    assert calls == [
+        (b, ["--check", "--repeats", "3"])
+        for b in ("tensorflow", "jax", "torch")
+    ]
     assert capsys.readouterr().err == "mnrl.py: failed on jax\n"
 
 
@@ -246,24 +270,31 @@ def test_memory_budget_table_on_saved_embeddings(memory_budget, tmp_path):
     np.save(tmp_path / "corpus.npy", corpus)
     np.save(tmp_path / "queries.npy", queries.astype("float32"))
     np.save(tmp_path / "relevant.npy", np.arange(40))
-    rows = {r["label"]: r for r in memory_budget.rows(
-        *memory_budget.load(str(tmp_path)))}
+    rows = {
+        r["label"]: r
+        for r in memory_budget.rows(*memory_budget.load(str(tmp_path)))
+    }
     exact = rows["float32 384"]
     assert (exact["first"], exact["overlap"], exact["recall"]) == (
-        1536, 1.0, 100.0)
+        1536,
+        1.0,
+        100.0,
+    )
     funnel = rows["binary 256 -> int8 384, shortlist 100"]
     assert (funnel["first"], funnel["total"]) == (32, 32 + 384)
-    assert len(rows) == len(memory_budget.SINGLE) + len(
-        memory_budget.FUNNELS)
+    assert len(rows) == len(memory_budget.SINGLE) + len(memory_budget.FUNNELS)
     plot = tmp_path / "budget.png"
-    assert memory_budget.main(
-        ["--embeddings", str(tmp_path), "--plot", str(plot)]) == 0
+    assert (
+        memory_budget.main(["--embeddings", str(tmp_path), "--plot", str(plot)])
+        == 0
+    )
     assert plot.stat().st_size > 0
 
 
 @pytest.mark.numpy_only
 def test_memory_budget_names_the_command_for_a_missing_directory(
-        memory_budget, tmp_path):
+    memory_budget, tmp_path
+):
     with pytest.raises(SystemExit, match="--save-embeddings"):
         memory_budget.load(str(tmp_path))
 
@@ -273,10 +304,26 @@ def test_memory_budget_names_the_command_for_a_missing_directory(
     reason="one backend is enough for the smoke run",
 )
 def test_head_variants_benchmark_times_every_variant():
-    out = _run("head_variants.py", "--batch", "8", "--dim", "16",
-               "--classes", "4", "--steps", "1", "--rounds", "1")
-    for name in ("plain", "floor", "tied/block_weights", "untied/blocks",
-                 "tied+onehot"):
+    out = _run(
+        "head_variants.py",
+        "--batch",
+        "8",
+        "--dim",
+        "16",
+        "--classes",
+        "4",
+        "--steps",
+        "1",
+        "--rounds",
+        "1",
+    )
+    for name in (
+        "plain",
+        "floor",
+        "tied/block_weights",
+        "untied/blocks",
+        "tied+onehot",
+    ):
         assert f"\n{name} " in out
 
 
@@ -292,14 +339,28 @@ def _demo_results(accuracy, seconds):
 def test_figure2_targets_are_met_and_missed_honestly():
     figure2 = _load("figure2.py")
     ff = np.array([0.80, 0.90, 0.95, 0.96, 0.97, 0.97])
-    good = _demo_results({"mrl": ff - 0.01, "ff": ff, "mrl_e": ff,
-                          "truncated": ff - [0.2, 0, 0, 0, 0, 0]}, 10.0)
+    good = _demo_results(
+        {
+            "mrl": ff - 0.01,
+            "ff": ff,
+            "mrl_e": ff,
+            "truncated": ff - [0.2, 0, 0, 0, 0, 0],
+        },
+        10.0,
+    )
     assert [met for _, met, _ in figure2.check_targets(good)] == [
-        True, True, True]
+        True,
+        True,
+        True,
+    ]
     # MRL 2 pt under FF at one width, 5 pt over truncated, 300 s.
     bad = _demo_results(
-        {"mrl": ff - [0, 0, 0.02, 0, 0, 0], "ff": ff, "mrl_e": ff,
-         "truncated": ff - [0.05, 0, 0, 0, 0, 0]},
+        {
+            "mrl": ff - [0, 0, 0.02, 0, 0, 0],
+            "ff": ff,
+            "mrl_e": ff,
+            "truncated": ff - [0.05, 0, 0, 0, 0, 0],
+        },
         300.0,
     )
     targets = figure2.check_targets(bad)

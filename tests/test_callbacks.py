@@ -3,10 +3,10 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from conftest import jit_compile
 
 from keras_mrl.callbacks import RetrievalEvaluator
 from keras_mrl.evaluation import retrieval_metrics
-from conftest import jit_compile
 
 DIMS = [4, 8]
 
@@ -52,9 +52,7 @@ def test_logs_reach_history_and_match_retrieval_metrics():
     model = _compiled(
         keras.Sequential([keras.Input((12,)), keras.layers.Dense(8)])
     )
-    evaluator = RetrievalEvaluator(
-        x, query_labels=y, nesting_dims=DIMS, k=5
-    )
+    evaluator = RetrievalEvaluator(x, query_labels=y, nesting_dims=DIMS, k=5)
     seen = []
     later = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: seen.append(set(logs))
@@ -73,8 +71,13 @@ def test_logs_reach_history_and_match_retrieval_metrics():
     assert all(_expected_keys(5) <= keys for keys in seen)
     embeddings = model.predict(x, verbose=0)
     expected = retrieval_metrics(
-        embeddings, query_labels=y, corpus_embeddings=embeddings,
-        corpus_labels=y, nesting_dims=DIMS, k=5, exclude_self=True,
+        embeddings,
+        query_labels=y,
+        corpus_embeddings=embeddings,
+        corpus_labels=y,
+        nesting_dims=DIMS,
+        k=5,
+        exclude_self=True,
     )
     _assert_last_epoch_matches(history, expected)
     assert evaluator.last_results == expected
@@ -140,8 +143,11 @@ def test_queries_without_relevant_warn_once():
         keras.Sequential([keras.Input((12,)), keras.layers.Dense(8)])
     )
     evaluator = RetrievalEvaluator(
-        queries, query_labels=np.full(8, 99), corpus_data=corpus,
-        corpus_labels=corpus_labels, nesting_dims=DIMS,
+        queries,
+        query_labels=np.full(8, 99),
+        corpus_data=corpus,
+        corpus_labels=corpus_labels,
+        nesting_dims=DIMS,
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -152,8 +158,9 @@ def test_queries_without_relevant_warn_once():
             callbacks=[evaluator],
             verbose=0,
         )
-    messages = [str(w.message) for w in caught if "RetrievalEvaluator" in
-                str(w.message)]
+    messages = [
+        str(w.message) for w in caught if "RetrievalEvaluator" in str(w.message)
+    ]
     assert messages == [
         "RetrievalEvaluator: 8 queries have no relevant corpus item; they "
         "score 0 on every metric."
@@ -227,8 +234,9 @@ def test_non_embedding_output_raises():
 def test_positional_arguments_raise():
     x, y = _data(n=8)
     with pytest.raises(
-        TypeError, match=r"RetrievalEvaluator\(\) takes `query_data`.*"
-        r"query_labels=\.\.\."
+        TypeError,
+        match=r"RetrievalEvaluator\(\) takes `query_data`.*"
+        r"query_labels=\.\.\.",
     ):
         RetrievalEvaluator(x, y)
 
@@ -240,9 +248,9 @@ def _diverged(model):
 
 def test_diverged_model_stops_fit_at_epoch_end():
     x, y = _data(n=16)
-    model = _diverged(_compiled(
-        keras.Sequential([keras.Input((12,)), keras.layers.Dense(8)])
-    ))
+    model = _diverged(
+        _compiled(keras.Sequential([keras.Input((12,)), keras.layers.Dense(8)]))
+    )
     evaluator = RetrievalEvaluator(x, query_labels=y, nesting_dims=DIMS)
     ends = []
     later = keras.callbacks.LambdaCallback(
@@ -253,8 +261,13 @@ def test_diverged_model_stops_fit_at_epoch_end():
         match=r"model diverged, its embeddings are not finite.*"
         r"`embeddings of query_data` holds 128 NaN",
     ):
-        model.fit(x, np.zeros((16, 8)), epochs=3, callbacks=[evaluator, later],
-                  verbose=0)
+        model.fit(
+            x,
+            np.zeros((16, 8)),
+            epochs=3,
+            callbacks=[evaluator, later],
+            verbose=0,
+        )
     # It stopped at the end of the first epoch, before logging anything.
     assert ends == []
     assert evaluator.last_results is None
@@ -266,8 +279,12 @@ def test_non_finite_corpus_embeddings_raise():
     corpus[2, 0] = np.inf
     encoder = keras.Sequential([keras.Input((12,)), keras.layers.Dense(8)])
     evaluator = RetrievalEvaluator(
-        queries, query_labels=query_labels, corpus_data=corpus,
-        corpus_labels=corpus_labels, encoder=encoder, nesting_dims=DIMS,
+        queries,
+        query_labels=query_labels,
+        corpus_data=corpus,
+        corpus_labels=corpus_labels,
+        encoder=encoder,
+        nesting_dims=DIMS,
     )
     with pytest.raises(ValueError, match="`embeddings of corpus_data` holds"):
         evaluator.evaluate()
@@ -288,6 +305,11 @@ def test_evaluate_with_an_encoder_outside_fit():
     )
     embeddings = encoder.predict(x, batch_size=256, verbose=0)
     assert evaluator.evaluate() == retrieval_metrics(
-        embeddings, query_labels=y, corpus_embeddings=embeddings,
-        corpus_labels=y, nesting_dims=DIMS, k=3, exclude_self=True,
+        embeddings,
+        query_labels=y,
+        corpus_embeddings=embeddings,
+        corpus_labels=y,
+        nesting_dims=DIMS,
+        k=3,
+        exclude_self=True,
     )

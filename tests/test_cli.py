@@ -137,8 +137,12 @@ def _results(mrl, truncated, seconds):
     return {
         "dims": list(demo.DIMS),
         "seeds": 1,
-        "accuracy": {"mrl": list(mrl), "mrl_e": list(FF), "ff": list(FF),
-                     "truncated": list(truncated)},
+        "accuracy": {
+            "mrl": list(mrl),
+            "mrl_e": list(FF),
+            "ff": list(FF),
+            "truncated": list(truncated),
+        },
         "seconds": seconds,
         "cpu_seconds": seconds,
     }
@@ -146,8 +150,7 @@ def _results(mrl, truncated, seconds):
 
 PASSING = _results(FF - 0.01, FF - [0.2, 0, 0, 0, 0, 0], 10.0)
 # MRL 2 pt under FF at width 8: a figure the demo shows, not judges.
-WORSE = _results(FF - [0, 0, 0.02, 0, 0, 0],
-                       FF - [0.2, 0, 0, 0, 0, 0], 10.0)
+WORSE = _results(FF - [0, 0, 0.02, 0, 0, 0], FF - [0.2, 0, 0, 0, 0, 0], 10.0)
 
 
 @pytest.fixture
@@ -167,14 +170,16 @@ def fake_run(monkeypatch):
 
 
 @pytest.mark.parametrize("results", [PASSING, WORSE])
-def test_demo_prints_its_tables_and_exits_0(results, fake_run, tmp_path,
-                                            capsys):
+def test_demo_prints_its_tables_and_exits_0(
+    results, fake_run, tmp_path, capsys
+):
     fake_run(results)
     status, out, err = _run_main(["demo", "--out", str(tmp_path)], capsys)
     assert status == 0
     assert demo.format_table(results) in out
-    assert not [line for line in out.splitlines()
-                if line.startswith(("PASS", "FAIL"))]
+    assert not [
+        line for line in out.splitlines() if line.startswith(("PASS", "FAIL"))
+    ]
     assert err == ""
 
 
@@ -182,8 +187,9 @@ def test_demo_prints_its_tables_and_exits_0(results, fake_run, tmp_path,
     "argv, seeds, quick",
     [([], 2, False), (["--seeds", "3"], 3, False), (["--quick"], 1, True)],
 )
-def test_demo_passes_seeds_and_quick(argv, seeds, quick, fake_run, tmp_path,
-                                     capsys):
+def test_demo_passes_seeds_and_quick(
+    argv, seeds, quick, fake_run, tmp_path, capsys
+):
     calls = fake_run(PASSING)
     status, _, _ = _run_main(["demo", "--out", str(tmp_path)] + argv, capsys)
     assert status == 0

@@ -31,19 +31,36 @@ def model_dir(tmp_path_factory):
 def pairs_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
     queries, documents = pairs(40)
-    path.write_text("".join(
-        json.dumps({"query": q, "document": d}) + "\n"
-        for q, d in zip(queries, documents)
-    ))
+    path.write_text(
+        "".join(
+            json.dumps({"query": q, "document": d}) + "\n"
+            for q, d in zip(queries, documents)
+        )
+    )
     return str(path)
 
 
 def _run(model_dir, pairs_file, out, *extra):
-    return cli.main([
-        "finetune", "--model", model_dir, "--pairs", pairs_file,
-        "--nesting-dims", "8,16", "--out", str(out), "--steps", "3",
-        "--batch-size", "8", "--learning-rate", "1e-2", *extra,
-    ])
+    return cli.main(
+        [
+            "finetune",
+            "--model",
+            model_dir,
+            "--pairs",
+            pairs_file,
+            "--nesting-dims",
+            "8,16",
+            "--out",
+            str(out),
+            "--steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--learning-rate",
+            "1e-2",
+            *extra,
+        ]
+    )
 
 
 def _one_error_line(capsys, match):
@@ -52,8 +69,9 @@ def _one_error_line(capsys, match):
     assert "Traceback" not in err
 
 
-def test_finetune_writes_a_preset_that_reloads(model_dir, pairs_file,
-                                               tmp_path, capsys):
+def test_finetune_writes_a_preset_that_reloads(
+    model_dir, pairs_file, tmp_path, capsys
+):
     out = tmp_path / "tuned"
     assert _run(model_dir, pairs_file, out) == 0
     printed = capsys.readouterr().out
@@ -65,8 +83,9 @@ def test_finetune_writes_a_preset_that_reloads(model_dir, pairs_file,
     base = keras_hub.models.TextEmbedder.from_preset(model_dir)
     texts = pairs(4)[0]
     assert tuned.encode_text(texts, verbose=0).shape == (4, WIDTH)
-    difference = np.abs(tuned.encode_text(texts, verbose=0)
-                        - base.encode_text(texts, verbose=0)).max()
+    difference = np.abs(
+        tuned.encode_text(texts, verbose=0) - base.encode_text(texts, verbose=0)
+    ).max()
     assert difference > 1e-4  # it was trained
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
 
@@ -85,14 +104,18 @@ def test_missing_pairs_file_exits_2(model_dir, tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("line, match", [
-    ("{not json", ":3 is not JSON"),
-    (json.dumps({"query": "sum"}), ':3 must be an object'),
-    (json.dumps({"query": "sum", "document": 3}), ':3 must be an object'),
-    (json.dumps(["sum", "values"]), ':3 must be an object'),
-])
-def test_malformed_line_exits_2_naming_it(model_dir, tmp_path, capsys,
-                                          line, match):
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ("{not json", ":3 is not JSON"),
+        (json.dumps({"query": "sum"}), ":3 must be an object"),
+        (json.dumps({"query": "sum", "document": 3}), ":3 must be an object"),
+        (json.dumps(["sum", "values"]), ":3 must be an object"),
+    ],
+)
+def test_malformed_line_exits_2_naming_it(
+    model_dir, tmp_path, capsys, line, match
+):
     path = tmp_path / "bad.jsonl"
     good = json.dumps({"query": "a b", "document": "c d"})
     path.write_text(f"{good}\n{good}\n{line}\n{good}\n")
@@ -109,29 +132,50 @@ def test_too_few_pairs_exit_2(model_dir, tmp_path, capsys):
     _one_error_line(capsys, "at least 4")
 
 
-def test_widths_wider_than_the_model_exit_2(model_dir, pairs_file,
-                                            tmp_path, capsys):
+def test_widths_wider_than_the_model_exit_2(
+    model_dir, pairs_file, tmp_path, capsys
+):
     out = tmp_path / "out"
-    code = cli.main([
-        "finetune", "--model", model_dir, "--pairs", pairs_file,
-        "--nesting-dims", "8,32", "--out", str(out),
-    ])
+    code = cli.main(
+        [
+            "finetune",
+            "--model",
+            model_dir,
+            "--pairs",
+            pairs_file,
+            "--nesting-dims",
+            "8,32",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 2
     _one_error_line(capsys, "wider than the model")
     assert not out.exists()
 
 
-def test_non_increasing_widths_exit_2(model_dir, pairs_file, tmp_path,
-                                      capsys):
+def test_non_increasing_widths_exit_2(model_dir, pairs_file, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["finetune", "--model", model_dir, "--pairs", pairs_file,
-                  "--nesting-dims", "16,8", "--out", str(tmp_path / "out")])
+        cli.main(
+            [
+                "finetune",
+                "--model",
+                model_dir,
+                "--pairs",
+                pairs_file,
+                "--nesting-dims",
+                "16,8",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
     assert exit_info.value.code == 2
     _one_error_line(capsys, "strictly increasing")
 
 
-def test_non_empty_out_exits_2_and_is_left_alone(model_dir, pairs_file,
-                                                 tmp_path, capsys):
+def test_non_empty_out_exits_2_and_is_left_alone(
+    model_dir, pairs_file, tmp_path, capsys
+):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -150,8 +194,9 @@ def test_unloadable_model_directory_exits_2(pairs_file, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_sequence_length_beyond_the_model_exits_2(model_dir, pairs_file,
-                                                  tmp_path, capsys):
+def test_sequence_length_beyond_the_model_exits_2(
+    model_dir, pairs_file, tmp_path, capsys
+):
     out = tmp_path / "out"
     assert _run(model_dir, pairs_file, out, "--sequence-length", "13") == 2
     _one_error_line(capsys, "longer than the model's maximum, 12")
@@ -160,13 +205,15 @@ def test_sequence_length_beyond_the_model_exits_2(model_dir, pairs_file,
 
 @pytest.mark.parametrize("length", ["1", "2"])
 def test_sequence_length_without_room_for_text_exits_2(
-        model_dir, pairs_file, tmp_path, capsys, length):
+    model_dir, pairs_file, tmp_path, capsys, length
+):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
         _run(model_dir, pairs_file, out, "--sequence-length", length)
     assert exit_info.value.code == 2
-    _one_error_line(capsys, f"at least 3 ([CLS], a token of text and "
-                    f"[SEP]), got '{length}'")
+    _one_error_line(
+        capsys, f"at least 3 ([CLS], a token of text and [SEP]), got '{length}'"
+    )
     assert not out.exists()
 
 
@@ -181,13 +228,16 @@ def test_batch_of_one_pair_exits_2(model_dir, pairs_file, tmp_path, capsys):
 
 @pytest.mark.parametrize("holdout, left", [("0.9", 0), ("0.7", 1)])
 def test_holdout_leaving_too_few_training_pairs_exits_2(
-        model_dir, tmp_path, capsys, holdout, left):
+    model_dir, tmp_path, capsys, holdout, left
+):
     path = tmp_path / "four.jsonl"
     queries, documents = pairs(4)
-    path.write_text("".join(
-        json.dumps({"query": q, "document": d}) + "\n"
-        for q, d in zip(queries, documents)
-    ))
+    path.write_text(
+        "".join(
+            json.dumps({"query": q, "document": d}) + "\n"
+            for q, d in zip(queries, documents)
+        )
+    )
     out = tmp_path / "out"
     assert _run(model_dir, str(path), out, "--holdout", holdout) == 2
     _one_error_line(capsys, f"which leaves {left} to train on; at least 2")
@@ -198,12 +248,12 @@ def test_out_gets_the_umask_permissions(tmp_path):
     out = tmp_path / "tuned"
     previous = os.umask(0o022)
     try:
-        cli._write_preset(tiny_embedder(hidden_dim=WIDTH), str(out),
-                          {"dims": [8, 16]})
+        cli._write_preset(
+            tiny_embedder(hidden_dim=WIDTH), str(out), {"dims": [8, 16]}
+        )
     finally:
         os.umask(previous)
-    assert json.loads((out / "results.json").read_text()) == {
-        "dims": [8, 16]}
+    assert json.loads((out / "results.json").read_text()) == {"dims": [8, 16]}
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o755
     for root, dirs, files in os.walk(out):
         for name in dirs:

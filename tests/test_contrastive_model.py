@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-
 from conftest import jit_compile
+
 from keras_mrl.layers._orthogonal_projection import OrthogonalProjection
 from keras_mrl.losses import MatryoshkaLoss
 from keras_mrl.losses import MultipleNegativesRankingLoss
@@ -39,9 +39,7 @@ def trained():
     queries, documents = pairs(32)
     before = np.asarray(embedder.encode_text(queries, verbose=0))
     model = _compiled(embedder, jit_compile())
-    history = model.fit(
-        (queries, documents), batch_size=8, epochs=3, verbose=0
-    )
+    history = model.fit((queries, documents), batch_size=8, epochs=3, verbose=0)
     return model, queries, documents, before, history.history["loss"]
 
 
@@ -58,9 +56,7 @@ def test_branches_share_the_embedder_weights(trained):
     model = trained[0]
     own = {id(v) for v in model.embedder.weights}
     assert {id(v) for v in model.weights} == own
-    assert len(model.trainable_weights) == len(
-        model.embedder.trainable_weights
-    )
+    assert len(model.trainable_weights) == len(model.embedder.trainable_weights)
 
 
 def test_output_stacks_anchor_positive_and_negatives(trained):
@@ -68,13 +64,14 @@ def test_output_stacks_anchor_positive_and_negatives(trained):
     negatives = documents[1:] + documents[:1]
     stacked = model.predict((queries, documents, negatives), verbose=0)
     assert stacked.shape == (32, 3, 16)
-    expected = [model.embedder.encode_text(t, verbose=0)
-                for t in (queries, documents, negatives)]
+    expected = [
+        model.embedder.encode_text(t, verbose=0)
+        for t in (queries, documents, negatives)
+    ]
     for k in range(3):
         np.testing.assert_allclose(stacked[:, k], expected[k], atol=1e-5)
     as_dict = model.predict(
-        {"anchor": queries, "positive": documents,
-         "negative_1": negatives},
+        {"anchor": queries, "positive": documents, "negative_1": negatives},
         verbose=0,
     )
     np.testing.assert_allclose(as_dict, stacked, atol=1e-6)
@@ -93,13 +90,10 @@ def test_keras_file_round_trip_gives_the_same_vectors(trained, tmp_path):
     )
 
 
-def test_embedder_preset_round_trip_gives_the_same_vectors(trained,
-                                                           tmp_path):
+def test_embedder_preset_round_trip_gives_the_same_vectors(trained, tmp_path):
     model, queries = trained[:2]
     model.embedder.save_to_preset(str(tmp_path / "preset"))
-    loaded = keras_hub.models.TextEmbedder.from_preset(
-        str(tmp_path / "preset")
-    )
+    loaded = keras_hub.models.TextEmbedder.from_preset(str(tmp_path / "preset"))
     np.testing.assert_allclose(
         loaded.encode_text(queries, verbose=0),
         model.embedder.encode_text(queries, verbose=0),
@@ -132,8 +126,9 @@ def test_any_keras_encoder_trains_on_tensors():
     model = _compiled(encoder, jit_compile())
     anchors = rng.normal(size=(32, 6)).astype("float32")
     positives = anchors + 0.05 * rng.normal(size=(32, 6)).astype("float32")
-    history = model.fit((anchors, positives), batch_size=16, epochs=5,
-                        verbose=0)
+    history = model.fit(
+        (anchors, positives), batch_size=16, epochs=5, verbose=0
+    )
     assert history.history["loss"][-1] < history.history["loss"][0]
     stacked = model.predict((anchors, positives), verbose=0)
     np.testing.assert_allclose(
@@ -208,7 +203,6 @@ def test_positional_head_raises():
         ContrastiveModel(encoder, None)
 
 
-
 def _plain(width=16):
     encoder = keras.Sequential([keras.Input((6,)), keras.layers.Dense(width)])
     return _compiled(encoder, jit_compile())
@@ -229,8 +223,11 @@ def _call(model, method, x, **kwargs):
 def test_non_positive_batch_size_raises(trained, method, batch_size):
     model, queries, documents = trained[:3]
     for m, x in ((model, (queries, documents)), (_plain(), _arrays())):
-        with pytest.raises(ValueError, match=rf"`batch_size` must be a "
-                           rf"positive int, got batch_size={batch_size}"):
+        with pytest.raises(
+            ValueError,
+            match=rf"`batch_size` must be a "
+            rf"positive int, got batch_size={batch_size}",
+        ):
             _call(m, method, x, batch_size=batch_size)
     with pytest.raises(TypeError, match="`batch_size` must be an int"):
         _call(model, method, (queries, documents), batch_size=8.0)
@@ -240,18 +237,22 @@ def test_non_positive_batch_size_raises(trained, method, batch_size):
 
 def test_flags_of_make_dataset_and_fit_must_be_bools(trained):
     model, queries, documents = trained[:3]
-    with pytest.raises(TypeError, match="`shuffle` must be True or False, "
-                       "got 'no'"):
+    with pytest.raises(
+        TypeError, match="`shuffle` must be True or False, got 'no'"
+    ):
         model.make_dataset((queries, documents), shuffle="no")
-    with pytest.raises(TypeError, match="`drop_remainder` must be True or "
-                       "False, got 1"):
+    with pytest.raises(
+        TypeError, match="`drop_remainder` must be True or False, got 1"
+    ):
         model.make_dataset((queries, documents), drop_remainder=1)
-    with pytest.raises(TypeError, match="`seed` must be None or an int, got "
-                       "'3'"):
+    with pytest.raises(
+        TypeError, match="`seed` must be None or an int, got '3'"
+    ):
         model.make_dataset((queries, documents), shuffle=True, seed="3")
     for m, x in ((model, (queries, documents)), (_plain(), _arrays())):
-        with pytest.raises(TypeError, match="`shuffle` must be True or "
-                           "False, got 'no'"):
+        with pytest.raises(
+            TypeError, match="`shuffle` must be True or False, got 'no'"
+        ):
             m.fit(x, shuffle="no", verbose=0)
 
 
@@ -259,8 +260,9 @@ def test_make_dataset_takes_a_numpy_int_seed(trained):
     model, queries, documents = trained[:3]
 
     def first_batch(seed):
-        dataset = model.make_dataset((queries, documents), batch_size=32,
-                                     shuffle=True, seed=seed)
+        dataset = model.make_dataset(
+            (queries, documents), batch_size=32, shuffle=True, seed=seed
+        )
         return next(iter(dataset))[0][0]["token_ids"].numpy()
 
     np.testing.assert_array_equal(first_batch(np.int64(3)), first_batch(3))
@@ -270,40 +272,73 @@ def test_make_dataset_takes_a_numpy_int_seed(trained):
 def test_labels_raise_for_every_embedder(trained, method):
     model, queries, documents = trained[:3]
     for m, x in ((model, (queries, documents)), (_plain(), _arrays())):
-        with pytest.raises(ValueError, match="ContrastiveModel needs no "
-                           "labels.*leave `y` None; got a `y` of type "
-                           "ndarray"):
+        with pytest.raises(
+            ValueError,
+            match="ContrastiveModel needs no "
+            "labels.*leave `y` None; got a `y` of type "
+            "ndarray",
+        ):
             getattr(m, method)(x, np.zeros(32), verbose=0)
 
 
 @pytest.mark.parametrize(
     "make_inputs, error, match",
     [
-        (lambda q, d: (q, d[:5]), ValueError,
-         r"the same number, got Branch 0 \(`anchor`\) 32, Branch 1 "
-         r"\(`positive`\) 5\."),
+        (
+            lambda q, d: (q, d[:5]),
+            ValueError,
+            r"the same number, got Branch 0 \(`anchor`\) 32, Branch 1 "
+            r"\(`positive`\) 5\.",
+        ),
         (lambda q, d: ([], []), ValueError, "hold no rows"),
-        (lambda q, d: q, ValueError,
-         r"got a list of 32 strings, which is one branch.*"
-         r"fit\(\(queries, documents\)\)"),
-        (lambda q, d: (q, [None] + d[1:]), ValueError,
-         r"Branch 1 \(`positive`\) holds None at row 0"),
-        (lambda q, d: (q, d, d[:3] + [7] + d[4:]), TypeError,
-         r"Branch 2 \(`negative_1`\) mixes strings with other values: row "
-         r"3 is 7 of type int"),
-        (lambda q, d: (q, list(range(32))), TypeError,
-         r"Branch 1 \(`positive`\) holds no strings while Branch 0 "
-         r"\(`anchor`\) does"),
-        (lambda q, d: {"anchor": q, "positive": [None] * 32}, ValueError,
-         r"Branch 1 \(`positive`\) holds None"),
-        (lambda q, d: (q,), ValueError,
-         r"at least 2 inputs.*got a tuple of 1 input\(s\)\."),
+        (
+            lambda q, d: q,
+            ValueError,
+            r"got a list of 32 strings, which is one branch.*"
+            r"fit\(\(queries, documents\)\)",
+        ),
+        (
+            lambda q, d: (q, [None] + d[1:]),
+            ValueError,
+            r"Branch 1 \(`positive`\) holds None at row 0",
+        ),
+        (
+            lambda q, d: (q, d, d[:3] + [7] + d[4:]),
+            TypeError,
+            r"Branch 2 \(`negative_1`\) mixes strings with other values: row "
+            r"3 is 7 of type int",
+        ),
+        (
+            lambda q, d: (q, list(range(32))),
+            TypeError,
+            r"Branch 1 \(`positive`\) holds no strings while Branch 0 "
+            r"\(`anchor`\) does",
+        ),
+        (
+            lambda q, d: {"anchor": q, "positive": [None] * 32},
+            ValueError,
+            r"Branch 1 \(`positive`\) holds None",
+        ),
+        (
+            lambda q, d: (q,),
+            ValueError,
+            r"at least 2 inputs.*got a tuple of 1 input\(s\)\.",
+        ),
     ],
-    ids=["lengths", "empty", "bare_list", "none", "mixed", "ints",
-         "dict_none", "one_branch"],
+    ids=[
+        "lengths",
+        "empty",
+        "bare_list",
+        "none",
+        "mixed",
+        "ints",
+        "dict_none",
+        "one_branch",
+    ],
 )
-@pytest.mark.parametrize("method", ["fit", "evaluate", "predict",
-                                    "make_dataset"])
+@pytest.mark.parametrize(
+    "method", ["fit", "evaluate", "predict", "make_dataset"]
+)
 def test_bad_raw_branches_raise(trained, make_inputs, error, match, method):
     model, queries, documents = trained[:3]
     x = make_inputs(list(queries), list(documents))
@@ -317,8 +352,11 @@ def test_bad_raw_branches_raise(trained, make_inputs, error, match, method):
 def test_bad_array_branches_raise_as_strings_do():
     model = _plain()
     anchors, positives = _arrays()
-    with pytest.raises(ValueError, match=r"the same number, got Branch 0 "
-                       r"\(`anchor`\) 32, Branch 1 \(`positive`\) 5\."):
+    with pytest.raises(
+        ValueError,
+        match=r"the same number, got Branch 0 "
+        r"\(`anchor`\) 32, Branch 1 \(`positive`\) 5\.",
+    ):
         model.fit((anchors, positives[:5]), verbose=0)
     with pytest.raises(ValueError, match="hold no rows"):
         model.predict((anchors[:0], positives[:0]), verbose=0)
@@ -338,13 +376,15 @@ def test_validation_split_holds_out_the_last_rows(embedder):
         x = tuple(np.asarray(t) for t in pairs(32))
     else:
         model, x = _plain(), _arrays()
-    history = model.fit(x, validation_split=0.25, batch_size=8, epochs=2,
-                        verbose=0)
+    history = model.fit(
+        x, validation_split=0.25, batch_size=8, epochs=2, verbose=0
+    )
     assert len(history.history["val_loss"]) == 2
     # The last 8 rows, one batch: the loss of the final weights on them.
     expected = model.evaluate(_tail(x, 8), batch_size=8, verbose=0)
-    np.testing.assert_allclose(history.history["val_loss"][-1], expected,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        history.history["val_loss"][-1], expected, rtol=1e-5
+    )
     # The 24 training rows, in batches of 8.
     assert model.optimizer.iterations.numpy() == 2 * 3
 
@@ -359,11 +399,17 @@ def test_validation_data_takes_branches_or_keras_packing(embedder):
         model, x = _plain(), _arrays(16)
     losses = []
     for validation_data in (x, (x,)):
-        history = model.fit(x, validation_data=validation_data,
-                            batch_size=16, epochs=1, verbose=0)
+        history = model.fit(
+            x,
+            validation_data=validation_data,
+            batch_size=16,
+            epochs=1,
+            verbose=0,
+        )
         losses.append(history.history["val_loss"][-1])
         np.testing.assert_allclose(
-            losses[-1], model.evaluate(x, batch_size=16, verbose=0),
+            losses[-1],
+            model.evaluate(x, batch_size=16, verbose=0),
             rtol=1e-5,
         )
     with pytest.raises(ValueError, match="needs no labels"):
@@ -376,16 +422,28 @@ def test_validation_split_errors(trained):
     with pytest.raises(ValueError, match="not both"):
         model.fit(x, validation_split=0.2, validation_data=x, verbose=0)
     dataset = model.make_dataset(x, batch_size=8)
-    with pytest.raises(ValueError, match="not of a _PrefetchDataset: pass "
-                       "`validation_data` instead"):
+    with pytest.raises(
+        ValueError,
+        match="not of a _PrefetchDataset: pass `validation_data` instead",
+    ):
         model.fit(dataset, validation_split=0.2, verbose=0)
-    for bad, error in ((1.0, ValueError), (-0.1, ValueError),
-                       ("0.2", TypeError), (True, TypeError)):
-        with pytest.raises(error, match=r"`validation_split` must be a "
-                           r"float in \[0, 1\)"):
+    for bad, error in (
+        (1.0, ValueError),
+        (-0.1, ValueError),
+        ("0.2", TypeError),
+        (True, TypeError),
+    ):
+        with pytest.raises(
+            error,
+            match=r"`validation_split` must be a "
+            r"float in \[0, 1\)",
+        ):
             model.fit(x, validation_split=bad, verbose=0)
-    with pytest.raises(ValueError, match=r"`validation_split`=0.99 of 32 "
-                       "rows leaves 0 for training and 32 for validation"):
+    with pytest.raises(
+        ValueError,
+        match=r"`validation_split`=0.99 of 32 "
+        "rows leaves 0 for training and 32 for validation",
+    ):
         model.fit(x, validation_split=0.99, verbose=0)
 
 

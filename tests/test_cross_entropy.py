@@ -39,9 +39,7 @@ def _np_softmax(z):
 
 
 @pytest.mark.parametrize("label_dtype", ["int32", "float32"])
-def test_values_and_gradient_equal_keras_sparse_cross_entropy(
-    rng, label_dtype
-):
+def test_values_and_gradient_equal_keras_sparse_cross_entropy(rng, label_dtype):
     # Large logits: the log-sum-exp must be the shifted, stable one.
     logits = (30 * rng.normal(size=(6, 4, 7))).astype("float32")
     labels = rng.integers(0, 7, size=(6, 4)).astype(label_dtype)
@@ -50,11 +48,13 @@ def test_values_and_gradient_equal_keras_sparse_cross_entropy(
     theirs = ops.convert_to_numpy(keras_ce.call(labels, logits))
     assert ours.shape == (6, 4) and np.isfinite(ours).all()
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
-    gradient = _gradient(lambda z: sparse_logits_cross_entropy(labels, z),
-                         logits)
+    gradient = _gradient(
+        lambda z: sparse_logits_cross_entropy(labels, z), logits
+    )
     one_hot = np.eye(7)[labels.astype(int)]
-    np.testing.assert_allclose(gradient, _np_softmax(logits) - one_hot,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        gradient, _np_softmax(logits) - one_hot, atol=1e-5
+    )
 
 
 def test_only_logit_sparse_cross_entropy_without_ignore_class_qualifies():

@@ -71,10 +71,14 @@ def test_quick_run_exits_0_and_judges_nothing(quick_run):
     # exit 0 with nothing on stderr from the command.
     _, status, stdout, stderr = quick_run
     assert status == 0
-    assert not [line for line in stderr.splitlines()
-                if line.startswith("keras-mrl")]
-    assert not [line for line in stdout.splitlines()
-                if line.startswith(("PASS", "FAIL"))]
+    assert not [
+        line for line in stderr.splitlines() if line.startswith("keras-mrl")
+    ]
+    assert not [
+        line
+        for line in stdout.splitlines()
+        if line.startswith(("PASS", "FAIL"))
+    ]
 
 
 def test_quick_run_retrieval(quick_run):
@@ -121,13 +125,21 @@ def test_split_is_fixed_stratified_and_standardised():
 
 
 def test_table_rows_and_columns():
-    accuracy = {name: np.linspace(0.5, 1.0, 6) - 0.1 * i
-                for i, name in enumerate(demo.METHODS)}
+    accuracy = {
+        name: np.linspace(0.5, 1.0, 6) - 0.1 * i
+        for i, name in enumerate(demo.METHODS)
+    }
     lines = demo.format_table(_results(accuracy)).splitlines()
     assert len(lines) == 1 + len(demo.METHODS)
     assert lines[0].split()[-6:] == ["2", "4", "8", "16", "32", "64"]
-    assert lines[1].split()[-6:] == ["50.0", "60.0", "70.0", "80.0",
-                                     "90.0", "100.0"]
+    assert lines[1].split()[-6:] == [
+        "50.0",
+        "60.0",
+        "70.0",
+        "80.0",
+        "90.0",
+        "100.0",
+    ]
     assert lines[4].startswith("FF-64 truncated")
     assert lines[4].split()[-1] == "70.0"
 
@@ -147,8 +159,7 @@ def test_plot_writes_png(tmp_path):
         (True, TypeError, "`seeds` must be an int, got True"),
     ],
 )
-def test_run_refuses_bad_seeds_before_training(seeds, error, message,
-                                               tmp_path):
+def test_run_refuses_bad_seeds_before_training(seeds, error, message, tmp_path):
     with pytest.raises(error, match=message):
         demo.run(str(tmp_path), seeds=seeds)
     assert list(tmp_path.iterdir()) == []

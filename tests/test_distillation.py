@@ -50,11 +50,14 @@ def test_matches_numpy_reference(inner, reference):
     loss = MatryoshkaLoss(inner, nesting_dims=DIMS, weights=WEIGHTS)
     expected = reference(teacher, student, DIMS, WEIGHTS)
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(loss.call(teacher, student)), expected,
-        rtol=1e-5, atol=1e-6,
+        keras.ops.convert_to_numpy(loss.call(teacher, student)),
+        expected,
+        rtol=1e-5,
+        atol=1e-6,
     )
-    np.testing.assert_allclose(float(loss(teacher, student)),
-                               expected.mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(loss(teacher, student)), expected.mean(), rtol=1e-5
+    )
 
 
 def test_target_is_cut_not_the_full_teacher():
@@ -63,8 +66,9 @@ def test_target_is_cut_not_the_full_teacher():
     loss = MatryoshkaLoss(keras.losses.MeanSquaredError(), nesting_dims=[4])
     changed = teacher.copy()
     changed[:, 4:] += 10.0
-    np.testing.assert_allclose(float(loss(changed, student)),
-                               float(loss(teacher, student)), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(loss(changed, student)), float(loss(teacher, student)), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize(
@@ -83,7 +87,8 @@ def test_wider_teacher_is_cut_to_the_student_prefixes(inner, reference):
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(loss.call(teacher, student)),
         reference(teacher, student, DIMS, WEIGHTS),
-        rtol=1e-5, atol=1e-6,
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 

@@ -12,10 +12,10 @@ import os
 import re
 import sys
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 import keras_mrl
 from keras_mrl.distribution import check_global_batch
 from keras_mrl.distribution import matryoshka_layout_map
@@ -84,9 +84,13 @@ def _two_head_model():
         [
             keras.Input((16,)),
             keras.layers.Dense(16, name="trunk"),
-            keras_mrl.layers.MatryoshkaDense(4, nesting_dims=[8, 16], name="head"),
+            keras_mrl.layers.MatryoshkaDense(
+                4, nesting_dims=[8, 16], name="head"
+            ),
             keras.layers.Reshape((8,)),
-            keras_mrl.layers.MatryoshkaDense(6, nesting_dims=[4, 8], tied=True, name="head_2"),
+            keras_mrl.layers.MatryoshkaDense(
+                6, nesting_dims=[4, 8], tied=True, name="head_2"
+            ),
         ],
         name="net",
     )
@@ -151,7 +155,10 @@ def test_layout_map_errors():
             _two_head_model(), device_mesh=_mesh(), model_axis="units"
         )
     odd = keras.Sequential(
-        [keras.Input((8,)), keras_mrl.layers.MatryoshkaDense(5, nesting_dims=[4, 8])]
+        [
+            keras.Input((8,)),
+            keras_mrl.layers.MatryoshkaDense(5, nesting_dims=[4, 8]),
+        ]
     )
     with pytest.raises(ValueError, match="units=5.*multiple of 2"):
         matryoshka_layout_map(odd, device_mesh=_mesh())
@@ -199,9 +206,7 @@ def test_check_global_batch_model_parallel_counts_the_batch_axis():
 
 def test_check_global_batch_reads_the_current_distribution():
     assert check_global_batch(7) == 7
-    data_parallel = keras.distribution.DataParallel(
-        devices=["cpu:0", "cpu:1"]
-    )
+    data_parallel = keras.distribution.DataParallel(devices=["cpu:0", "cpu:1"])
     with data_parallel.scope():
         assert check_global_batch(8) == 4
         with pytest.raises(ValueError, match="not divisible by the 2"):
@@ -250,9 +255,10 @@ def tf_workers(tmp_path_factory):
         for i in range(2)
     ]
     mirrored = [
-        (["tf_mirrored.py", str(out / "mirrored.npz")], launch.worker_env(
-            "tensorflow"
-        ))
+        (
+            ["tf_mirrored.py", str(out / "mirrored.npz")],
+            launch.worker_env("tensorflow"),
+        )
     ]
     with launch.Workers(mirrored) as m, launch.Workers(multi_worker) as w:
         yield {"mirrored": m, "multi_worker": w, "out": out}
@@ -276,6 +282,7 @@ def test_tf_multi_worker_custom_loop_equals_one_device(tf_workers):
 
     # The one-device reference trains here while the workers run.
     import tf_loop
+
     ref_weights, ref_results = tf_loop.train(tf.distribute.get_strategy())
     tf_workers["multi_worker"].wait(TIMEOUT)
     r = problem.load(tf_workers["out"] / "multi_worker.loop.npz")
@@ -372,8 +379,14 @@ def test_jax_model_parallel_shards_heads_over_units(host_device_results):
     # The spec, not only the run: a layout key that matched nothing would
     # have replicated the kernel and trained just the same.
     specs = {k: str(v) for k, v in r["mp_specs"].items()}
-    kernels = ["head/kernel_4", "head/kernel_8", "head/kernel_16",
-               "tied/kernel_0_4", "tied/kernel_4_8", "tied/kernel_8_16"]
+    kernels = [
+        "head/kernel_4",
+        "head/kernel_8",
+        "head/kernel_16",
+        "tied/kernel_0_4",
+        "tied/kernel_4_8",
+        "tied/kernel_8_16",
+    ]
     biases = ["head/bias_4", "head/bias_8", "head/bias_16", "tied/bias"]
     assert specs == {
         **{k: "(None, 'model')" for k in kernels},

@@ -5,8 +5,7 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..",
-                                "benchmarks"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import docstring_pairs  # noqa: E402
 
 # Pure Python: the builder never touches a backend.
@@ -23,8 +22,9 @@ def splits():
 
 
 def test_splits_share_no_package(splits):
-    packages = {name: {p["package"] for p in pairs}
-                for name, pairs in splits.items()}
+    packages = {
+        name: {p["package"] for p in pairs} for name, pairs in splits.items()
+    }
     assert packages["train"] == {"json", "textwrap", "difflib"}
     assert packages["validation"] == {"shutil"}
     assert packages["test"] == {"pathlib", "fractions"}
@@ -41,14 +41,19 @@ def test_no_query_or_document_repeats_across_all_splits(splits):
 def test_query_is_the_summary_and_document_the_rest(splits):
     import difflib
 
-    pair = next(p for p in splits["train"]
-                if p["name"] == "difflib.get_close_matches")
+    pair = next(
+        p for p in splits["train"] if p["name"] == "difflib.get_close_matches"
+    )
     summary, rest = docstring_pairs.split_docstring(
         difflib.get_close_matches.__doc__
     )
-    assert pair["query"] == summary == (
-        "Use SequenceMatcher to return list of the best \"good enough\" "
-        "matches."
+    assert (
+        pair["query"]
+        == summary
+        == (
+            'Use SequenceMatcher to return list of the best "good enough" '
+            "matches."
+        )
     )
     assert pair["document"] == rest
     assert summary not in rest
@@ -65,8 +70,12 @@ def test_build_is_deterministic(splits):
 
 
 def test_repeated_texts_keep_the_first_only(monkeypatch):
-    def first(): pass
-    def second(): pass
+    def first():
+        pass
+
+    def second():
+        pass
+
     first.__doc__ = second.__doc__ = (
         "Return the same summary twice.\n\nAnd the same long document "
         "text, which a copy of a function would carry."
@@ -96,6 +105,9 @@ def test_validation_outside_train_raises():
 def test_unusable_docstrings_give_none():
     assert docstring_pairs.split_docstring(None) is None
     assert docstring_pairs.split_docstring("Short.") is None
-    assert docstring_pairs.split_docstring(
-        "A summary line that is fine.\n\nbut rest too short"
-    ) is None
+    assert (
+        docstring_pairs.split_docstring(
+            "A summary line that is fine.\n\nbut rest too short"
+        )
+        is None
+    )

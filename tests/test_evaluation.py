@@ -14,8 +14,12 @@ pytestmark = pytest.mark.numpy_only
 def _metrics(q, ql, c, cl, dims, **kwargs):
     """`retrieval_metrics` with the arguments in their documented order."""
     return retrieval_metrics(
-        q, query_labels=ql, corpus_embeddings=c, corpus_labels=cl,
-        nesting_dims=dims, **kwargs
+        q,
+        query_labels=ql,
+        corpus_embeddings=c,
+        corpus_labels=cl,
+        nesting_dims=dims,
+        **kwargs,
     )
 
 
@@ -77,7 +81,10 @@ def _assert_results_close(actual, expected):
         assert actual[dim].keys() == expected[dim].keys()
         for name, value in expected[dim].items():
             np.testing.assert_allclose(
-                actual[dim][name], value, rtol=1e-6, atol=1e-9,
+                actual[dim][name],
+                value,
+                rtol=1e-6,
+                atol=1e-9,
                 err_msg=f"{name} at width {dim}",
             )
 
@@ -110,12 +117,8 @@ def test_matches_brute_force_reference(k):
 def test_exclude_self_matches_brute_force_reference():
     _, _, c, cl = _random(num_items=60, seed=1)
     dims = [4, 12, 24]
-    actual = _metrics(
-        c, cl, c, cl, dims, k=7, exclude_self=True, chunk_size=16
-    )
-    expected = _reference(
-        c, c, _label_sets(cl, cl), dims, 7, exclude_self=True
-    )
+    actual = _metrics(c, cl, c, cl, dims, k=7, exclude_self=True, chunk_size=16)
+    expected = _reference(c, c, _label_sets(cl, cl), dims, 7, exclude_self=True)
     _assert_results_close(actual, expected)
     # Keeping itself in the ranking, every query would find itself first.
     with_self = _metrics(c, cl, c, cl, dims, k=7)
@@ -154,9 +157,7 @@ def test_widths_cut_the_prefix_before_ranking():
     # width 2 sees the second feature too, where item 0 is.
     corpus = np.array([[0.5, 0.9], [1.0, -0.5]])
     query = np.array([[1.0, 1.0]])
-    results = _metrics(
-        query, ["a"], corpus, ["a", "b"], [1, 2], k=1
-    )
+    results = _metrics(query, ["a"], corpus, ["a", "b"], [1, 2], k=1)
     assert results[1]["top1"] == 0.0
     assert results[2]["top1"] == 1.0
 
@@ -173,9 +174,7 @@ def test_queries_without_relevant_score_zero_without_nan():
     corpus = _on_circle([0, 30, 60])
     queries = _on_circle([5, 55])
     with np.errstate(all="raise"):
-        results = _metrics(
-            queries, [7, 1], corpus, [1, 1, 2], [2], k=2
-        )[2]
+        results = _metrics(queries, [7, 1], corpus, [1, 1, 2], [2], k=2)[2]
     assert results["queries_without_relevant"] == 1
     # Query 1 alone counts (its nearest, 60 degrees, is irrelevant), halved
     # by query 0's zeros.
@@ -195,9 +194,7 @@ def test_chunked_equals_unchunked():
     whole = _metrics(q, ql, c, cl, [4, 24], k=6, chunk_size=1000)
     for chunk_size in (1, 7, None):
         _assert_results_close(
-            _metrics(
-                q, ql, c, cl, [4, 24], k=6, chunk_size=chunk_size
-            ),
+            _metrics(q, ql, c, cl, [4, 24], k=6, chunk_size=chunk_size),
             whole,
         )
 
@@ -229,14 +226,15 @@ def test_accepts_backend_tensors_and_column_labels():
 
 def test_half_precision_inputs_are_scored_in_float32():
     q, ql, c, cl = _random(seed=7)
-    half = _metrics(
-        q.astype("float16"), ql, c.astype("float16"), cl, [24], k=5
-    )
+    half = _metrics(q.astype("float16"), ql, c.astype("float16"), cl, [24], k=5)
     _assert_results_close(
         half,
         _reference(
-            q.astype("float16"), c.astype("float16"),
-            _label_sets(ql, cl), [24], 5,
+            q.astype("float16"),
+            c.astype("float16"),
+            _label_sets(ql, cl),
+            [24],
+            5,
         ),
     )
 
@@ -245,11 +243,17 @@ def test_explicit_relevance_matches_brute_force_reference():
     rng = np.random.default_rng(8)
     q = rng.normal(size=(20, 16))
     c = rng.normal(size=(50, 16))
-    relevant = [set(rng.choice(50, size=rng.integers(0, 6), replace=False))
-                for _ in range(20)]
+    relevant = [
+        set(rng.choice(50, size=rng.integers(0, 6), replace=False))
+        for _ in range(20)
+    ]
     relevant[0] = set()
     actual = _from_relevance(
-        q, c, [list(ids) + list(ids) for ids in relevant], [4, 16], k=5,
+        q,
+        c,
+        [list(ids) + list(ids) for ids in relevant],
+        [4, 16],
+        k=5,
         chunk_size=3,
     )
     _assert_results_close(actual, _reference(q, c, relevant, [4, 16], 5))
@@ -259,9 +263,7 @@ def test_explicit_relevance_matches_brute_force_reference():
 def test_explicit_relevance_agrees_with_labels():
     q, ql, c, cl = _random(seed=9)
     _assert_results_close(
-        _from_relevance(
-            q, c, _label_sets(ql, cl), [8, 24], k=5
-        ),
+        _from_relevance(q, c, _label_sets(ql, cl), [8, 24], k=5),
         _metrics(q, ql, c, cl, [8, 24], k=5),
     )
 
@@ -269,9 +271,7 @@ def test_explicit_relevance_agrees_with_labels():
 def test_explicit_relevance_hand_checked():
     queries = np.array([[1.0, 0.0], [0.0, 1.0]])
     corpus = np.array([[1.0, 0.1], [0.1, 1.0], [0.7, 0.7]])
-    results = _from_relevance(
-        queries, corpus, [[2], [1, 2]], [2], k=2
-    )[2]
+    results = _from_relevance(queries, corpus, [[2], [1, 2]], [2], k=2)[2]
     # Query 0 ranks [0, 2]: relevant at rank 2. Query 1 ranks [1, 2]: both.
     assert results["top1"] == 0.5
     assert results["recall@2"] == 1.0
@@ -346,9 +346,7 @@ def test_exclude_self_needs_the_same_arrays():
     with pytest.raises(ValueError, match=r"\(6, 8\) but different values"):
         _metrics(c[::-1], cl, c, cl, [4], exclude_self=True)
     # An equal copy (another dtype, too) is the corpus.
-    results = _metrics(
-        c.astype("float64"), cl, c, cl, [4], exclude_self=True
-    )
+    results = _metrics(c.astype("float64"), cl, c, cl, [4], exclude_self=True)
     assert results == _metrics(c, cl, c, cl, [4], exclude_self=True)
 
 
@@ -408,13 +406,22 @@ def test_non_bool_exclude_self_raises(exclude_self):
 
 # `top_k` is the private ranking kernel of this module and of
 # `keras_mrl.retrieval`; it is tested here, once.
-@pytest.mark.parametrize("n, k", [(1000, 5), (2000, 20), (1000, 20),
-                                  (64 * 11, 10), (300, 300), (50, 7),
-                                  (64 * 40 + 17, 3)])
+@pytest.mark.parametrize(
+    "n, k",
+    [
+        (1000, 5),
+        (2000, 20),
+        (1000, 20),
+        (64 * 11, 10),
+        (300, 300),
+        (50, 7),
+        (64 * 40 + 17, 3),
+    ],
+)
 def test_top_k_matches_a_full_sort(n, k):
     scores = np.random.default_rng(n + k).normal(size=(6, n))
     # Crowd the best scores into one block, where pruning is most at risk.
-    scores[:, 128:128 + k] += 10.0
+    scores[:, 128 : 128 + k] += 10.0
     # The best score in the ragged tail past the last whole block.
     scores[2, -1] = 20.0
     # Or spread them over k blocks, one each, so that every kept block counts.
@@ -425,8 +432,9 @@ def test_top_k_matches_a_full_sort(n, k):
     best, cols = top_k(scores, k)
     assert cols.dtype == np.int64
     # Row 4's ties at -inf may come in any order; the rest have none.
-    np.testing.assert_array_equal(cols[[0, 1, 2, 3, 5]],
-                                  expected[[0, 1, 2, 3, 5]])
+    np.testing.assert_array_equal(
+        cols[[0, 1, 2, 3, 5]], expected[[0, 1, 2, 3, 5]]
+    )
     np.testing.assert_array_equal(
         best, np.take_along_axis(scores, expected, axis=1)
     )

@@ -26,22 +26,45 @@ import pytest
 keras_hub = pytest.importorskip("keras_hub")
 pytest.importorskip("safetensors")
 
-import keras_mrl  # noqa: E402
-import keras_mrl.hub  # noqa: E402
-from keras_mrl.serving._export import export_sentence_transformer  # noqa
 from _docstring_lines import first_lines  # noqa: E402
 from _tiny_bert import VOCABULARY  # noqa: E402
 from _tiny_bert import pairs  # noqa: E402
 from _tiny_bert import tiny_embedder  # noqa: E402
+
+import keras_mrl  # noqa: E402
+import keras_mrl.hub  # noqa: E402
+from keras_mrl.serving._export import export_sentence_transformer  # noqa
 
 # An accented word and its plain form: KerasHub keeps accents, Hugging
 # Face's BERT tokenizer strips them by default when it lowercases. The
 # other words are those of UNICODE_TEXTS, whole and as continuations, so
 # that a text split otherwise gives other ids.
 TINY_VOCABULARY = VOCABULARY + [
-    "café", "cafe", "odd", "space", "zero", "width", "##width", "soft",
-    "hyphen", "##hyphen", "fi", "##ne", "ne", "full", "ctrl", "char",
-    "##char", "σ", "##σ", "ο", "##ο", "δ", "##δ", "中", "文",
+    "café",
+    "cafe",
+    "odd",
+    "space",
+    "zero",
+    "width",
+    "##width",
+    "soft",
+    "hyphen",
+    "##hyphen",
+    "fi",
+    "##ne",
+    "ne",
+    "full",
+    "ctrl",
+    "char",
+    "##char",
+    "σ",
+    "##σ",
+    "ο",
+    "##ο",
+    "δ",
+    "##δ",
+    "中",
+    "文",
 ]
 TEXTS = pairs(12)[0] + pairs(12)[1] + ["the Café of the array", "VALUES"]
 # Texts that KerasHub's own normalisation splits otherwise than Hugging
@@ -70,8 +93,11 @@ def _tiny(pooling_mode="mean", normalize=True, normalizer=None):
     """The tiny BERT with random weights; with a Hugging Face `normalizer`,
     its tokenizer is a keras_mrl.hub.HuggingFaceBertTokenizer."""
     embedder = tiny_embedder(
-        SEQUENCE_LENGTH, vocabulary=TINY_VOCABULARY, num_layers=2,
-        max_sequence_length=POSITIONS, pooling_mode=pooling_mode,
+        SEQUENCE_LENGTH,
+        vocabulary=TINY_VOCABULARY,
+        num_layers=2,
+        max_sequence_length=POSITIONS,
+        pooling_mode=pooling_mode,
         normalize=normalize,
     )
     if normalizer is not None:
@@ -83,7 +109,8 @@ def _tiny(pooling_mode="mean", normalize=True, normalizer=None):
             keras_hub.models.BertTextEmbedderPreprocessor(
                 tokenizer, sequence_length=SEQUENCE_LENGTH
             ),
-            pooling_mode=pooling_mode, normalize=normalize,
+            pooling_mode=pooling_mode,
+            normalize=normalize,
         )
     rng = np.random.default_rng(1)
     for variable in embedder.backbone.weights:
@@ -126,16 +153,27 @@ def tiny():
 
 def test_round_trip_encodes_the_keras_vectors(tiny, tmp_path):
     path = export_sentence_transformer(tiny, path=tmp_path / "model")
-    assert sorted(os.listdir(path)) == sorted([
-        "1_Pooling", "2_Normalize", "README.md", "config.json",
-        "config_sentence_transformers.json", "model.safetensors",
-        "modules.json", "sentence_bert_config.json",
-        "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json",
-        "vocab.txt",
-    ])
+    assert sorted(os.listdir(path)) == sorted(
+        [
+            "1_Pooling",
+            "2_Normalize",
+            "README.md",
+            "config.json",
+            "config_sentence_transformers.json",
+            "model.safetensors",
+            "modules.json",
+            "sentence_bert_config.json",
+            "special_tokens_map.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "vocab.txt",
+        ]
+    )
     assert _module_types(path) == ["Transformer", "Pooling", "Normalize"]
-    assert _read_json(path, "sentence_bert_config.json")[
-        "max_seq_length"] == SEQUENCE_LENGTH
+    assert (
+        _read_json(path, "sentence_bert_config.json")["max_seq_length"]
+        == SEQUENCE_LENGTH
+    )
     ours = _keras(tiny)
     theirs = _st(path).encode(TEXTS)
     np.testing.assert_allclose(np.linalg.norm(theirs, axis=1), 1, atol=1e-5)
@@ -159,22 +197,28 @@ def test_exported_tokenizer_gives_the_keras_token_ids(tiny, tmp_path):
 
 def test_round_trip_encodes_unicode_texts_alike(tmp_path):
     tokenizers = pytest.importorskip("tokenizers")
-    embedder = _tiny(normalizer={"type": "BertNormalizer", "lowercase": True,
-                                 "strip_accents": False})
+    embedder = _tiny(
+        normalizer={
+            "type": "BertNormalizer",
+            "lowercase": True,
+            "strip_accents": False,
+        }
+    )
     path = export_sentence_transformer(embedder, path=tmp_path / "model")
     tokenizer = embedder.preprocessor.tokenizer
     normalizer = _read_json(path, "tokenizer.json")["normalizer"]
     assert normalizer == tokenizer.normalizer
     hf = tokenizers.Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
     assert tokenizer(UNICODE_TEXTS) == [
-        hf.encode(text, add_special_tokens=False).ids
-        for text in UNICODE_TEXTS]
+        hf.encode(text, add_special_tokens=False).ids for text in UNICODE_TEXTS
+    ]
     ours = _keras(embedder, texts=UNICODE_TEXTS)
     assert np.abs(_st(path).encode(UNICODE_TEXTS) - ours).max() <= 1e-5
 
 
 def test_loaded_export_encodes_unicode_texts_as_sentence_transformers(
-        tiny, tmp_path):
+    tiny, tmp_path
+):
     path = export_sentence_transformer(tiny, path=tmp_path / "model")
     loaded = keras_mrl.hub.load_sentence_transformer(path)
     ours = _keras(loaded, texts=UNICODE_TEXTS)
@@ -189,8 +233,10 @@ def test_other_poolings_without_normalisation(pooling_mode, tmp_path):
     )
     assert _module_types(path) == ["Transformer", "Pooling"]
     pooling = _read_json(path, "1_Pooling/config.json")
-    assert pooling[f"pooling_mode_{pooling_mode}_token"
-                   + ("" if pooling_mode == "cls" else "s")]
+    assert pooling[
+        f"pooling_mode_{pooling_mode}_token"
+        + ("" if pooling_mode == "cls" else "s")
+    ]
     ours = _keras(embedder, normalize=False)
     theirs = _st(path).encode(TEXTS)
     assert np.abs(np.linalg.norm(theirs, axis=1) - 1).max() > 0.1
@@ -204,14 +250,16 @@ def test_orthogonal_head_is_a_dense_module_and_truncates(tiny, tmp_path):
         tiny, path=tmp_path / "model", head=head, nesting_dims=[4, 8, 16]
     )
     assert _module_types(path) == [
-        "Transformer", "Pooling", "Normalize", "Dense", "Normalize"
+        "Transformer",
+        "Pooling",
+        "Normalize",
+        "Dense",
+        "Normalize",
     ]
     assert _read_json(path, "3_Dense/config.json")["bias"] is False
     ours = _keras(tiny, head)
     assert np.abs(_st(path).encode(TEXTS) - ours).max() <= 1e-5
-    short = _st(path, truncate_dim=4).encode(
-        TEXTS, normalize_embeddings=True
-    )
+    short = _st(path, truncate_dim=4).encode(TEXTS, normalize_embeddings=True)
     prefix = ours[:, :4] / np.linalg.norm(ours[:, :4], axis=1, keepdims=True)
     assert short.shape == (len(TEXTS), 4)
     assert np.abs(short - prefix).max() <= 1e-5
@@ -236,9 +284,13 @@ def test_nesting_dims_are_recorded(tiny, tmp_path):
         tiny, path=tmp_path / "model", nesting_dims=[4, 8, 16]
     )
     assert _read_json(path, "config.json")["matryoshka_dimensions"] == [
-        4, 8, 16]
+        4,
+        8,
+        16,
+    ]
     assert _read_json(path, "config_sentence_transformers.json")[
-        "matryoshka_dimensions"] == [4, 8, 16]
+        "matryoshka_dimensions"
+    ] == [4, 8, 16]
     with open(os.path.join(path, "README.md"), encoding="utf-8") as file:
         assert "matryoshka_dimensions: [4, 8, 16]" in file.read()
     plain = export_sentence_transformer(tiny, path=tmp_path / "plain")
@@ -260,8 +312,7 @@ def test_embedder_without_preprocessor_takes_a_tokenizer(tiny, tmp_path):
         bare, path=tmp_path / "b", tokenizer=tiny.preprocessor.tokenizer
     )
     # Without a preprocessor the backbone's length is the limit.
-    assert _read_json(path, "sentence_bert_config.json")[
-        "max_seq_length"] == 16
+    assert _read_json(path, "sentence_bert_config.json")["max_seq_length"] == 16
 
 
 def test_overwrite_replaces_and_otherwise_refuses(tiny, tmp_path):
@@ -297,8 +348,9 @@ def test_failed_export_leaves_nothing(tiny, tmp_path, monkeypatch):
 def test_path_that_is_a_file_raises(tiny, tmp_path):
     (tmp_path / "model").write_text("")
     with pytest.raises(ValueError, match="not a directory"):
-        export_sentence_transformer(tiny, path=tmp_path / "model",
-                                    overwrite=True)
+        export_sentence_transformer(
+            tiny, path=tmp_path / "model", overwrite=True
+        )
 
 
 def test_non_bert_embedder_raises(tmp_path):
@@ -316,7 +368,9 @@ def test_widths_wider_than_the_output_raise(tiny, tmp_path):
     head.build((None, 16))
     with pytest.raises(ValueError, match="wider than"):
         export_sentence_transformer(
-            tiny, path=tmp_path / "model", head=head,
+            tiny,
+            path=tmp_path / "model",
+            head=head,
             nesting_dims=[8, 16],
         )
     assert not (tmp_path / "model").exists()
@@ -333,11 +387,9 @@ def test_bad_heads_raise(tiny, tmp_path):
     with pytest.raises(ValueError, match="'relu'"):
         export_sentence_transformer(tiny, path=path, head=relu)
     with pytest.raises(TypeError, match="OrthogonalProjection"):
-        export_sentence_transformer(tiny, path=path,
-                                    head=keras.layers.ReLU())
+        export_sentence_transformer(tiny, path=path, head=keras.layers.ReLU())
     with pytest.raises(ValueError, match="not built"):
-        export_sentence_transformer(tiny, path=path,
-                                    head=keras.layers.Dense(4))
+        export_sentence_transformer(tiny, path=path, head=keras.layers.Dense(4))
     model = keras_mrl.models.ContrastiveModel(tiny)
     with pytest.raises(ValueError, match="its own head"):
         export_sentence_transformer(model, path=path, head=narrow)
@@ -364,6 +416,7 @@ def test_path_is_keyword_only(tiny, tmp_path):
 
 # --- The real model. ---
 
+
 @pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="one backend suffices for the 90 MB model; the tiny model's "
@@ -376,9 +429,7 @@ def test_all_minilm_l6_v2_round_trip(tmp_path):
         )
     except ImportError as error:
         pytest.skip(f"the offline model wheel is not installed: {error}")
-    sentences = first_lines(
-        (functools, inspect, itertools, random, string), 24
-    )
+    sentences = first_lines((functools, inspect, itertools, random, string), 24)
     embedder = keras_mrl.hub.load_sentence_transformer(
         source, sequence_length=64
     )
@@ -386,7 +437,8 @@ def test_all_minilm_l6_v2_round_trip(tmp_path):
         embedder.encode_text(sentences, verbose=0)
     )
     path = export_sentence_transformer(
-        embedder, path=tmp_path / "model",
+        embedder,
+        path=tmp_path / "model",
         nesting_dims=[32, 64, 128, 256, 384],
     )
     model = _st(path)
@@ -397,8 +449,7 @@ def test_all_minilm_l6_v2_round_trip(tmp_path):
     assert np.abs(theirs - ours).max() <= 1e-3
     model.truncate_dim = 64
     short = model.encode(sentences, normalize_embeddings=True)
-    prefix = ours[:, :64] / np.linalg.norm(ours[:, :64], axis=1,
-                                          keepdims=True)
+    prefix = ours[:, :64] / np.linalg.norm(ours[:, :64], axis=1, keepdims=True)
     assert np.abs(short - prefix).max() <= 1e-3
 
 
@@ -406,8 +457,6 @@ def test_hub_refuses_a_directory_with_a_dense_head(tiny, tmp_path):
     # KerasHub's converter would skip the head and give other vectors.
     head = keras.layers.Dense(8, use_bias=False)
     head.build((None, 16))
-    path = export_sentence_transformer(
-        tiny, path=tmp_path / "model", head=head
-    )
+    path = export_sentence_transformer(tiny, path=tmp_path / "model", head=head)
     with pytest.raises(ValueError, match="'Dense' module"):
         keras_mrl.hub.load_sentence_transformer(path)

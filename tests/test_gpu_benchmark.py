@@ -6,9 +6,8 @@ The GPU numbers themselves come from a run on a GPU; see docs/scaling.md.
 import importlib.util
 import os
 
-import pytest
-
 import keras
+import pytest
 
 PATH = os.path.join(
     os.path.dirname(os.path.dirname(__file__)), "benchmarks", "gpu.py"
@@ -30,7 +29,10 @@ def test_defaults_are_the_gpu_setup_and_tiny_is_small(gpu):
     assert full.precisions == ["float32", "mixed_bfloat16"]
     tiny = gpu.parse_args(["--tiny", "--batch", "2"])
     assert (tiny.image_size, tiny.batch, tiny.steps, tiny.backbone) == (
-        32, 2, 2, "small"
+        32,
+        2,
+        2,
+        "small",
     )
 
 
@@ -69,8 +71,7 @@ def test_missed_goals_name_the_head_and_the_margin(gpu):
 
 
 @pytest.mark.parametrize("check", [False, True])
-def test_check_exits_1_when_a_goal_is_missed(gpu, check, monkeypatch,
-                                             capsys):
+def test_check_exits_1_when_a_goal_is_missed(gpu, check, monkeypatch, capsys):
     speeds = {"plain": 100.0, "untied": 90.0, "tied": 99.0}
     monkeypatch.setattr(
         gpu, "measure", lambda head, precision, args: speeds[head]

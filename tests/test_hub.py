@@ -18,13 +18,11 @@ import pytest
 pytest.importorskip("keras_hub")
 pytest.importorskip("safetensors")
 
-import keras_mrl.hub  # noqa: E402
 from _docstring_lines import first_lines  # noqa: E402
 
+import keras_mrl.hub  # noqa: E402
 
-SENTENCES = first_lines(
-    (os.path, shutil, textwrap, collections, json), 40
-)
+SENTENCES = first_lines((os.path, shutil, textwrap, collections, json), 40)
 # Texts that KerasHub's own normalisation splits otherwise than Hugging
 # Face's BERT tokenizer.
 UNICODE_SENTENCES = [
@@ -79,9 +77,7 @@ def test_encode_matches_sentence_transformers(minilm_models):
     ours = np.asarray(embedder.encode_text(SENTENCES, verbose=0))
     reference = model.encode(SENTENCES, convert_to_numpy=True)
     assert ours.shape == reference.shape == (len(SENTENCES), 384)
-    np.testing.assert_allclose(
-        np.linalg.norm(ours, axis=1), 1.0, atol=1e-5
-    )
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
     assert np.abs(ours - reference).max() <= 1e-3
 
 
@@ -96,8 +92,7 @@ def test_tokenizer_gives_the_hugging_face_ids(minilm, minilm_models):
     tokenizers = pytest.importorskip("tokenizers")
     import tensorflow as tf
 
-    hf = tokenizers.Tokenizer.from_file(os.path.join(minilm,
-                                                     "tokenizer.json"))
+    hf = tokenizers.Tokenizer.from_file(os.path.join(minilm, "tokenizer.json"))
     hf.no_truncation()
     hf.no_padding()
     rng = np.random.default_rng(0)
@@ -105,20 +100,59 @@ def test_tokenizer_gives_the_hugging_face_ids(minilm, minilm_models):
     # full-width letters, digits and punctuation, joined by every kind of
     # space, format and control character BERT's normaliser handles.
     pieces = list("abcXYZ019.,-'") + [
-        "café", "Ärger", "naïve", "ΟΔΟΣ", "中文", "\ufb01", "\ufb02",
-        "ＦＵＬＬ", "ｗｉｄｅ", "²", "½", "straße", "İ", "\u0301", "[SEP]",
-        "[UNK]", "[CLS]", "[MASK]", "[PAD]", "model", "embedding",
+        "café",
+        "Ärger",
+        "naïve",
+        "ΟΔΟΣ",
+        "中文",
+        "\ufb01",
+        "\ufb02",
+        "ＦＵＬＬ",
+        "ｗｉｄｅ",
+        "²",
+        "½",
+        "straße",
+        "İ",
+        "\u0301",
+        "[SEP]",
+        "[UNK]",
+        "[CLS]",
+        "[MASK]",
+        "[PAD]",
+        "model",
+        "embedding",
     ]
-    glue = [" ", "", "\u00a0", "\u200b", "\u200d", "\ufeff", "\u00ad",
-            "\t", "\n", "\r", "\x00", "\x07", "\x1f", "\x85", "\ufffd",
-            "\u2028", "\u3000", "\u2009", "\ue000", "\u2060", "\u061c"]
+    glue = [
+        " ",
+        "",
+        "\u00a0",
+        "\u200b",
+        "\u200d",
+        "\ufeff",
+        "\u00ad",
+        "\t",
+        "\n",
+        "\r",
+        "\x00",
+        "\x07",
+        "\x1f",
+        "\x85",
+        "\ufffd",
+        "\u2028",
+        "\u3000",
+        "\u2009",
+        "\ue000",
+        "\u2060",
+        "\u061c",
+    ]
     texts = UNICODE_SENTENCES + [
-        "".join(rng.choice(pieces) + rng.choice(glue)
-                for _ in range(rng.integers(1, 12)))
+        "".join(
+            rng.choice(pieces) + rng.choice(glue)
+            for _ in range(rng.integers(1, 12))
+        )
         for _ in range(300)
     ]
-    expected = [hf.encode(text, add_special_tokens=False).ids
-                for text in texts]
+    expected = [hf.encode(text, add_special_tokens=False).ids for text in texts]
     tokenizer = minilm_models[0].preprocessor.tokenizer
     assert [[int(i) for i in row] for row in tokenizer(texts)] == expected
     graph = next(iter(tf.data.Dataset.from_tensors(texts).map(tokenizer)))
@@ -140,9 +174,7 @@ def test_directory_missing_weights_raises(tmp_path):
 def test_non_bert_directory_raises(tmp_path):
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         (tmp_path / name).write_text("{}")
-    (tmp_path / "config.json").write_text(json.dumps(
-        {"model_type": "roberta"}
-    ))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta"}))
     with pytest.raises(ValueError, match="only BERT"):
         keras_mrl.hub.load_sentence_transformer(str(tmp_path))
 
@@ -163,8 +195,8 @@ def test_non_wordpiece_tokenizer_raises(tmp_path):
 
 def test_gapped_ids_raise(tmp_path):
     path = tmp_path / "tokenizer.json"
-    path.write_text(json.dumps(
-        {"model": {"type": "WordPiece", "vocab": {"a": 0, "b": 2}}}
-    ))
+    path.write_text(
+        json.dumps({"model": {"type": "WordPiece", "vocab": {"a": 0, "b": 2}}})
+    )
     with pytest.raises(ValueError, match="each once"):
         keras_mrl.hub._wordpiece_vocabulary(str(path))

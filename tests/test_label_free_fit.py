@@ -8,15 +8,17 @@ and torch). MultipleNegativesRankingLoss and MatryoshkaLoss accept it.
 import keras
 import numpy as np
 import pytest
+from conftest import jit_compile
 
 from keras_mrl.losses._matryoshka_loss import MatryoshkaLoss
 from keras_mrl.losses._multiple_negatives_ranking_loss import (
     MultipleNegativesRankingLoss,
 )
-from conftest import jit_compile
 
 FEATURES = 24
 DIMS = [4, 8, 16]
+
+
 def _views(n=72, columns=2, seed=0):
     """(n, columns, FEATURES): two noisy views of a point, then negatives."""
     rng = np.random.default_rng(seed)
@@ -39,9 +41,7 @@ def _encoder(columns=2):
 
 def _fit(loss, x, columns=2, **kwargs):
     model = _encoder(columns)
-    model.compile(
-        keras.optimizers.Adam(0.01), loss, jit_compile=jit_compile()
-    )
+    model.compile(keras.optimizers.Adam(0.01), loss, jit_compile=jit_compile())
     return model.fit(x, epochs=3, verbose=0, **kwargs).history
 
 

@@ -5,13 +5,13 @@ import os
 import keras
 import numpy as np
 import pytest
-
 from component_test import JIT
 from component_test import run_loss_test
+
 from keras_mrl.losses import MatryoshkaLoss
 from keras_mrl.losses import MultipleNegativesRankingLoss
-from keras_mrl.models._matryoshka_adaptor import MatryoshkaAdaptor
 from keras_mrl.losses import SimilarityPreservationLoss
+from keras_mrl.models._matryoshka_adaptor import MatryoshkaAdaptor
 
 
 def _cosines(x):
@@ -55,7 +55,8 @@ def test_loss_matches_the_numpy_reference(rng, batch, top_k):
     np.testing.assert_allclose(
         _convert(inner.call(target, pred)),
         _reference(target, pred, [8], top_k, 0.7, 0.3),
-        rtol=1e-5, atol=1e-6,
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 
@@ -97,8 +98,7 @@ def _neighbours(x, k):
 
 def _overlap(x, width, reference, k=10):
     found = _neighbours(x[:, :width], k)
-    return np.mean([len(set(a) & set(b)) / k
-                    for a, b in zip(found, reference)])
+    return np.mean([len(set(a) & set(b)) / k for a, b in zip(found, reference)])
 
 
 def _compiled(adaptor, learning_rate=1e-3):
@@ -119,8 +119,9 @@ def test_adaptor_is_the_identity_before_training(rng):
 
 def test_unsupervised_fit_lowers_the_loss(rng):
     x = _spread_spectrum(rng, n=256)
-    adaptor = _compiled(MatryoshkaAdaptor(32, nesting_dims=[4, 8, 32],
-                                          top_k=5), 3e-3)
+    adaptor = _compiled(
+        MatryoshkaAdaptor(32, nesting_dims=[4, 8, 32], top_k=5), 3e-3
+    )
     before = adaptor.evaluate(x, batch_size=128, verbose=0)
     adaptor.fit(x, batch_size=128, epochs=10, verbose=0)
     after = adaptor.evaluate(x, batch_size=128, verbose=0)
@@ -136,20 +137,24 @@ def test_unsupervised_fit_improves_the_neighbours_of_small_prefixes(rng):
     adaptor.fit(x, batch_size=128, epochs=30, verbose=0)
     adapted = adaptor.predict(x, verbose=0)
     for width in (4, 8):
-        base, new = _overlap(x, width, reference), _overlap(
-            adapted, width, reference)
+        base, new = (
+            _overlap(x, width, reference),
+            _overlap(adapted, width, reference),
+        )
         assert new > base + 0.2, (width, base, new)
 
 
 def test_unsupervised_objective_is_the_nested_loss_plus_reconstruction(rng):
     x = rng.normal(size=(12, 8)).astype("float32")
-    adaptor = _compiled(MatryoshkaAdaptor(
-        8, nesting_dims=[2, 8], top_k=3, reconstruction_weight=2.0
-    ))
+    adaptor = _compiled(
+        MatryoshkaAdaptor(
+            8, nesting_dims=[2, 8], top_k=3, reconstruction_weight=2.0
+        )
+    )
     kernel = rng.normal(scale=0.3, size=(8, 8)).astype("float32")
     adaptor.residual.kernel.assign(kernel)
     adapted = _convert(adaptor(x))
-    change = ((adapted - x) ** 2).sum(1) / (x ** 2).sum(1)
+    change = ((adapted - x) ** 2).sum(1) / (x**2).sum(1)
     expected = _reference(x, adapted, [2, 8], 3, 1.0, 1.0).mean()
     expected += 2.0 * change.mean()
     value = adaptor.evaluate(x, batch_size=12, verbose=0)
@@ -158,18 +163,20 @@ def test_unsupervised_objective_is_the_nested_loss_plus_reconstruction(rng):
 
 def test_supervised_objective_is_ranking_plus_preservation(rng):
     queries = rng.normal(size=(8, 8)).astype("float32")
-    documents = queries + rng.normal(scale=0.5, size=(8, 8)).astype(
-        "float32")
+    documents = queries + rng.normal(scale=0.5, size=(8, 8)).astype("float32")
     adaptor = _compiled(MatryoshkaAdaptor(8, nesting_dims=[4, 8], top_k=3))
     kernel = rng.normal(scale=0.3, size=(8, 8)).astype("float32")
     adaptor.residual.kernel.assign(kernel)
     stacked = _convert(adaptor((queries, documents)))
-    ranking = MatryoshkaLoss(MultipleNegativesRankingLoss(),
-                             nesting_dims=[4, 8])
+    ranking = MatryoshkaLoss(
+        MultipleNegativesRankingLoss(), nesting_dims=[4, 8]
+    )
     both = np.concatenate([queries, documents])
     adapted = np.concatenate([stacked[:, 0], stacked[:, 1]])
-    expected = float(ranking(None, stacked)) + _reference(
-        both, adapted, [4, 8], 3, 1.0, 1.0).mean()
+    expected = (
+        float(ranking(None, stacked))
+        + _reference(both, adapted, [4, 8], 3, 1.0, 1.0).mean()
+    )
     value = adaptor.evaluate((queries, documents), batch_size=8, verbose=0)
     np.testing.assert_allclose(value, expected, rtol=1e-5)
 
@@ -177,10 +184,14 @@ def test_supervised_objective_is_ranking_plus_preservation(rng):
 def test_supervised_fit_lowers_the_ranking_loss(rng):
     queries = _spread_spectrum(rng, n=256)
     documents = queries + 0.05 * rng.normal(size=queries.shape).astype(
-        "float32")
-    adaptor = _compiled(MatryoshkaAdaptor(
-        32, nesting_dims=[4, 32], topk_weight=0.0, pairwise_weight=0.0
-    ), 3e-3)
+        "float32"
+    )
+    adaptor = _compiled(
+        MatryoshkaAdaptor(
+            32, nesting_dims=[4, 32], topk_weight=0.0, pairwise_weight=0.0
+        ),
+        3e-3,
+    )
     before = adaptor.evaluate((queries, documents), batch_size=64, verbose=0)
     adaptor.fit((queries, documents), batch_size=64, epochs=5, verbose=0)
     after = adaptor.evaluate((queries, documents), batch_size=64, verbose=0)
@@ -190,8 +201,7 @@ def test_supervised_fit_lowers_the_ranking_loss(rng):
 def test_fit_in_mixed_precision_keeps_float32_weights(rng):
     x = _spread_spectrum(rng, n=64)
     keras.config.set_dtype_policy("mixed_bfloat16")
-    adaptor = _compiled(MatryoshkaAdaptor(32, nesting_dims=[8, 32],
-                                          top_k=4))
+    adaptor = _compiled(MatryoshkaAdaptor(32, nesting_dims=[8, 32], top_k=4))
     history = adaptor.fit(x, batch_size=32, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert all(w.dtype == "float32" for w in adaptor.weights)
@@ -199,11 +209,19 @@ def test_fit_in_mixed_precision_keeps_float32_weights(rng):
 
 def test_save_and_load_keep_the_weights_config_and_training(rng, tmp_path):
     x = _spread_spectrum(rng, n=64)
-    adaptor = _compiled(MatryoshkaAdaptor(
-        32, nesting_dims=[8, 32], hidden_dim=16, activation="gelu",
-        top_k=4, topk_weight=0.5, pairwise_weight=2.0,
-        reconstruction_weight=0.1, scale=10.0,
-    ))
+    adaptor = _compiled(
+        MatryoshkaAdaptor(
+            32,
+            nesting_dims=[8, 32],
+            hidden_dim=16,
+            activation="gelu",
+            top_k=4,
+            topk_weight=0.5,
+            pairwise_weight=2.0,
+            reconstruction_weight=0.1,
+            scale=10.0,
+        )
+    )
     adaptor.fit(x, batch_size=32, epochs=2, verbose=0)
     path = os.path.join(tmp_path, "adaptor.keras")
     adaptor.save(path)
@@ -211,12 +229,15 @@ def test_save_and_load_keep_the_weights_config_and_training(rng, tmp_path):
     assert type(restored) is MatryoshkaAdaptor
     assert restored.get_config() == adaptor.get_config()
     np.testing.assert_allclose(
-        restored.predict(x, verbose=0), adaptor.predict(x, verbose=0),
-        rtol=1e-6, atol=1e-6,
+        restored.predict(x, verbose=0),
+        adaptor.predict(x, verbose=0),
+        rtol=1e-6,
+        atol=1e-6,
     )
     np.testing.assert_allclose(
         restored.evaluate(x, batch_size=32, verbose=0),
-        adaptor.evaluate(x, batch_size=32, verbose=0), rtol=1e-5,
+        adaptor.evaluate(x, batch_size=32, verbose=0),
+        rtol=1e-5,
     )
     restored.fit(x, batch_size=32, epochs=1, verbose=0)
 
@@ -247,8 +268,7 @@ def test_arguments_after_the_first_are_keyword_only():
         ({"hidden_dim": 2.5}, TypeError, "hidden_dim"),
         ({"topk_weight": -1.0}, ValueError, "topk_weight"),
         ({"pairwise_weight": float("nan")}, ValueError, "pairwise_weight"),
-        ({"reconstruction_weight": True}, TypeError,
-         "reconstruction_weight"),
+        ({"reconstruction_weight": True}, TypeError, "reconstruction_weight"),
         ({"scale": 0.0}, ValueError, "scale"),
         ({"activation": "no_such_activation"}, ValueError, "activation"),
     ],
@@ -297,9 +317,9 @@ def test_fit_with_labels_raises(rng):
 
 def test_unsupervised_fit_without_a_preservation_term_raises(rng):
     x = rng.normal(size=(8, 8)).astype("float32")
-    adaptor = _compiled(MatryoshkaAdaptor(
-        8, topk_weight=0.0, pairwise_weight=0.0
-    ))
+    adaptor = _compiled(
+        MatryoshkaAdaptor(8, topk_weight=0.0, pairwise_weight=0.0)
+    )
     with pytest.raises(ValueError, match="nothing to train"):
         adaptor.fit(x, verbose=0)
 
@@ -326,8 +346,11 @@ def test_fit_on_non_finite_embeddings_raises_counting_the_rows(rng, tensor):
     adaptor = _compiled(MatryoshkaAdaptor(8, nesting_dims=[4, 8], top_k=3))
     weights = [w.copy() for w in adaptor.get_weights()]
     inputs = keras.ops.convert_to_tensor(x) if tensor else x
-    with pytest.raises(ValueError, match=r"`x` has 3 of 16 rows holding NaN "
-                       r"or infinite values \(rows 2, 5, 11\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`x` has 3 of 16 rows holding NaN "
+        r"or infinite values \(rows 2, 5, 11\)",
+    ):
         adaptor.fit(inputs, batch_size=8, verbose=0)
     for before, after in zip(weights, adaptor.get_weights()):
         np.testing.assert_array_equal(before, after)
@@ -345,8 +368,12 @@ def test_non_finite_validation_data_raises(rng):
     x = rng.normal(size=(16, 8)).astype("float32")
     adaptor = _compiled(MatryoshkaAdaptor(8, nesting_dims=[4, 8], top_k=3))
     with pytest.raises(ValueError, match=r"`validation_data` has 2 of 16"):
-        adaptor.fit(x, validation_data=(_with_bad_rows(rng, [0, 1]),),
-                    batch_size=8, verbose=0)
+        adaptor.fit(
+            x,
+            validation_data=(_with_bad_rows(rng, [0, 1]),),
+            batch_size=8,
+            verbose=0,
+        )
 
 
 def test_evaluate_and_predict_on_non_finite_embeddings_raise(rng):

@@ -1,10 +1,10 @@
 import keras
 import numpy as np
 import pytest
+from component_test import run_layer_test
 from keras import ops
 
 import keras_mrl
-from component_test import run_layer_test
 
 DIMS = [2, 4, 8, 16]
 
@@ -95,7 +95,9 @@ def test_default_nesting_dims_and_narrower_widths(rng):
 
 
 def test_higher_rank_inputs_and_activation(rng):
-    layer = keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[4, 8], activation="relu")
+    layer = keras_mrl.layers.MatryoshkaDense(
+        3, nesting_dims=[4, 8], activation="relu"
+    )
     x = rng.normal(size=(2, 5, 8)).astype("float32")
     out = ops.convert_to_numpy(layer(x))
     assert out.shape == (2, 5, 2, 3)
@@ -166,15 +168,21 @@ def test_config_after_build_keeps_the_widths_as_passed():
 
 
 def test_positional_nesting_dims_raise_naming_the_keywords():
-    with pytest.raises(TypeError, match=r"MatryoshkaDense\(units, "
-                       r"nesting_dims=\.\.\., tied=\.\.\."):
+    with pytest.raises(
+        TypeError,
+        match=r"MatryoshkaDense\(units, "
+        r"nesting_dims=\.\.\., tied=\.\.\.",
+    ):
         keras_mrl.layers.MatryoshkaDense(10, [8, 16])
 
 
 @pytest.mark.parametrize("name, value", [("tied", "no"), ("use_bias", 1)])
 def test_bool_arguments_take_bools_only(name, value):
-    with pytest.raises(TypeError, match=rf"`{name}` must be True or False, "
-                       rf"got {value!r}"):
+    with pytest.raises(
+        TypeError,
+        match=rf"`{name}` must be True or False, "
+        rf"got {value!r}",
+    ):
         keras_mrl.layers.MatryoshkaDense(3, **{name: value})
 
 
@@ -186,8 +194,13 @@ def test_build_error_for_widths_wider_than_input():
 
 def test_config_round_trip():
     layer = keras_mrl.layers.MatryoshkaDense(
-        7, nesting_dims=DIMS, tied=True, activation="softmax",
-        use_bias=False, kernel_regularizer="l2", name="head",
+        7,
+        nesting_dims=DIMS,
+        tied=True,
+        activation="softmax",
+        use_bias=False,
+        kernel_regularizer="l2",
+        name="head",
     )
     config = layer.get_config()
     clone = keras_mrl.layers.MatryoshkaDense.from_config(config)

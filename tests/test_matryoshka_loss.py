@@ -1,10 +1,10 @@
 import keras
 import numpy as np
 import pytest
+from component_test import run_loss_test
 from keras import ops
 
 import keras_mrl
-from component_test import run_loss_test
 from keras_mrl.losses import MultipleNegativesRankingLoss
 from keras_mrl.losses import SupervisedContrastiveLoss
 from tests.conftest import jit_compile
@@ -137,7 +137,9 @@ def test_truncate_targets_true_cuts_a_wider_teacher(rng):
     student = rng.normal(size=(6, 8)).astype("float32")
     teacher = rng.normal(size=(6, 16)).astype("float32")
     loss = keras_mrl.losses.MatryoshkaLoss(
-        _squared_error, nesting_dims=dims, weights=weights,
+        _squared_error,
+        nesting_dims=dims,
+        weights=weights,
         truncate_targets=True,
     )
     expected = sum(
@@ -172,8 +174,9 @@ def test_prefix_mode_with_labels_is_not_cut(rng):
     expected = _np_sparse_ce(y_true, y_pred[:, :3]) + _np_sparse_ce(
         y_true, y_pred[:, :6]
     )
-    np.testing.assert_allclose(float(loss(y_true, y_pred)), expected.mean(),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        float(loss(y_true, y_pred)), expected.mean(), rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("dtype", [None, "float16", "mixed_bfloat16"])
@@ -198,7 +201,9 @@ def test_half_precision_computes_in_float32(rng, dtype):
     not _has_float64(), reason="JAX has float64 only with jax_enable_x64"
 )
 def test_float64_loss_computes_in_float64():
-    loss = keras_mrl.losses.MatryoshkaLoss("mse", nesting_dims=[2, 4], dtype="float64")
+    loss = keras_mrl.losses.MatryoshkaLoss(
+        "mse", nesting_dims=[2, 4], dtype="float64"
+    )
     y_true = np.ones((3, 4))
     y_pred = y_true + 1e-9  # float32 rounds it to 1: the loss would be 0
     per_example = loss.call(
@@ -221,7 +226,9 @@ def test_component_stacked_mode(rng):
         head = keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[4, 8, 16])
         return keras.Model(inputs, head(inputs))
 
-    loss = keras_mrl.losses.MatryoshkaLoss(_sparse_ce(), weights=[1.0, 1.0, 2.0])
+    loss = keras_mrl.losses.MatryoshkaLoss(
+        _sparse_ce(), weights=[1.0, 1.0, 2.0]
+    )
     run_loss_test(loss, model, x, y)
 
 
@@ -233,7 +240,8 @@ def test_component_prefix_mode(rng):
         return keras.Sequential([keras.Input((12,)), keras.layers.Dense(16)])
 
     loss = keras_mrl.losses.MatryoshkaLoss(
-        keras.losses.MeanSquaredError(), nesting_dims=[4, 8, 16],
+        keras.losses.MeanSquaredError(),
+        nesting_dims=[4, 8, 16],
         weights=[2.0, 1.0, 0.5],
     )
     run_loss_test(loss, model, x, teacher)
@@ -241,7 +249,9 @@ def test_component_prefix_mode(rng):
 
 def test_errors():
     with pytest.raises(ValueError, match="3 entries.*2 granularities"):
-        keras_mrl.losses.MatryoshkaLoss("mse", nesting_dims=[4, 8], weights=[1, 1, 1])
+        keras_mrl.losses.MatryoshkaLoss(
+            "mse", nesting_dims=[4, 8], weights=[1, 1, 1]
+        )
     with pytest.raises(ValueError, match="increasing"):
         keras_mrl.losses.MatryoshkaLoss("mse", nesting_dims=[8, 4])
     with pytest.raises(TypeError, match="loss"):
@@ -256,9 +266,12 @@ def test_errors():
 
 def test_positional_widths_raise_naming_the_keywords():
     # Once read as weights: the loss came out 19.6 times too large.
-    with pytest.raises(TypeError, match=r"MatryoshkaLoss\(loss, "
-                       r"nesting_dims=\.\.\., weights=\.\.\., "
-                       r"truncate_targets=\.\.\.\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"MatryoshkaLoss\(loss, "
+        r"nesting_dims=\.\.\., weights=\.\.\., "
+        r"truncate_targets=\.\.\.\)",
+    ):
         keras_mrl.losses.MatryoshkaLoss(_sparse_ce(), [8, 16, 32])
 
 
@@ -275,14 +288,20 @@ def test_stacked_mode_on_an_embedding_asks_for_nesting_dims():
     ids=["mnrl", "supcon"],
 )
 def test_nested_loss_without_nesting_dims_raises_at_construction(inner):
-    with pytest.raises(ValueError, match=rf"{type(inner).__name__}\).*"
-                       r"pass `nesting_dims`"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{type(inner).__name__}\).*"
+        r"pass `nesting_dims`",
+    ):
         keras_mrl.losses.MatryoshkaLoss(inner)
 
 
 def test_loss_class_instead_of_instance_raises():
-    with pytest.raises(TypeError, match=r"class MeanSquaredError.*"
-                       r"MeanSquaredError\(\.\.\.\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"class MeanSquaredError.*"
+        r"MeanSquaredError\(\.\.\.\)",
+    ):
         keras_mrl.losses.MatryoshkaLoss(keras.losses.MeanSquaredError)
 
 
@@ -325,7 +344,9 @@ def test_bad_weights_raise(weights, error, match):
 
 def test_config_round_trip():
     loss = keras_mrl.losses.MatryoshkaLoss(
-        _sparse_ce(), weights=[1.0, 2.0], name="mrl",
+        _sparse_ce(),
+        weights=[1.0, 2.0],
+        name="mrl",
     )
     clone = keras_mrl.losses.MatryoshkaLoss.from_config(loss.get_config())
     assert clone.get_config() == loss.get_config()
@@ -346,8 +367,9 @@ def test_config_round_trip():
 def test_get_config_returns_the_weights_as_passed():
     loss = keras_mrl.losses.MatryoshkaLoss("mse", nesting_dims=[2, 4])
     assert loss.get_config()["weights"] is None
-    weighted = keras_mrl.losses.MatryoshkaLoss("mse", nesting_dims=[2, 4],
-                                        weights=[1, 2])
+    weighted = keras_mrl.losses.MatryoshkaLoss(
+        "mse", nesting_dims=[2, 4], weights=[1, 2]
+    )
     assert weighted.get_config()["weights"] == [1.0, 2.0]
 
 
@@ -355,7 +377,8 @@ def test_fit_without_labels_needs_a_loss_that_ignores_targets(rng):
     x = rng.normal(size=(8, 16)).astype("float32")
     inputs = keras.Input((16,))
     model = keras.Model(
-        inputs, keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[4, 16])(inputs)
+        inputs,
+        keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[4, 16])(inputs),
     )
     model.compile(
         optimizer="sgd",

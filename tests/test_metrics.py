@@ -20,7 +20,9 @@ def _sparse_ce():
 
 def _classifier(dims=DIMS, units=3):
     inputs = keras.Input((16,))
-    head = keras_mrl.layers.MatryoshkaDense(units, nesting_dims=dims, name="head")
+    head = keras_mrl.layers.MatryoshkaDense(
+        units, nesting_dims=dims, name="head"
+    )
     return keras.Model(inputs, head(inputs))
 
 
@@ -45,7 +47,9 @@ def test_component_prefix_mode(rng):
 
     def model():
         encoder = keras.Sequential([keras.Input((12,)), keras.layers.Dense(16)])
-        return encoder, keras_mrl.losses.MatryoshkaLoss("mse", nesting_dims=DIMS)
+        return encoder, keras_mrl.losses.MatryoshkaLoss(
+            "mse", nesting_dims=DIMS
+        )
 
     history = run_metric_test(metric, model, x, teacher)
     assert {f"mae@{m}" for m in DIMS} <= set(history.history)
@@ -77,15 +81,18 @@ def test_head_layer_gives_its_widths_after_build():
     assert metric.widths == [8, 16, 32]
     assert metric.get_config()["head"] == [8, 16, 32]
     unbuilt = keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[2, 4])
-    assert keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=unbuilt).widths == [
-        2, 4
-    ]
+    assert keras_mrl.metrics.MatryoshkaMetric(
+        _accuracy(), head=unbuilt
+    ).widths == [2, 4]
 
 
 def test_head_model_must_hold_exactly_one_matryoshka_dense():
-    assert keras_mrl.metrics.MatryoshkaMetric(
-        _accuracy(), head=_classifier()
-    ).widths == DIMS
+    assert (
+        keras_mrl.metrics.MatryoshkaMetric(
+            _accuracy(), head=_classifier()
+        ).widths
+        == DIMS
+    )
     inputs = keras.Input((16,))
     plain = keras.Model(inputs, keras.layers.Dense(3)(inputs))
     with pytest.raises(ValueError, match="exactly one MatryoshkaDense, got 0"):
@@ -111,8 +118,11 @@ def test_head_with_other_widths_than_the_prediction_raises():
     "kwargs", [{}, {"head": DIMS, "nesting_dims": DIMS}], ids=["none", "both"]
 )
 def test_head_or_nesting_dims_exactly_one(kwargs):
-    with pytest.raises(ValueError, match=r"pass `head=`.*pass "
-                       r"`nesting_dims=`.*exactly one"):
+    with pytest.raises(
+        ValueError,
+        match=r"pass `head=`.*pass "
+        r"`nesting_dims=`.*exactly one",
+    ):
         keras_mrl.metrics.MatryoshkaMetric(_accuracy(), **kwargs)
 
 
@@ -120,7 +130,8 @@ def test_prefix_mode_cuts_prediction_and_optionally_target(rng):
     y_pred = rng.normal(size=(6, 16)).astype("float32")
     y_true = rng.normal(size=(6, 16)).astype("float32")
     metric = keras_mrl.metrics.MatryoshkaMetric(
-        keras.metrics.MeanSquaredError(name="mse"), nesting_dims=DIMS,
+        keras.metrics.MeanSquaredError(name="mse"),
+        nesting_dims=DIMS,
         truncate_targets=True,
     )
     metric.update_state(y_true, y_pred)
@@ -152,7 +163,9 @@ def test_an_unregistered_function_metric_works():
     def mean_prediction(y_true, y_pred):
         return ops.mean(y_pred, axis=-1)
 
-    metric = keras_mrl.metrics.MatryoshkaMetric(mean_prediction, nesting_dims=[2, 4])
+    metric = keras_mrl.metrics.MatryoshkaMetric(
+        mean_prediction, nesting_dims=[2, 4]
+    )
     y_pred = np.array([[1.0, 3.0, 5.0, 7.0]], "float32")
     metric.update_state(np.zeros((1, 4)), y_pred)
     result = {k: float(v) for k, v in metric.result().items()}
@@ -180,12 +193,15 @@ def test_prefix_mode_cuts_targets_of_elementwise_metrics_by_default(rng):
     y_pred = rng.normal(size=(5, 8)).astype("float32")
     teacher = rng.normal(size=(5, 8)).astype("float32")
     for metric in (keras.metrics.MeanSquaredError(name="mse"), "mse"):
-        wrapped = keras_mrl.metrics.MatryoshkaMetric(metric, nesting_dims=[4, 8])
+        wrapped = keras_mrl.metrics.MatryoshkaMetric(
+            metric, nesting_dims=[4, 8]
+        )
         wrapped.update_state(teacher, y_pred)
         result = list(wrapped.result().values())
         for m, value in zip([4, 8], result):
             np.testing.assert_allclose(
-                float(value), ((teacher[:, :m] - y_pred[:, :m]) ** 2).mean(),
+                float(value),
+                ((teacher[:, :m] - y_pred[:, :m]) ** 2).mean(),
                 rtol=1e-5,
             )
 
@@ -204,7 +220,9 @@ def test_names_default_to_the_wrapped_metric():
         "sparse_categorical_accuracy", head=[2, 4]
     )
     assert metric.name == "sparse_categorical_accuracy"
-    named = keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=[2, 4], name="top1")
+    named = keras_mrl.metrics.MatryoshkaMetric(
+        _accuracy(), head=[2, 4], name="top1"
+    )
     assert set(named.result()) == {"top1@2", "top1@4"}
 
 
@@ -229,14 +247,20 @@ def test_stacked_mode_on_an_embedding_asks_for_nesting_dims():
 
 
 def test_positional_widths_raise_naming_the_keywords():
-    with pytest.raises(TypeError, match=r"MatryoshkaMetric\(metric, "
-                       r"nesting_dims=\.\.\., head=\.\.\."):
+    with pytest.raises(
+        TypeError,
+        match=r"MatryoshkaMetric\(metric, "
+        r"nesting_dims=\.\.\., head=\.\.\.",
+    ):
         keras_mrl.metrics.MatryoshkaMetric(_accuracy(), [4, 8])
 
 
 def test_metric_class_instead_of_instance_raises():
-    with pytest.raises(TypeError, match=r"class SparseCategoricalAccuracy.*"
-                       r"SparseCategoricalAccuracy\(\.\.\.\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"class SparseCategoricalAccuracy.*"
+        r"SparseCategoricalAccuracy\(\.\.\.\)",
+    ):
         keras_mrl.metrics.MatryoshkaMetric(
             keras.metrics.SparseCategoricalAccuracy, head=DIMS
         )
@@ -255,7 +279,9 @@ def test_config_round_trip():
         keras_mrl.metrics.MatryoshkaMetric(_accuracy(), nesting_dims=DIMS),
         keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=_classifier()),
     ):
-        clone = keras_mrl.metrics.MatryoshkaMetric.from_config(metric.get_config())
+        clone = keras_mrl.metrics.MatryoshkaMetric.from_config(
+            metric.get_config()
+        )
         assert clone.get_config() == metric.get_config()
         assert list(clone.result()) == ["acc@4", "acc@8", "acc@16"]
 

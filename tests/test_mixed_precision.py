@@ -6,10 +6,11 @@ classes and the normalisation of all-zero prefixes stay finite; and models
 train with XLA (`mixed_float16` with a `LossScaleOptimizer`).
 """
 
+import keras
 import numpy as np
 import pytest
+from conftest import jit_compile
 
-import keras
 import keras_mrl
 from keras_mrl.losses._multiple_negatives_ranking_loss import (
     MultipleNegativesRankingLoss,
@@ -18,7 +19,6 @@ from keras_mrl.losses._supervised_contrastive_loss import (
     SupervisedContrastiveLoss,
 )
 from keras_mrl.ops import truncate
-from conftest import jit_compile
 
 DIMS = [4, 8, 16]
 # Relative error of one rounding to the compute dtype's mantissa.
@@ -189,9 +189,7 @@ def test_zero_norm_prefixes_normalise_to_zero(policy):
 
 def _classifier(units=1000):
     inputs = keras.Input((12,))
-    embedding = keras.layers.Dense(16, activation="tanh", name="trunk")(
-        inputs
-    )
+    embedding = keras.layers.Dense(16, activation="tanh", name="trunk")(inputs)
     tied = keras_mrl.layers.MatryoshkaDense(
         units, nesting_dims=DIMS, tied=True, name="tied_head"
     )(embedding)

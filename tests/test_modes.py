@@ -72,8 +72,11 @@ def test_check_stacked():
     assert _modes.check_stacked(np.zeros((2, 7, 3, 5)), 3, "L") == 3
     with pytest.raises(ValueError, match=r"\(2, 5\).*pass `nesting_dims`"):
         _modes.check_stacked(np.zeros((2, 5)), None, "L")
-    with pytest.raises(ValueError, match=r"expects 4 granularities.*\(2, 3, "
-                       r"5\) with 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"expects 4 granularities.*\(2, 3, "
+        r"5\) with 3",
+    ):
         _modes.check_stacked(np.zeros((2, 3, 5)), 4, "L")
 
 

@@ -48,10 +48,12 @@ def test_matches_numpy_reference(columns, symmetric, scale):
     y_pred = _embeddings(columns=columns)
     loss = MultipleNegativesRankingLoss(scale=scale, symmetric=symmetric)
     expected = reference(y_pred, scale=scale, symmetric=symmetric)
-    np.testing.assert_allclose(_np(loss.call(None, y_pred)), expected,
-                               rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(float(loss(None, y_pred)), expected.mean(),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        _np(loss.call(None, y_pred)), expected, rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        float(loss(None, y_pred)), expected.mean(), rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("scale", [40.0, 100.0])
@@ -59,13 +61,13 @@ def test_stable_when_every_pair_is_opposite(scale):
     # Every cosine is -1, every logit -scale: the sum of exponentials must
     # not vanish, and the loss is that of a uniform guess.
     v = _embeddings(batch=1, columns=1)[0, 0]
-    y_pred = np.stack([np.tile(v, (6, 1)), np.tile(-v, (6, 1)),
-                       np.tile(-2 * v, (6, 1))], axis=1)
+    y_pred = np.stack(
+        [np.tile(v, (6, 1)), np.tile(-v, (6, 1)), np.tile(-2 * v, (6, 1))],
+        axis=1,
+    )
     loss = MultipleNegativesRankingLoss(scale=scale, symmetric=True)
     value = _np(loss.call(None, y_pred))
-    np.testing.assert_allclose(
-        value, (np.log(12) + np.log(6)) / 2, rtol=1e-5
-    )
+    np.testing.assert_allclose(value, (np.log(12) + np.log(6)) / 2, rtol=1e-5)
 
 
 def test_symmetric_differs_from_forward_only():
@@ -95,8 +97,10 @@ def test_call_prefixes_equals_sliced_path(columns, symmetric):
             _np(value), _np(loss.call(None, y_pred[..., :m])), atol=1e-5
         )
         np.testing.assert_allclose(
-            _np(value), reference(y_pred[..., :m], symmetric=symmetric),
-            rtol=1e-5, atol=1e-5,
+            _np(value),
+            reference(y_pred[..., :m], symmetric=symmetric),
+            rtol=1e-5,
+            atol=1e-5,
         )
 
 
@@ -109,10 +113,12 @@ def test_inside_matryoshka_loss_with_weights():
     expected = sum(
         w * reference(y_pred[..., :m]) for w, m in zip(weights, DIMS)
     )
-    np.testing.assert_allclose(_np(wrapped.call(None, y_pred)), expected,
-                               rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(float(wrapped(None, y_pred)), expected.mean(),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        _np(wrapped.call(None, y_pred)), expected, rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        float(wrapped(None, y_pred)), expected.mean(), rtol=1e-5
+    )
 
 
 def test_y_true_is_ignored():
@@ -148,8 +154,11 @@ def test_zero_vector_gives_finite_loss():
 def test_bad_shape_raises_naming_it(shape):
     y_pred = np.zeros(shape, "float32")
     loss = MultipleNegativesRankingLoss()
-    with pytest.raises(ValueError, match=r"\(batch, 2 \+ n, D\).*" +
-                       str(shape).replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        ValueError,
+        match=r"\(batch, 2 \+ n, D\).*"
+        + str(shape).replace("(", r"\(").replace(")", r"\)"),
+    ):
         loss(None, y_pred)
     with pytest.raises(ValueError, match="2 \\+ n"):
         MatryoshkaLoss(loss, nesting_dims=[8, 32])(None, y_pred)
@@ -172,8 +181,11 @@ def test_bad_arguments_raise(kwargs, error):
 
 
 def test_positional_symmetric_raises_naming_the_keywords():
-    with pytest.raises(TypeError, match=r"MultipleNegativesRankingLoss\("
-                       r"scale, symmetric=\.\.\."):
+    with pytest.raises(
+        TypeError,
+        match=r"MultipleNegativesRankingLoss\("
+        r"scale, symmetric=\.\.\.",
+    ):
         MultipleNegativesRankingLoss(20.0, True)
 
 
@@ -188,13 +200,16 @@ def _encoder():
 def test_component_alone(rng):
     run_loss_test(
         MultipleNegativesRankingLoss(scale=10.0, symmetric=True),
-        _encoder, _pairs(rng), None,
+        _encoder,
+        _pairs(rng),
+        None,
     )
 
 
 def test_component_inside_matryoshka_loss(rng):
     loss = MatryoshkaLoss(
-        MultipleNegativesRankingLoss(), nesting_dims=[4, 8, 16],
+        MultipleNegativesRankingLoss(),
+        nesting_dims=[4, 8, 16],
         weights=[1.0, 1.0, 2.0],
     )
     run_loss_test(loss, _encoder, _pairs(rng), None)
@@ -212,8 +227,10 @@ def test_config_round_trip():
     y_pred = _embeddings()
     np.testing.assert_allclose(
         float(restored(None, y_pred)),
-        sum(w * reference(y_pred[..., :m], 5.0, True).mean()
-            for w, m in zip([1, 2, 3, 4], DIMS)),
+        sum(
+            w * reference(y_pred[..., :m], 5.0, True).mean()
+            for w, m in zip([1, 2, 3, 4], DIMS)
+        ),
         rtol=1e-5,
     )
 

@@ -8,7 +8,15 @@ from keras_mrl.nesting import validate_weights
 
 def test_default_nesting_dims_is_the_papers_list_for_2048():
     assert default_nesting_dims(2048) == [
-        8, 16, 32, 64, 128, 256, 512, 1024, 2048
+        8,
+        16,
+        32,
+        64,
+        128,
+        256,
+        512,
+        1024,
+        2048,
     ]
 
 
@@ -40,8 +48,11 @@ def test_default_nesting_dims_rejects_non_int():
 
 
 def test_default_nesting_dims_takes_smallest_by_keyword():
-    with pytest.raises(TypeError, match=r"default_nesting_dims\(dim, "
-                       r"smallest=\.\.\.\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"default_nesting_dims\(dim, "
+        r"smallest=\.\.\.\)",
+    ):
         default_nesting_dims(64, 16)
 
 

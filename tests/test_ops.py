@@ -90,8 +90,11 @@ def test_non_int_dim_raises(dim):
 
 
 def test_positional_dim_raises_naming_the_keywords():
-    with pytest.raises(TypeError, match=r"truncate\(x, dim=\.\.\., "
-                       r"normalize=\.\.\.\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"truncate\(x, dim=\.\.\., "
+        r"normalize=\.\.\.\)",
+    ):
         truncate(np.ones((2, 4)), 2)
 
 

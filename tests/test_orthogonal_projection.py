@@ -3,16 +3,14 @@
 import keras
 import numpy as np
 import pytest
-
 from conftest import jit_compile
+
 from keras_mrl.layers._orthogonal_projection import OrthogonalProjection
 from keras_mrl.layers._orthogonal_projection import _NearestOrthogonal
 
 
 def _data(rng, n=300, scales=(0.2, 3.0, 1.0, 0.5, 2.0)):
-    return (rng.normal(size=(n, len(scales))) * scales + 1.0).astype(
-        "float32"
-    )
+    return (rng.normal(size=(n, len(scales))) * scales + 1.0).astype("float32")
 
 
 def test_adapt_projects_onto_the_principal_axes(rng):
@@ -27,8 +25,7 @@ def test_adapt_projects_onto_the_principal_axes(rng):
     expected = x @ vt.T
     for i in range(x.shape[1]):
         sign = np.sign(expected[:, i] @ y[:, i])
-        np.testing.assert_allclose(y[:, i], sign * expected[:, i],
-                                   atol=1e-3)
+        np.testing.assert_allclose(y[:, i], sign * expected[:, i], atol=1e-3)
     variances = y.var(axis=0)
     assert np.all(np.diff(variances) <= 0)
 
@@ -62,8 +59,11 @@ def test_training_keeps_the_kernel_orthogonal_only_when_asked(rng, keep):
     x = _data(rng, n=64)
     layer = OrthogonalProjection(keep_orthogonal=keep)
     model = keras.Sequential([keras.Input((5,)), layer])
-    model.compile(optimizer=keras.optimizers.SGD(0.02), loss="mse",
-                  jit_compile=jit_compile())
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.02),
+        loss="mse",
+        jit_compile=jit_compile(),
+    )
     model.fit(x, 2.0 * x[:, ::-1], epochs=3, batch_size=16, verbose=0)
     kernel = keras.ops.convert_to_numpy(layer.kernel)
     error = np.abs(kernel.T @ kernel - np.eye(5)).max()
@@ -83,10 +83,12 @@ def test_large_steps_keep_the_kernel_orthogonal(rng, learning_rate):
     x = _data(rng, n=64)
     layer = OrthogonalProjection()
     model = keras.Sequential([keras.Input((5,)), layer])
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss="mse",
-                  jit_compile=jit_compile())
-    history = model.fit(x, 2.0 * x[:, ::-1], epochs=3, batch_size=16,
-                        verbose=0)
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate),
+        loss="mse",
+        jit_compile=jit_compile(),
+    )
+    history = model.fit(x, 2.0 * x[:, ::-1], epochs=3, batch_size=16, verbose=0)
     kernel = keras.ops.convert_to_numpy(layer.kernel)
     assert np.isfinite(kernel).all()
     assert np.isfinite(history.history["loss"]).all()
@@ -101,8 +103,11 @@ def test_large_steps_keep_a_mixed_precision_kernel_orthogonal(rng):
     x = _data(rng, n=64)
     layer = OrthogonalProjection()
     model = keras.Sequential([keras.Input((5,)), layer])
-    model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse",
-                  jit_compile=jit_compile())
+    model.compile(
+        optimizer=keras.optimizers.SGD(1.0),
+        loss="mse",
+        jit_compile=jit_compile(),
+    )
     model.fit(x, 2.0 * x[:, ::-1], epochs=2, batch_size=16, verbose=0)
     assert keras.backend.standardize_dtype(layer.kernel.dtype) == "float32"
     assert keras.backend.standardize_dtype(layer(x).dtype) == "float16"
@@ -177,13 +182,15 @@ def test_integer_inputs_are_cast_to_the_compute_dtype(rng, dtype):
     assert keras.backend.standardize_dtype(y.dtype) == "float32"
     kernel = keras.ops.convert_to_numpy(layer.kernel)
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(y), x.astype("float32") @ kernel,
+        keras.ops.convert_to_numpy(y),
+        x.astype("float32") @ kernel,
         atol=1e-5,
     )
     inputs = keras.Input((5,), dtype=dtype)
     model = keras.Model(inputs, layer(inputs))
-    np.testing.assert_allclose(model.predict(x, verbose=0),
-                               x.astype("float32") @ kernel, atol=1e-5)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), x.astype("float32") @ kernel, atol=1e-5
+    )
 
 
 def test_serialization_round_trip(rng, tmp_path):
@@ -195,8 +202,9 @@ def test_serialization_round_trip(rng, tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert loaded.layers[0].keep_orthogonal is False
-    np.testing.assert_allclose(loaded.predict(x, verbose=0),
-                               model.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
 
 
 def test_non_finite_data_raises(rng):

@@ -14,7 +14,15 @@ pytestmark = pytest.mark.numpy_only
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SKIPPED_DIRS = {".git", ".venv", "build", "dist", "demo_out", "site"}
 TEXT_SUFFIXES = {
-    ".py", ".md", ".ipynb", ".cfg", ".toml", ".txt", ".yml", ".yaml", "",
+    ".py",
+    ".md",
+    ".ipynb",
+    ".cfg",
+    ".toml",
+    ".txt",
+    ".yml",
+    ".yaml",
+    "",
 }
 PROCESS_WORDS = re.compile(
     r"\b[Ii]ssues? #?[0-9]+|\b[Ss]essions?\b|this stop|last stop|the brief"

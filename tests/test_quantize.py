@@ -106,9 +106,7 @@ def test_dim_quantizes_the_prefix_with_the_prefix_of_the_calibration(
     calibration = rng.normal(size=(60, 19))
     np.testing.assert_array_equal(
         quantize(x, precision=precision, calibration=calibration, dim=8),
-        quantize(
-            x[:, :8], precision=precision, calibration=calibration[:, :8]
-        ),
+        quantize(x[:, :8], precision=precision, calibration=calibration[:, :8]),
     )
     ranges = np.stack([calibration.min(0), calibration.max(0)])
     np.testing.assert_array_equal(
@@ -207,7 +205,9 @@ def test_bad_ranges_raise(x):
         quantize(x, precision="int8", ranges=flipped)
     with pytest.raises(ValueError, match="not both"):
         quantize(
-            x, precision="int8", ranges=np.stack([x.min(0), x.max(0)]),
+            x,
+            precision="int8",
+            ranges=np.stack([x.min(0), x.max(0)]),
             calibration=x,
         )
 
@@ -222,11 +222,17 @@ def test_one_embedding_without_calibration_raises(x):
 @pytest.mark.parametrize("precision", ["int8", "uint8"])
 def test_one_calibration_embedding_raises_as_one_embedding_does(x, precision):
     # Its ranges would be empty: every code the lowest.
-    with pytest.raises(ValueError, match=r"needs per-dimension ranges, and 1 "
-                       r"embedding\(s\) of `x` cannot give them"):
+    with pytest.raises(
+        ValueError,
+        match=r"needs per-dimension ranges, and 1 "
+        r"embedding\(s\) of `x` cannot give them",
+    ):
         quantize(x[:1], precision=precision)
-    with pytest.raises(ValueError, match=r"needs per-dimension ranges, and 1 "
-                       r"embedding\(s\) of `calibration` cannot give them"):
+    with pytest.raises(
+        ValueError,
+        match=r"needs per-dimension ranges, and 1 "
+        r"embedding\(s\) of `calibration` cannot give them",
+    ):
         quantize(x, precision=precision, calibration=x[:1])
     with pytest.raises(ValueError, match="`calibration` cannot"):
         quantize(x, precision=precision, calibration=x[:1], dim=8)
@@ -240,8 +246,11 @@ def test_ranges_empty_in_every_dimension_raise(x, source):
         "calibration": {"calibration": same},
         "ranges": {"ranges": np.concatenate([x[:1], x[:1]])},
     }[source]
-    with pytest.raises(ValueError, match=rf"those of `{source}` are empty "
-                       r"\(minimum = maximum\) in every dimension"):
+    with pytest.raises(
+        ValueError,
+        match=rf"those of `{source}` are empty "
+        r"\(minimum = maximum\) in every dimension",
+    ):
         quantize(same if source == "x" else x, precision="int8", **kwargs)
 
 
@@ -263,8 +272,9 @@ def test_calibration_is_ignored_by_the_fixed_thresholds(x):
         )
 
 
-@pytest.mark.parametrize("dim, error", [(20, ValueError), (0, ValueError),
-                                        (8.0, TypeError)])
+@pytest.mark.parametrize(
+    "dim, error", [(20, ValueError), (0, ValueError), (8.0, TypeError)]
+)
 def test_bad_dim_raises(x, dim, error):
     with pytest.raises(error, match="dim"):
         quantize(x, precision="binary", dim=dim)

@@ -38,13 +38,14 @@ def sign_bits(x, width):
 
 def hamming_reference(queries, corpus, width):
     """Differing sign bits of the `width` prefixes, bit by bit."""
-    a = (queries[:, None, :width] > 0)
-    b = (corpus[None, :, :width] > 0)
+    a = queries[:, None, :width] > 0
+    b = corpus[None, :, :width] > 0
     return (a != b).sum(axis=-1)
 
 
-def int8_scores_reference(queries, corpus, width, calibration=None,
-                          normalize=True):
+def int8_scores_reference(
+    queries, corpus, width, calibration=None, normalize=True
+):
     """Query . decoded int8 codes, from keras_mrl.serving.quantize."""
     prep = unit if normalize else (lambda x: x)
     c = prep(corpus[:, :width])
@@ -61,19 +62,25 @@ def assert_best_by(scores, ids, full, k):
     assert ids.shape == scores.shape == (len(full), k)
     for row in range(len(full)):
         assert len(set(ids[row].tolist())) == k
-        np.testing.assert_allclose(scores[row], full[row, ids[row]],
-                                   rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(scores[row],
-                                   np.sort(full[row])[::-1][:k],
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            scores[row], full[row, ids[row]], rtol=1e-5, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            scores[row], np.sort(full[row])[::-1][:k], rtol=1e-5, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("use_faiss", FIRST_STAGES)
 @pytest.mark.parametrize("width", [8, 24, 48])
 def test_binary_first_stage_is_the_exact_hamming_ranking(use_faiss, width):
     corpus, queries = data()
-    index = FunnelIndex(corpus, stage_dims=(width,), shortlist=(),
-                        precisions=("binary",), use_faiss=use_faiss)
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(width,),
+        shortlist=(),
+        precisions=("binary",),
+        use_faiss=use_faiss,
+    )
     assert index.uses_faiss == (use_faiss is None)
     scores, ids = index.search(queries, k=15)
     distances = hamming_reference(queries, corpus, width)
@@ -82,10 +89,10 @@ def test_binary_first_stage_is_the_exact_hamming_ranking(use_faiss, width):
     np.testing.assert_array_equal(
         distances,
         keras_mrl.serving.hamming_distance(
-            keras_mrl.serving.quantize(queries, precision="binary",
-                                       dim=width),
-            corpus=keras_mrl.serving.quantize(corpus, precision="binary",
-                                              dim=width),
+            keras_mrl.serving.quantize(queries, precision="binary", dim=width),
+            corpus=keras_mrl.serving.quantize(
+                corpus, precision="binary", dim=width
+            ),
         ),
     )
 
@@ -94,8 +101,9 @@ def test_hamming_without_numpy_bitwise_count(monkeypatch):
     corpus, queries = data()
     expected = hamming_reference(queries, corpus, 40)
     monkeypatch.delattr(np, "bitwise_count", raising=False)
-    got = _quantized_stage.hamming(sign_bits(queries, 40),
-                                   sign_bits(corpus, 40))
+    got = _quantized_stage.hamming(
+        sign_bits(queries, 40), sign_bits(corpus, 40)
+    )
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, expected)
 
@@ -103,9 +111,16 @@ def test_hamming_without_numpy_bitwise_count(monkeypatch):
 @needs_faiss
 def test_binary_hnsw_finds_the_hamming_neighbours():
     corpus, queries = data(n=3000, q=20, d=64)
-    index = FunnelIndex(corpus, stage_dims=(64,), shortlist=(),
-                        precisions=("binary",), index="hnsw", hnsw_m=32,
-                        ef_construction=200, ef_search=200)
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(64,),
+        shortlist=(),
+        precisions=("binary",),
+        index="hnsw",
+        hnsw_m=32,
+        ef_construction=200,
+        ef_search=200,
+    )
     scores, ids = index.search(queries, k=10)
     assert type(index._first).__name__ == "FaissBinaryHNSWFirstStage"
     distances = hamming_reference(queries, corpus, 64)
@@ -121,11 +136,18 @@ def test_binary_hnsw_finds_the_hamming_neighbours():
 @needs_faiss
 def test_narrow_binary_hnsw_beam_raises_instead_of_padding():
     corpus, queries = data(n=60)
-    index = FunnelIndex(corpus, stage_dims=(16, 48), shortlist=(60,),
-                        precisions=("binary", "float32"), index="hnsw",
-                        ef_search=1)
-    with pytest.raises(ValueError, match="found only .* fewer than k=60.*"
-                       "ef_search=1 is too narrow"):
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(16, 48),
+        shortlist=(60,),
+        precisions=("binary", "float32"),
+        index="hnsw",
+        ef_search=1,
+    )
+    with pytest.raises(
+        ValueError,
+        match="found only .* fewer than k=60.*ef_search=1 is too narrow",
+    ):
         index.search(queries, k=60)
 
 
@@ -133,9 +155,14 @@ def test_narrow_binary_hnsw_beam_raises_instead_of_padding():
 @pytest.mark.parametrize("normalize", [True, False])
 def test_int8_first_stage_matches_the_numpy_reference(use_faiss, normalize):
     corpus, queries = data()
-    index = FunnelIndex(corpus, stage_dims=(24,), shortlist=(),
-                        precisions=("int8",), normalize=normalize,
-                        use_faiss=use_faiss)
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(24,),
+        shortlist=(),
+        precisions=("int8",),
+        normalize=normalize,
+        use_faiss=use_faiss,
+    )
     scores, ids = index.search(queries, k=10)
     full = int8_scores_reference(queries, corpus, 24, normalize=normalize)
     assert_best_by(scores, ids, full, 10)
@@ -148,13 +175,18 @@ def test_int8_first_stage_matches_the_numpy_reference(use_faiss, normalize):
 def test_int8_codes_are_those_of_serving_quantize(use_faiss):
     corpus, _ = data()
     calibration = data(n=50, seed=1)[0] * 0.8
-    index = FunnelIndex(corpus, stage_dims=(16, 48), shortlist=(50,),
-                        precisions=("int8", "int8"), calibration=calibration,
-                        use_faiss=use_faiss)
-    for stored, width in ((index._first.vectors(), 16),
-                          (index._views[0], 48)):
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(16, 48),
+        shortlist=(50,),
+        precisions=("int8", "int8"),
+        calibration=calibration,
+        use_faiss=use_faiss,
+    )
+    for stored, width in ((index._first.vectors(), 16), (index._views[0], 48)):
         codes = keras_mrl.serving.quantize(
-            unit(corpus[:, :width]), precision="int8",
+            unit(corpus[:, :width]),
+            precision="int8",
             calibration=unit(calibration[:, :width]),
         )
         assert stored.dtype == np.uint8
@@ -166,9 +198,14 @@ def test_int8_rescoring_matches_the_numpy_reference(use_faiss):
     corpus, queries = data()
     calibration = data(n=60, seed=2)[0]
     # A shortlist of the whole corpus leaves the int8 stage to rank alone.
-    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(len(corpus),),
-                        precisions=("binary", "int8"),
-                        calibration=calibration, use_faiss=use_faiss)
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(8, 48),
+        shortlist=(len(corpus),),
+        precisions=("binary", "int8"),
+        calibration=calibration,
+        use_faiss=use_faiss,
+    )
     scores, ids = index.search(queries, k=10)
     full = int8_scores_reference(queries, corpus, 48, calibration)
     assert_best_by(scores, ids, full, 10)
@@ -180,10 +217,21 @@ def test_int8_rescoring_matches_the_numpy_reference(use_faiss):
 def test_calibration_changes_the_int8_steps():
     corpus, queries = data()
     calibration = data(n=60, seed=2)[0] * 3.0
-    own = FunnelIndex(corpus, stage_dims=(48,), shortlist=(), use_faiss=False,
-                      precisions=("int8",))
-    wide = FunnelIndex(corpus, stage_dims=(48,), shortlist=(), use_faiss=False,
-                       precisions=("int8",), calibration=calibration)
+    own = FunnelIndex(
+        corpus,
+        stage_dims=(48,),
+        shortlist=(),
+        use_faiss=False,
+        precisions=("int8",),
+    )
+    wide = FunnelIndex(
+        corpus,
+        stage_dims=(48,),
+        shortlist=(),
+        use_faiss=False,
+        precisions=("int8",),
+        calibration=calibration,
+    )
     assert not np.array_equal(own._first.vectors(), wide._first.vectors())
     scores, ids = wide.search(queries, k=10)
     full = int8_scores_reference(queries, corpus, 48, calibration)
@@ -191,22 +239,22 @@ def test_calibration_changes_the_int8_steps():
 
 
 @needs_faiss
-@pytest.mark.parametrize("precisions", [("binary", "float32"),
-                                        ("int8", "float32"),
-                                        ("binary", "int8")])
+@pytest.mark.parametrize(
+    "precisions",
+    [("binary", "float32"), ("int8", "float32"), ("binary", "int8")],
+)
 def test_faiss_and_numpy_paths_agree(precisions):
     corpus, queries = data(n=1000)
-    options = dict(stage_dims=(16, 48), shortlist=(1000,), precisions=precisions)
+    options = dict(
+        stage_dims=(16, 48), shortlist=(1000,), precisions=precisions
+    )
     on_faiss = FunnelIndex(corpus, use_faiss=True, **options)
     on_numpy = FunnelIndex(corpus, use_faiss=False, **options)
-    faiss_first = on_faiss._first.search(
-        *_first_query(on_faiss, queries), 30
+    faiss_first = on_faiss._first.search(*_first_query(on_faiss, queries), 30)
+    numpy_first = on_numpy._first.search(*_first_query(on_numpy, queries), 30)
+    np.testing.assert_allclose(
+        faiss_first[0], numpy_first[0], rtol=1e-5, atol=1e-5
     )
-    numpy_first = on_numpy._first.search(
-        *_first_query(on_numpy, queries), 30
-    )
-    np.testing.assert_allclose(faiss_first[0], numpy_first[0], rtol=1e-5,
-                               atol=1e-5)
     # The whole corpus shortlisted: ties at stage 0 cannot cut differently.
     a, b = on_faiss.search(queries, k=10), on_numpy.search(queries, k=10)
     np.testing.assert_array_equal(a[1], b[1])
@@ -218,8 +266,13 @@ def test_faiss_and_numpy_paths_agree(precisions):
 def test_binary_ties_break_by_id_lowest_first(use_faiss, width):
     # 8 bits have 9 distances: 2,000 rows tie in large groups.
     corpus, queries = data(n=2000, q=20)
-    index = FunnelIndex(corpus, stage_dims=(width,), shortlist=(),
-                        precisions=("binary",), use_faiss=use_faiss)
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(width,),
+        shortlist=(),
+        precisions=("binary",),
+        use_faiss=use_faiss,
+    )
     scores, ids = index.search(queries, k=150)
     distances = hamming_reference(queries, corpus, width)
     expected = np.argsort(distances, axis=1, kind="stable")[:, :150]
@@ -232,8 +285,9 @@ def test_binary_ties_break_by_id_lowest_first(use_faiss, width):
 @needs_faiss
 def test_binary_ties_break_by_id_on_faiss_and_numpy(tmp_path):
     corpus, queries = data(n=2000, q=30)
-    options = dict(stage_dims=(8, 48), shortlist=(100,),
-                   precisions=("binary", "float32"))
+    options = dict(
+        stage_dims=(8, 48), shortlist=(100,), precisions=("binary", "float32")
+    )
     built = {
         use_faiss: FunnelIndex(corpus, use_faiss=use_faiss, **options)
         for use_faiss in (True, False)
@@ -252,8 +306,9 @@ def test_binary_ties_break_by_id_on_faiss_and_numpy(tmp_path):
             assert loaded.uses_faiss == loaded_on
             scores, ids = loaded.search(queries, k=10)
             np.testing.assert_array_equal(ids, expected[1])
-            np.testing.assert_allclose(scores, expected[0], rtol=1e-5,
-                                       atol=1e-6)
+            np.testing.assert_allclose(
+                scores, expected[0], rtol=1e-5, atol=1e-6
+            )
 
 
 def _first_query(index, queries):
@@ -266,8 +321,13 @@ def _first_query(index, queries):
 @pytest.mark.parametrize("precision", ["int8", "binary"])
 def test_numpy_scan_in_small_blocks_keeps_the_best(precision, monkeypatch):
     corpus, queries = data()
-    index = FunnelIndex(corpus, stage_dims=(16,), shortlist=(),
-                        precisions=(precision,), use_faiss=False)
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(16,),
+        shortlist=(),
+        precisions=(precision,),
+        use_faiss=False,
+    )
     # A few corpus rows per block, merged block by block.
     monkeypatch.setattr(_first_stage, "_SCORE_BYTES", 4 * 9 * 130)
     scores, ids = index.search(queries, k=120)
@@ -290,8 +350,13 @@ def test_numpy_scan_in_small_blocks_keeps_the_best(precision, monkeypatch):
 )
 def test_bytes_per_vector(dims, precisions, per_stage):
     corpus = np.random.default_rng(0).normal(size=(40, 384))
-    index = FunnelIndex(corpus, stage_dims=dims, shortlist=(20,) * (len(dims) - 1),
-                        precisions=precisions, use_faiss=False)
+    index = FunnelIndex(
+        corpus,
+        stage_dims=dims,
+        shortlist=(20,) * (len(dims) - 1),
+        precisions=precisions,
+        use_faiss=False,
+    )
     assert index.bytes_per_vector == per_stage
     assert index.total_bytes_per_vector == sum(per_stage)
     stored = [index._first.vectors(), *index._views]
@@ -300,28 +365,49 @@ def test_bytes_per_vector(dims, precisions, per_stage):
 
 def test_default_precisions_are_float32():
     corpus, queries = data()
-    default = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(60,),
-                          use_faiss=False)
-    explicit = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(60,),
-                           precisions=["float32", "float32"],
-                           use_faiss=False)
+    default = FunnelIndex(
+        corpus, stage_dims=(8, 48), shortlist=(60,), use_faiss=False
+    )
+    explicit = FunnelIndex(
+        corpus,
+        stage_dims=(8, 48),
+        shortlist=(60,),
+        precisions=["float32", "float32"],
+        use_faiss=False,
+    )
     assert default.precisions == ("float32", "float32")
     assert default.get_config() == explicit.get_config()
     assert default.get_config()["precisions"] == ["float32", "float32"]
-    for a, b in zip(default.search(queries, k=5),
-                    explicit.search(queries, k=5)):
+    for a, b in zip(
+        default.search(queries, k=5), explicit.search(queries, k=5)
+    ):
         np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize(
     "use_faiss, kind, precisions",
     [
-        pytest.param(None, "flat", ("binary", "float32"), id="faiss-binary",
-                     marks=needs_faiss),
-        pytest.param(None, "hnsw", ("binary", "int8"),
-                     id="faiss-binary-hnsw", marks=needs_faiss),
-        pytest.param(None, "flat", ("int8", "float32"), id="faiss-int8",
-                     marks=needs_faiss),
+        pytest.param(
+            None,
+            "flat",
+            ("binary", "float32"),
+            id="faiss-binary",
+            marks=needs_faiss,
+        ),
+        pytest.param(
+            None,
+            "hnsw",
+            ("binary", "int8"),
+            id="faiss-binary-hnsw",
+            marks=needs_faiss,
+        ),
+        pytest.param(
+            None,
+            "flat",
+            ("int8", "float32"),
+            id="faiss-int8",
+            marks=needs_faiss,
+        ),
         pytest.param(False, "flat", ("binary", "int8"), id="numpy-binary"),
         pytest.param(False, "flat", ("int8", "int8"), id="numpy-int8"),
     ],
@@ -329,9 +415,15 @@ def test_default_precisions_are_float32():
 def test_save_load_round_trip(tmp_path, use_faiss, kind, precisions):
     corpus, queries = data()
     calibration = data(n=30, seed=3)[0] if "int8" in precisions else None
-    index = FunnelIndex(corpus, stage_dims=(16, 48), shortlist=(80,),
-                        precisions=precisions, calibration=calibration,
-                        index=kind, use_faiss=use_faiss)
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(16, 48),
+        shortlist=(80,),
+        precisions=precisions,
+        calibration=calibration,
+        index=kind,
+        use_faiss=use_faiss,
+    )
     path = index.save(tmp_path / "index")
     with np.load(path) as saved:
         header = json.loads(str(saved["header"]))
@@ -347,13 +439,13 @@ def test_save_load_round_trip(tmp_path, use_faiss, kind, precisions):
         )
     assert header["version"] == 1
     assert header["config"]["precisions"] == list(precisions)
-    assert ranges == {f"ranges_{d}" for d, p in zip((16, 48), precisions)
-                      if p == "int8"}
+    assert ranges == {
+        f"ranges_{d}" for d, p in zip((16, 48), precisions) if p == "int8"
+    }
     loaded = FunnelIndex.load(path)
     assert loaded.get_config() == index.get_config()
     assert loaded.bytes_per_vector == index.bytes_per_vector
-    for a, b in zip(loaded.search(queries, k=10),
-                    index.search(queries, k=10)):
+    for a, b in zip(loaded.search(queries, k=10), index.search(queries, k=10)):
         np.testing.assert_array_equal(a, b)
     # Added rows are encoded with the saved ranges, not new ones. (An HNSW
     # graph draws the levels of new nodes at random, so its answers after
@@ -363,8 +455,7 @@ def test_save_load_round_trip(tmp_path, use_faiss, kind, precisions):
     more = data(n=20, seed=4)[0] * 2.0
     loaded.add(more)
     index.add(more)
-    for a, b in zip(loaded.search(queries, k=10),
-                    index.search(queries, k=10)):
+    for a, b in zip(loaded.search(queries, k=10), index.search(queries, k=10)):
         np.testing.assert_array_equal(a, b)
 
 
@@ -372,31 +463,39 @@ def test_save_load_round_trip(tmp_path, use_faiss, kind, precisions):
 def test_add_matches_one_build_with_fixed_calibration(use_faiss):
     corpus, queries = data()
     calibration = data(n=50, seed=5)[0]
-    options = dict(stage_dims=(16, 48), shortlist=(100,),
-                   precisions=("int8", "int8"), calibration=calibration,
-                   use_faiss=use_faiss)
+    options = dict(
+        stage_dims=(16, 48),
+        shortlist=(100,),
+        precisions=("int8", "int8"),
+        calibration=calibration,
+        use_faiss=use_faiss,
+    )
     whole = FunnelIndex(corpus, **options)
     grown = FunnelIndex(corpus[:150], **options)
     grown.add(corpus[150:])
-    for a, b in zip(grown.search(queries, k=10),
-                    whole.search(queries, k=10)):
+    for a, b in zip(grown.search(queries, k=10), whole.search(queries, k=10)):
         np.testing.assert_array_equal(a, b)
 
 
 def test_from_config_takes_a_calibration():
     corpus, queries = data()
     calibration = data(n=50, seed=6)[0]
-    index = FunnelIndex(corpus, stage_dims=(16, 48), shortlist=(60,),
-                        precisions=("int8", "float32"),
-                        calibration=calibration, use_faiss=False)
-    again = FunnelIndex.from_config(index.get_config(),
-                                    corpus_embeddings=corpus,
-                                    calibration=calibration)
-    np.testing.assert_array_equal(again._first.vectors(),
-                                  index._first.vectors())
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(16, 48),
+        shortlist=(60,),
+        precisions=("int8", "float32"),
+        calibration=calibration,
+        use_faiss=False,
+    )
+    again = FunnelIndex.from_config(
+        index.get_config(), corpus_embeddings=corpus, calibration=calibration
+    )
+    np.testing.assert_array_equal(
+        again._first.vectors(), index._first.vectors()
+    )
     # Without one, the corpus calibrates.
-    own = FunnelIndex.from_config(index.get_config(),
-                                  corpus_embeddings=corpus)
+    own = FunnelIndex.from_config(index.get_config(), corpus_embeddings=corpus)
     assert not np.array_equal(own._first.vectors(), index._first.vectors())
 
 
@@ -420,41 +519,71 @@ def _edit_header(path, edit):
 
 def _saved(tmp_path):
     corpus, _ = data()
-    index = FunnelIndex(corpus, stage_dims=(16, 48), shortlist=(60,),
-                        precisions=("binary", "int8"), use_faiss=False)
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(16, 48),
+        shortlist=(60,),
+        precisions=("binary", "int8"),
+        use_faiss=False,
+    )
     return index.save(tmp_path / "index.npz")
 
 
 def _precisions(value):
     def edit(header):
         header["config"]["precisions"] = value
+
     return edit
 
 
 @pytest.mark.parametrize(
     "damage, match",
     [
-        (lambda p: _rewrite(p, prefix_16=np.zeros((400, 16), "float32")),
-         r"`prefix_16` holds a float32 array of shape \(400, 16\), not the "
-         r"uint8 \(400, 2\) .* for a binary stage"),
-        (lambda p: _rewrite(p, prefix_48=np.zeros((400, 48), "int8")),
-         r"not the uint8 \(400, 48\) .* for a int8 stage"),
+        (
+            lambda p: _rewrite(p, prefix_16=np.zeros((400, 16), "float32")),
+            r"`prefix_16` holds a float32 array of shape \(400, 16\), not the "
+            r"uint8 \(400, 2\) .* for a binary stage",
+        ),
+        (
+            lambda p: _rewrite(p, prefix_48=np.zeros((400, 48), "int8")),
+            r"not the uint8 \(400, 48\) .* for a int8 stage",
+        ),
         (lambda p: _rewrite(p, ranges_48=None), "no `ranges_48` entry"),
-        (lambda p: _rewrite(p, ranges_48=np.zeros((2, 47), "float32")),
-         r"`ranges_48` holds a float32 array of shape \(2, 47\)"),
-        (lambda p: _rewrite(p, ranges_48=np.zeros((2, 48))),
-         "`ranges_48` holds a float64 array"),
-        (lambda p: _rewrite(p, ranges_48=np.stack(
-            [np.ones(48), np.zeros(48)]).astype("float32")),
-         "minima .* no greater than their maxima"),
-        (lambda p: _rewrite(p, ranges_48=np.full((2, 48), np.nan, "float32")),
-         "must hold finite minima"),
-        (lambda p: _edit_header(p, _precisions(["int8", "binary"])),
-         r"`precisions\[1\]` must be one of \['float32', 'int8'\]"),
-        (lambda p: _edit_header(p, _precisions(["binary"])),
-         "one precision per width"),
-        (lambda p: _edit_header(p, _precisions("binary")),
-         "`precisions` must be a tuple of str"),
+        (
+            lambda p: _rewrite(p, ranges_48=np.zeros((2, 47), "float32")),
+            r"`ranges_48` holds a float32 array of shape \(2, 47\)",
+        ),
+        (
+            lambda p: _rewrite(p, ranges_48=np.zeros((2, 48))),
+            "`ranges_48` holds a float64 array",
+        ),
+        (
+            lambda p: _rewrite(
+                p,
+                ranges_48=np.stack([np.ones(48), np.zeros(48)]).astype(
+                    "float32"
+                ),
+            ),
+            "minima .* no greater than their maxima",
+        ),
+        (
+            lambda p: _rewrite(
+                p, ranges_48=np.full((2, 48), np.nan, "float32")
+            ),
+            "must hold finite minima",
+        ),
+        (
+            lambda p: _edit_header(p, _precisions(["int8", "binary"])),
+            r"`precisions\[1\]` must be one of \['float32', 'int8'\]",
+        ),
+        (
+            lambda p: _edit_header(p, _precisions(["binary"])),
+            "one precision per width",
+        ),
+        (
+            lambda p: _edit_header(p, _precisions("binary")),
+            "`precisions` must be a tuple of str",
+        ),
     ],
 )
 def test_load_rejects_damaged_quantized_files(tmp_path, damage, match):
@@ -471,13 +600,20 @@ def test_load_rejects_damaged_quantized_files(tmp_path, damage, match):
 def test_load_rejects_a_foreign_binary_hnsw_graph(tmp_path):
     faiss = _first_stage.import_faiss()
     corpus, _ = data()
-    index = FunnelIndex(corpus, stage_dims=(16, 48), shortlist=(60,),
-                        precisions=("binary", "float32"), index="hnsw")
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(16, 48),
+        shortlist=(60,),
+        precisions=("binary", "float32"),
+        index="hnsw",
+    )
     path = index.save(tmp_path / "i")
     graph = faiss.serialize_index_binary(faiss.IndexBinaryFlat(16))
     _rewrite(path, first_stage_state=graph)
-    with pytest.raises(ValueError, match="not the IndexBinaryHNSW of the "
-                       "400 x 16 first-stage bit codes"):
+    with pytest.raises(
+        ValueError,
+        match="not the IndexBinaryHNSW of the 400 x 16 first-stage bit codes",
+    ):
         FunnelIndex.load(path)
     _rewrite(path, first_stage_state=np.frombuffer(b"junk", np.uint8))
     with pytest.raises(ValueError, match="cannot be read by faiss"):
@@ -486,8 +622,12 @@ def test_load_rejects_a_foreign_binary_hnsw_graph(tmp_path):
 
 
 def _build(**kwargs):
-    args = {"corpus_embeddings": data()[0], "stage_dims": (16, 48),
-            "shortlist": (50,), "use_faiss": False}
+    args = {
+        "corpus_embeddings": data()[0],
+        "stage_dims": (16, 48),
+        "shortlist": (50,),
+        "use_faiss": False,
+    }
     args.update(kwargs)
     return FunnelIndex(**args)
 
@@ -496,38 +636,74 @@ def _build(**kwargs):
     "kwargs, match",
     [
         ({"precisions": ("binary",)}, "one precision per width"),
-        ({"precisions": ("int4", "float32")},
-         r"`precisions\[0\]` must be one of \['float32', 'int8', 'binary'\]"),
-        ({"precisions": ("float32", "binary")},
-         r"`precisions\[1\]` must be one of \['float32', 'int8'\]"),
+        (
+            {"precisions": ("int4", "float32")},
+            r"`precisions\[0\]` must be one of \['float32', 'int8', 'binary'\]",
+        ),
+        (
+            {"precisions": ("float32", "binary")},
+            r"`precisions\[1\]` must be one of \['float32', 'int8'\]",
+        ),
         ({"precisions": ("ubinary", "float32")}, r"`precisions\[0\]`"),
         ({"precisions": ("binary", 8)}, r"`precisions\[1\]` must be one"),
-        ({"stage_dims": (12, 48), "precisions": ("binary", "float32")},
-         "multiple of 8; got 12"),
-        ({"precisions": ("int8", "float32"), "index": "hnsw"},
-         "index='hnsw' takes a first-stage precision in "
-         r"\['float32', 'binary'\]"),
-        ({"calibration": np.zeros((5, 48))}, "`calibration` sets the steps "
-         "of int8 stages"),
-        ({"precisions": ("int8", "float32"), "calibration": np.zeros((5, 32))},
-         "`calibration` has width 32, but the corpus has width 48"),
-        ({"precisions": ("int8", "float32"), "calibration": np.zeros(48)},
-         "`calibration` must be a 2-D array"),
-        ({"precisions": ("int8", "float32"),
-          "calibration": np.zeros((0, 48))}, "whose 0 row"),
+        (
+            {"stage_dims": (12, 48), "precisions": ("binary", "float32")},
+            "multiple of 8; got 12",
+        ),
+        (
+            {"precisions": ("int8", "float32"), "index": "hnsw"},
+            "index='hnsw' takes a first-stage precision in "
+            r"\['float32', 'binary'\]",
+        ),
+        (
+            {"calibration": np.zeros((5, 48))},
+            "`calibration` sets the steps of int8 stages",
+        ),
+        (
+            {
+                "precisions": ("int8", "float32"),
+                "calibration": np.zeros((5, 32)),
+            },
+            "`calibration` has width 32, but the corpus has width 48",
+        ),
+        (
+            {"precisions": ("int8", "float32"), "calibration": np.zeros(48)},
+            "`calibration` must be a 2-D array",
+        ),
+        (
+            {
+                "precisions": ("int8", "float32"),
+                "calibration": np.zeros((0, 48)),
+            },
+            "whose 0 row",
+        ),
         # One row (or identical rows) would give every vector one code.
-        ({"precisions": ("int8", "float32"),
-          "calibration": data()[0][:1]},
-         r"int8 stage 0 \(width 16\) measures its per-dimension ranges on "
-         r"`calibration`, whose 1 row\(s\) leave them empty"),
-        ({"precisions": ("float32", "int8"),
-          "calibration": np.repeat(data()[0][:1], 5, axis=0)},
-         r"int8 stage 1 \(width 48\).*`calibration`, whose 5 row"),
-        ({"precisions": ("int8", "float32"),
-          "corpus_embeddings": data()[0][:1]},
-         r"`corpus_embeddings`, whose 1 row\(s\) leave them empty"),
-        ({"precisions": ("int8", "float32"),
-          "calibration": np.full((5, 48), np.nan)}, "`calibration` holds"),
+        (
+            {"precisions": ("int8", "float32"), "calibration": data()[0][:1]},
+            r"int8 stage 0 \(width 16\) measures its per-dimension ranges on "
+            r"`calibration`, whose 1 row\(s\) leave them empty",
+        ),
+        (
+            {
+                "precisions": ("float32", "int8"),
+                "calibration": np.repeat(data()[0][:1], 5, axis=0),
+            },
+            r"int8 stage 1 \(width 48\).*`calibration`, whose 5 row",
+        ),
+        (
+            {
+                "precisions": ("int8", "float32"),
+                "corpus_embeddings": data()[0][:1],
+            },
+            r"`corpus_embeddings`, whose 1 row\(s\) leave them empty",
+        ),
+        (
+            {
+                "precisions": ("int8", "float32"),
+                "calibration": np.full((5, 48), np.nan),
+            },
+            "`calibration` holds",
+        ),
     ],
 )
 def test_constructor_errors(kwargs, match):

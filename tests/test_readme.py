@@ -24,10 +24,18 @@ BENCHMARKS = ROOT / "docs" / "benchmarks.md"
 LINKING_PAGES = [
     README,
     BENCHMARKS,
-    *(ROOT / "docs" / name for name in (
-        "text_finetune.md", "demo.md", "adaptive.md", "serving.md",
-        "losses.md", "scaling.md", "embeddings.md",
-    )),
+    *(
+        ROOT / "docs" / name
+        for name in (
+            "text_finetune.md",
+            "demo.md",
+            "adaptive.md",
+            "serving.md",
+            "losses.md",
+            "scaling.md",
+            "embeddings.md",
+        )
+    ),
 ]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
@@ -82,7 +90,8 @@ def test_anchors_follow_github_headings(tmp_path):
         "## Post-hoc Matryoshka: `MatryoshkaAdaptor`\n"
     )
     assert _anchors(page) == {
-        "title", "1-figure-2-of-the-paper",
+        "title",
+        "1-figure-2-of-the-paper",
         "post-hoc-matryoshka-matryoshkaadaptor",
     }
 
@@ -107,9 +116,7 @@ def test_readme_examples_run_print_what_they_say_and_write_nothing(
 
     # Quickstart A: unit-length 64-d vectors of the fine-tuned embedder.
     vectors = keras.ops.convert_to_numpy(namespace["vectors"])
-    np.testing.assert_allclose(
-        np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5
-    )
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert list(tmp_path.iterdir()) == []  # nothing written
     # Quickstart B: the exported head is a plain Dense on 64 features.
     assert namespace["small_head"].kernel.shape == (64, 10)
@@ -124,8 +131,10 @@ def test_local_links_point_to_files_and_headings_that_exist(page):
     for target, anchor in _local_links(page):
         if not target.exists():
             broken.append(str(target))
-        elif anchor and target.suffix == ".md" and (
-            anchor not in _anchors(target)
+        elif (
+            anchor
+            and target.suffix == ".md"
+            and (anchor not in _anchors(target))
         ):
             broken.append(f"{target.name}#{anchor}")
     assert not broken, broken

@@ -44,12 +44,16 @@ def brute_force(corpus, queries, width, k, normalize):
 def test_exact_when_shortlist_is_corpus(use_faiss, normalize, dims):
     corpus, queries = data()
     shortlist = (len(corpus),) * (len(dims) - 1)
-    index = FunnelIndex(corpus, stage_dims=dims, shortlist=shortlist,
-                        normalize=normalize, use_faiss=use_faiss)
+    index = FunnelIndex(
+        corpus,
+        stage_dims=dims,
+        shortlist=shortlist,
+        normalize=normalize,
+        use_faiss=use_faiss,
+    )
     assert index.uses_faiss == (use_faiss is None)
     scores, ids = index.search(queries, k=10)
-    ref_scores, ref_ids = brute_force(corpus, queries, dims[-1], 10,
-                                      normalize)
+    ref_scores, ref_ids = brute_force(corpus, queries, dims[-1], 10, normalize)
     assert scores.shape == ids.shape == (7, 10)
     assert scores.dtype == np.float32 and ids.dtype == np.int64
     np.testing.assert_array_equal(ids, ref_ids)
@@ -69,8 +73,13 @@ def test_hand_checked_funnel(use_faiss):
         dtype="float32",
     )
     query = np.array([[1, 1, 1, 0]], dtype="float32")
-    index = FunnelIndex(corpus, stage_dims=(1, 2, 4), shortlist=(3, 2),
-                        normalize=False, use_faiss=use_faiss)
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(1, 2, 4),
+        shortlist=(3, 2),
+        normalize=False,
+        use_faiss=use_faiss,
+    )
     # Width 1 keeps rows 0, 1, 2 (scores 5, 4, 3; row 4, best at full width
     # with 19, is cut). Width 2 keeps rows 1, 0 (7, 5; row 2 scores 3 and
     # is cut, though it would score 12 at width 4). Width 4: 7, 5.
@@ -82,8 +91,9 @@ def test_hand_checked_funnel(use_faiss):
 def test_numpy_fallback_without_faiss(monkeypatch):
     monkeypatch.setattr(_first_stage, "import_faiss", lambda: None)
     corpus, queries = data()
-    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(len(corpus),),
-                        index="hnsw")
+    index = FunnelIndex(
+        corpus, stage_dims=(8, 48), shortlist=(len(corpus),), index="hnsw"
+    )
     assert not index.uses_faiss
     # Without faiss an "hnsw" first stage is the exact numpy one.
     _, ids = index.search(queries, k=5)
@@ -97,8 +107,14 @@ def test_numpy_fallback_without_faiss(monkeypatch):
 @needs_faiss
 def test_hnsw_first_stage_finds_neighbours():
     corpus, queries = data(n=2000, q=20)
-    index = FunnelIndex(corpus, stage_dims=(16, 48), shortlist=(200,),
-                        index="hnsw", hnsw_m=32, ef_construction=200)
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(16, 48),
+        shortlist=(200,),
+        index="hnsw",
+        hnsw_m=32,
+        ef_construction=200,
+    )
     assert index.uses_faiss
     _, ids = index.search(queries, k=10)
     # Against the same funnel on an exact first stage: random data are not
@@ -113,8 +129,9 @@ def test_hnsw_first_stage_finds_neighbours():
 def test_zero_prefix_scores_zero_instead_of_nan():
     corpus, queries = data()
     corpus[3, :8] = 0.0
-    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(300,),
-                        use_faiss=False)
+    index = FunnelIndex(
+        corpus, stage_dims=(8, 48), shortlist=(300,), use_faiss=False
+    )
     stage = index._first.vectors()
     np.testing.assert_array_equal(stage[3], np.zeros(8))
     np.testing.assert_allclose(
@@ -128,8 +145,9 @@ def test_zero_prefix_scores_zero_instead_of_nan():
 @pytest.mark.parametrize("use_faiss", FIRST_STAGES)
 def test_small_chunks_give_the_same_answer(use_faiss, monkeypatch):
     corpus, queries = data()
-    index = FunnelIndex(corpus, stage_dims=(8, 16, 48), shortlist=(120, 40),
-                        use_faiss=use_faiss)
+    index = FunnelIndex(
+        corpus, stage_dims=(8, 16, 48), shortlist=(120, 40), use_faiss=use_faiss
+    )
     expected = index.search(queries, k=10)
     # A few hundred bytes force one query (or a few) per chunk.
     monkeypatch.setattr(_rerank, "_GATHER_BYTES", 4 * 40 * 16 * 2)
@@ -214,8 +232,7 @@ def test_add_matches_one_build(use_faiss):
     grown.add(corpus[120:200])
     grown.add(corpus[200:])
     assert len(grown) == len(whole) == len(corpus)
-    for a, b in zip(grown.search(queries, k=10),
-                    whole.search(queries, k=10)):
+    for a, b in zip(grown.search(queries, k=10), whole.search(queries, k=10)):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="width 47"):
         grown.add(corpus[:3, :47])
@@ -231,9 +248,16 @@ def test_add_matches_one_build(use_faiss):
 )
 def test_save_load_round_trip(tmp_path, use_faiss, kind):
     corpus, queries = data()
-    index = FunnelIndex(corpus, stage_dims=(8, 16, 48), shortlist=(60, 30),
-                        index=kind, normalize=False, hnsw_m=8, ef_search=20,
-                        use_faiss=use_faiss)
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(8, 16, 48),
+        shortlist=(60, 30),
+        index=kind,
+        normalize=False,
+        hnsw_m=8,
+        ef_search=20,
+        use_faiss=use_faiss,
+    )
     path = tmp_path / "index.npz"
     index.save(path)
     with np.load(path) as saved:
@@ -244,8 +268,7 @@ def test_save_load_round_trip(tmp_path, use_faiss, kind):
     loaded = FunnelIndex.load(path)
     assert loaded.get_config() == index.get_config()
     assert loaded.uses_faiss == index.uses_faiss
-    for a, b in zip(loaded.search(queries, k=10),
-                    index.search(queries, k=10)):
+    for a, b in zip(loaded.search(queries, k=10), index.search(queries, k=10)):
         np.testing.assert_array_equal(a, b)
     loaded.add(corpus[:5])
     assert len(loaded) == len(corpus) + 5
@@ -254,8 +277,9 @@ def test_save_load_round_trip(tmp_path, use_faiss, kind):
 @pytest.mark.parametrize("name", ["index", "index.npz", "index.v2"])
 def test_load_reads_the_path_given_to_save(tmp_path, name):
     corpus, queries = data()
-    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(50,),
-                        use_faiss=False)
+    index = FunnelIndex(
+        corpus, stage_dims=(8, 48), shortlist=(50,), use_faiss=False
+    )
     written = index.save(tmp_path / name)
     # As numpy's savez: `.npz` is appended unless the name ends in it.
     expected = name if name.endswith(".npz") else name + ".npz"
@@ -272,9 +296,9 @@ def test_load_reads_the_path_given_to_save(tmp_path, name):
 @needs_faiss
 def test_load_hnsw_without_faiss(tmp_path):
     corpus, queries = data()
-    FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(300,), index="hnsw").save(
-        tmp_path / "i"
-    )
+    FunnelIndex(
+        corpus, stage_dims=(8, 48), shortlist=(300,), index="hnsw"
+    ).save(tmp_path / "i")
     loaded = FunnelIndex.load(tmp_path / "i", use_faiss=False)
     assert not loaded.uses_faiss
     _, ids = loaded.search(queries, k=5)
@@ -285,8 +309,12 @@ def test_load_hnsw_without_faiss(tmp_path):
 
 def _build(**kwargs):
     """A two-stage numpy index over `data()`, with `kwargs` replaced."""
-    args = {"corpus_embeddings": data()[0], "stage_dims": (8, 48),
-            "shortlist": (50,), "use_faiss": False}
+    args = {
+        "corpus_embeddings": data()[0],
+        "stage_dims": (8, 48),
+        "shortlist": (50,),
+        "use_faiss": False,
+    }
     args.update(kwargs)
     return FunnelIndex(**args)
 
@@ -296,7 +324,10 @@ def _build(**kwargs):
     [
         ({"stage_dims": (16, 8)}, "strictly increasing"),
         ({"stage_dims": (8, 64)}, "wider than"),
-        ({"stage_dims": (8, 16, 48), "shortlist": (50,)}, "one count per stage"),
+        (
+            {"stage_dims": (8, 16, 48), "shortlist": (50,)},
+            "one count per stage",
+        ),
         ({"shortlist": (50, 20)}, "one count per stage"),
         ({"shortlist": ()}, "one count per stage"),
         ({"stage_dims": (8, 16, 48), "shortlist": (20, 50)}, "must not grow"),
@@ -345,10 +376,14 @@ def test_counts_of_every_kind_are_accepted():
     corpus, queries = data()
     # A bare int for a two-stage index, numpy ints, and () for one stage;
     # a shortlist of the whole corpus makes the two-stage ones exact.
-    for dims, shortlist in [((8, 48), 300), ((8, 48), np.array([300])),
-                            ((48,), ())]:
-        index = FunnelIndex(corpus, stage_dims=dims, shortlist=shortlist,
-                            use_faiss=False)
+    for dims, shortlist in [
+        ((8, 48), 300),
+        ((8, 48), np.array([300])),
+        ((48,), ()),
+    ]:
+        index = FunnelIndex(
+            corpus, stage_dims=dims, shortlist=shortlist, use_faiss=False
+        )
         _, ids = index.search(queries, k=5)
         np.testing.assert_array_equal(
             ids, brute_force(corpus, queries, 48, 5, True)[1]
@@ -358,11 +393,15 @@ def test_counts_of_every_kind_are_accepted():
 
 def test_old_positional_calls_raise_type_error(tmp_path):
     corpus, queries = data()
-    with pytest.raises(TypeError, match=r"FunnelIndex\(corpus_embeddings, "
-                       r"stage_dims=\.\.\., shortlist=\.\.\."):
+    with pytest.raises(
+        TypeError,
+        match=r"FunnelIndex\(corpus_embeddings, "
+        r"stage_dims=\.\.\., shortlist=\.\.\.",
+    ):
         FunnelIndex(corpus, (8, 48), (50,))
-    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(50,),
-                        use_faiss=False)
+    index = FunnelIndex(
+        corpus, stage_dims=(8, 48), shortlist=(50,), use_faiss=False
+    )
     with pytest.raises(TypeError, match=r"search\(queries, k=\.\.\.\)"):
         index.search(queries, 5)
     path = index.save(tmp_path / "i")
@@ -384,23 +423,26 @@ def test_old_positional_calls_raise_type_error(tmp_path):
     ],
 )
 def test_search_errors(queries, k, match):
-    index = FunnelIndex(data()[0], stage_dims=(8, 48), shortlist=(50,),
-                        use_faiss=False)
+    index = FunnelIndex(
+        data()[0], stage_dims=(8, 48), shortlist=(50,), use_faiss=False
+    )
     with pytest.raises(ValueError, match=match):
         index.search(queries, k=k)
 
 
 def test_non_int_counts_raise_type_error():
-    index = FunnelIndex(data()[0], stage_dims=(8, 48), shortlist=(50,),
-                        use_faiss=False)
+    index = FunnelIndex(
+        data()[0], stage_dims=(8, 48), shortlist=(50,), use_faiss=False
+    )
     with pytest.raises(TypeError, match="`k` must be an int, got 2.5"):
         index.search(np.zeros((2, 48)), k=2.5)
 
 
 def test_add_rejects_non_finite_embeddings():
     corpus, _ = data()
-    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(50,),
-                        use_faiss=False)
+    index = FunnelIndex(
+        corpus, stage_dims=(8, 48), shortlist=(50,), use_faiss=False
+    )
     bad = corpus[:4].copy()
     bad[2, 7] = np.inf
     with pytest.raises(ValueError, match="`embeddings` holds 1 NaN"):
@@ -410,8 +452,9 @@ def test_add_rejects_non_finite_embeddings():
 
 def test_shortlist_longer_than_corpus_keeps_everything():
     corpus, queries = data(n=40)
-    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(1000,),
-                        use_faiss=False)
+    index = FunnelIndex(
+        corpus, stage_dims=(8, 48), shortlist=(1000,), use_faiss=False
+    )
     _, ids = index.search(queries, k=40)
     np.testing.assert_array_equal(
         ids, brute_force(corpus, queries, 48, 40, True)[1]
@@ -420,13 +463,19 @@ def test_shortlist_longer_than_corpus_keeps_everything():
 
 def test_from_config_rebuilds_the_index():
     corpus, queries = data()
-    index = FunnelIndex(corpus, stage_dims=(8, 16, 48), shortlist=(60, 30),
-                        normalize=False, ef_search=7, use_faiss=False)
-    again = FunnelIndex.from_config(index.get_config(),
-                                    corpus_embeddings=corpus)
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(8, 16, 48),
+        shortlist=(60, 30),
+        normalize=False,
+        ef_search=7,
+        use_faiss=False,
+    )
+    again = FunnelIndex.from_config(
+        index.get_config(), corpus_embeddings=corpus
+    )
     assert again.get_config() == index.get_config()
-    for a, b in zip(again.search(queries, k=10),
-                    index.search(queries, k=10)):
+    for a, b in zip(again.search(queries, k=10), index.search(queries, k=10)):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(TypeError, match="`config` must be a dict"):
         FunnelIndex.from_config([8, 48], corpus_embeddings=corpus)
@@ -447,11 +496,15 @@ def _padding_first_stage(index, found):
 @pytest.mark.parametrize("dims, shortlist", [((8, 48), (50,)), ((48,), ())])
 def test_a_short_first_stage_raises_instead_of_padding(dims, shortlist):
     corpus, queries = data()
-    index = FunnelIndex(corpus, stage_dims=dims, shortlist=shortlist,
-                        use_faiss=False)
+    index = FunnelIndex(
+        corpus, stage_dims=dims, shortlist=shortlist, use_faiss=False
+    )
     _padding_first_stage(index, found=4)
-    with pytest.raises(ValueError, match="found only 4 of the .* fewer "
-                       "than k=5, so the answer would be padded with id -1"):
+    with pytest.raises(
+        ValueError,
+        match="found only 4 of the .* fewer "
+        "than k=5, so the answer would be padded with id -1",
+    ):
         index.search(queries, k=5)
     # With at least k found, the later stages rerank what was found.
     scores, ids = index.search(queries, k=4)
@@ -461,8 +514,9 @@ def test_a_short_first_stage_raises_instead_of_padding(dims, shortlist):
 @needs_faiss
 def test_narrow_hnsw_beam_raises_with_advice():
     corpus, queries = data(n=50)
-    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(50,), index="hnsw",
-                        ef_search=1)
+    index = FunnelIndex(
+        corpus, stage_dims=(8, 48), shortlist=(50,), index="hnsw", ef_search=1
+    )
     # A beam of 1 in a 50-node graph reaches a handful of nodes, not 50.
     with pytest.raises(ValueError, match="ef_search=1 is too narrow"):
         index.search(queries, k=50)
@@ -471,14 +525,16 @@ def test_narrow_hnsw_beam_raises_with_advice():
 @needs_faiss
 def test_narrow_hnsw_beam_reranks_what_it_found():
     corpus, queries = data(n=2000, q=20)
-    index = FunnelIndex(corpus, stage_dims=(8, 48), shortlist=(100,),
-                        index="hnsw", ef_search=2)
+    index = FunnelIndex(
+        corpus, stage_dims=(8, 48), shortlist=(100,), index="hnsw", ef_search=2
+    )
     first_ids = index._first.search(index._prefixes(queries)[0], 100)[1]
     # faiss pads: the beam of 2 finds fewer than the 100 asked ...
     assert (first_ids < 0).any()
     # ... and the answer holds only the real ones, best first.
     scores, ids = index.search(queries, k=5)
     assert (ids >= 0).all() and np.isfinite(scores).all()
+
     def unit(x):
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
@@ -486,15 +542,22 @@ def test_narrow_hnsw_beam_reranks_what_it_found():
     for q in range(len(queries)):
         found = first_ids[q][first_ids[q] >= 0]
         np.testing.assert_allclose(
-            scores[q], np.sort(cosine[q, found])[::-1][:5], rtol=1e-5,
+            scores[q],
+            np.sort(cosine[q, found])[::-1][:5],
+            rtol=1e-5,
             atol=1e-5,
         )
 
 
 def _saved(tmp_path, kind="flat"):
     corpus, _ = data()
-    index = FunnelIndex(corpus, stage_dims=(8, 16, 48), shortlist=(60, 30),
-                        index=kind, use_faiss=None if kind == "hnsw" else False)
+    index = FunnelIndex(
+        corpus,
+        stage_dims=(8, 16, 48),
+        shortlist=(60, 30),
+        index=kind,
+        use_faiss=None if kind == "hnsw" else False,
+    )
     return index.save(tmp_path / "index.npz")
 
 
@@ -532,7 +595,7 @@ def _corrupt(path):
     with zipfile.ZipFile(path) as archive:
         info = archive.infolist()[-1]
     start = info.header_offset + 30 + len(info.filename) + 200
-    data[start:start + 64] = bytes(64)
+    data[start : start + 64] = bytes(64)
     open(path, "wb").write(bytes(data))
 
 
@@ -552,35 +615,62 @@ def _config(path, **changes):
         (lambda p: np.save(open(p, "wb"), np.zeros(3)), "not an .npz"),
         (_truncate, "not an .npz archive \\(it is truncated"),
         (_corrupt, "entry cannot be read .*the file is corrupt"),
-        (lambda p: np.savez(p, weights=np.zeros(3)),
-         "no `header` entry, so it was not written by FunnelIndex.save"),
-        (lambda p: _rewrite(p, header=np.array(["a", None], dtype=object)),
-         "`header` entry cannot be read"),
-        (lambda p: _rewrite(p, header=np.array("{not json")),
-         "does not carry the format marker"),
-        (lambda p: _rewrite(p, header=np.zeros(3)),
-         "does not carry the format marker"),
-        (lambda p: _with_header(p, format="other.Index"),
-         "does not carry the format marker"),
-        (lambda p: _with_header(p, version=2),
-         "format version 2; this keras_mrl reads version 1"),
+        (
+            lambda p: np.savez(p, weights=np.zeros(3)),
+            "no `header` entry, so it was not written by FunnelIndex.save",
+        ),
+        (
+            lambda p: _rewrite(p, header=np.array(["a", None], dtype=object)),
+            "`header` entry cannot be read",
+        ),
+        (
+            lambda p: _rewrite(p, header=np.array("{not json")),
+            "does not carry the format marker",
+        ),
+        (
+            lambda p: _rewrite(p, header=np.zeros(3)),
+            "does not carry the format marker",
+        ),
+        (
+            lambda p: _with_header(p, format="other.Index"),
+            "does not carry the format marker",
+        ),
+        (
+            lambda p: _with_header(p, version=2),
+            "format version 2; this keras_mrl reads version 1",
+        ),
         (lambda p: _with_header(p, size="300"), "header's `size` is '300'"),
         (lambda p: _with_header(p, width=0), "header's `width` is 0"),
         (lambda p: _rewrite(p, prefix_16=None), "no `prefix_16` entry"),
-        (lambda p: _rewrite(p, prefix_16=np.zeros((300, 16))),
-         "`prefix_16` holds a float64 array of shape \\(300, 16\\)"),
-        (lambda p: _rewrite(p, prefix_16=np.zeros((299, 16), "float32")),
-         "not the float32 \\(300, 16\\)"),
-        (lambda p: _rewrite(p, prefix_8=np.full((300, 8), np.nan, "float32")),
-         "`prefix_8` holds NaN"),
-        (lambda p: _rewrite(p, first_stage_state=np.zeros(4)),
-         "`first_stage_state` must hold 1-D uint8 bytes"),
+        (
+            lambda p: _rewrite(p, prefix_16=np.zeros((300, 16))),
+            "`prefix_16` holds a float64 array of shape \\(300, 16\\)",
+        ),
+        (
+            lambda p: _rewrite(p, prefix_16=np.zeros((299, 16), "float32")),
+            "not the float32 \\(300, 16\\)",
+        ),
+        (
+            lambda p: _rewrite(
+                p, prefix_8=np.full((300, 8), np.nan, "float32")
+            ),
+            "`prefix_8` holds NaN",
+        ),
+        (
+            lambda p: _rewrite(p, first_stage_state=np.zeros(4)),
+            "`first_stage_state` must hold 1-D uint8 bytes",
+        ),
         (lambda p: _config(p, stage_dims=[16, 8]), "strictly increasing"),
-        (lambda p: _config(p, stage_dims=None), "`stage_dims` must be a list of ints"),
+        (
+            lambda p: _config(p, stage_dims=None),
+            "`stage_dims` must be a list of ints",
+        ),
         (lambda p: _config(p, shortlist=[30, 60]), "must not grow"),
         (lambda p: _config(p, normalize="yes"), "`normalize` must be True"),
-        (lambda p: _config(p, ef_search=None, extra=1),
-         r"lacks \['ef_search'\] and has unknown \['extra'\]"),
+        (
+            lambda p: _config(p, ef_search=None, extra=1),
+            r"lacks \['ef_search'\] and has unknown \['extra'\]",
+        ),
     ],
 )
 def test_load_rejects_files_it_did_not_write(tmp_path, damage, match):
@@ -601,8 +691,10 @@ def test_load_rejects_files_it_did_not_write(tmp_path, damage, match):
 @pytest.mark.parametrize(
     "graph, match",
     [
-        (np.frombuffer(b"not a faiss index", np.uint8),
-         "cannot be read by faiss"),
+        (
+            np.frombuffer(b"not a faiss index", np.uint8),
+            "cannot be read by faiss",
+        ),
         ("flat", "is not the IndexHNSWFlat of the 300 x 8"),
     ],
 )
@@ -619,8 +711,11 @@ def test_load_rejects_a_foreign_hnsw_graph(tmp_path, graph, match):
 
 
 def test_load_of_a_missing_file_names_both_paths(tmp_path):
-    with pytest.raises(FileNotFoundError, match="at .*nothing or .*nothing"
-                       r"\.npz"):
+    with pytest.raises(
+        FileNotFoundError,
+        match="at .*nothing or .*nothing"
+        r"\.npz",
+    ):
         FunnelIndex.load(tmp_path / "nothing")
 
 

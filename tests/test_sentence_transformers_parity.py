@@ -37,11 +37,13 @@ class PrecomputedEmbeddings(torch.nn.Module):
 
 def _st_loss(y_pred, symmetric, dims=None, weights=None):
     model = PrecomputedEmbeddings()
-    directions = ("query_to_doc", "doc_to_query") if symmetric else (
-        "query_to_doc",
+    directions = (
+        ("query_to_doc", "doc_to_query") if symmetric else ("query_to_doc",)
     )
     loss = st_losses.MultipleNegativesRankingLoss(
-        model, scale=20.0, directions=directions,
+        model,
+        scale=20.0,
+        directions=directions,
         partition_mode="per_direction",
     )
     if dims is not None:
@@ -72,7 +74,8 @@ def test_multiple_negatives_ranking_loss(columns, symmetric):
     np.testing.assert_allclose(
         float(keras.ops.convert_to_numpy(ours(None, y_pred))),
         _st_loss(y_pred, symmetric),
-        atol=1e-4, rtol=1e-5,
+        atol=1e-4,
+        rtol=1e-5,
     )
 
 
@@ -89,7 +92,8 @@ def test_matryoshka_loss(columns, weights, symmetric):
     np.testing.assert_allclose(
         float(keras.ops.convert_to_numpy(ours(None, y_pred))),
         _st_loss(y_pred, symmetric, DIMS, weights),
-        atol=1e-4, rtol=1e-5,
+        atol=1e-4,
+        rtol=1e-5,
     )
 
 
@@ -103,5 +107,6 @@ def test_matryoshka_loss_without_full_width():
     np.testing.assert_allclose(
         float(keras.ops.convert_to_numpy(ours(None, y_pred))),
         _st_loss(y_pred, False, [32, 8], weights[::-1]),
-        atol=1e-4, rtol=1e-5,
+        atol=1e-4,
+        rtol=1e-5,
     )

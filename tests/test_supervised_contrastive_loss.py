@@ -32,8 +32,10 @@ def reference(labels, y_pred, temperature=0.1):
 
 
 def _embeddings(batch=10, width=16, seed=0):
-    return np.random.default_rng(seed).normal(size=(batch, width)).astype(
-        "float32"
+    return (
+        np.random.default_rng(seed)
+        .normal(size=(batch, width))
+        .astype("float32")
     )
 
 
@@ -47,10 +49,12 @@ def test_matches_numpy_reference(temperature):
     loss = SupervisedContrastiveLoss(temperature=temperature)
     expected = reference(LABELS, y_pred, temperature)
     assert expected[6] == 0.0 and np.all(expected[LABELS != 3] > 0)
-    np.testing.assert_allclose(_np(loss.call(LABELS, y_pred)), expected,
-                               rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(float(loss(LABELS, y_pred)), expected.mean(),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        _np(loss.call(LABELS, y_pred)), expected, rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        float(loss(LABELS, y_pred)), expected.mean(), rtol=1e-5
+    )
 
 
 def test_column_labels_and_int32():
@@ -67,7 +71,8 @@ def test_scale_of_embeddings_does_not_matter():
     y_pred = _embeddings()
     loss = SupervisedContrastiveLoss()
     np.testing.assert_allclose(
-        float(loss(LABELS, 100.0 * y_pred)), float(loss(LABELS, y_pred)),
+        float(loss(LABELS, 100.0 * y_pred)),
+        float(loss(LABELS, y_pred)),
         rtol=1e-5,
     )
 
@@ -78,8 +83,9 @@ def test_stable_at_low_temperature():
     loss = SupervisedContrastiveLoss(temperature=0.005)
     value = _np(loss.call(LABELS, y_pred))
     assert np.all(np.isfinite(value))
-    np.testing.assert_allclose(value, reference(LABELS, y_pred, 0.005),
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        value, reference(LABELS, y_pred, 0.005), rtol=1e-4
+    )
 
 
 def test_single_example_and_no_positives_give_zero():
@@ -99,14 +105,18 @@ def test_call_prefixes_equals_sliced_path_and_reference():
             _np(value), _np(loss.call(LABELS, y_pred[:, :m])), atol=1e-5
         )
         np.testing.assert_allclose(
-            _np(value), reference(LABELS, y_pred[:, :m]), rtol=1e-5,
+            _np(value),
+            reference(LABELS, y_pred[:, :m]),
+            rtol=1e-5,
             atol=1e-5,
         )
     wrapped = MatryoshkaLoss(loss, nesting_dims=DIMS, weights=[1, 2, 3])
     np.testing.assert_allclose(
         float(wrapped(LABELS, y_pred)),
-        sum(w * reference(LABELS, y_pred[:, :m]).mean()
-            for w, m in zip([1, 2, 3], DIMS)),
+        sum(
+            w * reference(LABELS, y_pred[:, :m]).mean()
+            for w, m in zip([1, 2, 3], DIMS)
+        ),
         rtol=1e-5,
     )
 
@@ -131,14 +141,18 @@ def test_bad_shapes_raise_naming_them(labels_shape, pred_shape):
     labels = np.zeros(labels_shape, "int32")
     y_pred = np.zeros(pred_shape, "float32")
     bad = pred_shape if len(pred_shape) != 2 else labels_shape
-    with pytest.raises(ValueError, match=str(bad).replace("(", r"\(")
-                       .replace(")", r"\)")):
+    with pytest.raises(
+        ValueError, match=str(bad).replace("(", r"\(").replace(")", r"\)")
+    ):
         SupervisedContrastiveLoss()(labels, y_pred)
 
 
 def test_labels_of_another_length_raise():
-    with pytest.raises(ValueError, match=r"one label per embedding, got 9 "
-                       r"labels.*10 embeddings"):
+    with pytest.raises(
+        ValueError,
+        match=r"one label per embedding, got 9 "
+        r"labels.*10 embeddings",
+    ):
         SupervisedContrastiveLoss()(LABELS[:9], _embeddings())
 
 
@@ -149,8 +163,11 @@ def test_string_labels_raise_asking_for_integer_ids():
 
 
 def test_positional_arguments_after_temperature_raise():
-    with pytest.raises(TypeError, match=r"SupervisedContrastiveLoss\("
-                       r"temperature, reduction=\.\.\., name=\.\.\."):
+    with pytest.raises(
+        TypeError,
+        match=r"SupervisedContrastiveLoss\("
+        r"temperature, reduction=\.\.\., name=\.\.\.",
+    ):
         SupervisedContrastiveLoss(0.1, "sum")
 
 
@@ -161,9 +178,7 @@ def test_component(rng):
     def model():
         return keras.Sequential([keras.Input((12,)), keras.layers.Dense(8)])
 
-    run_loss_test(
-        SupervisedContrastiveLoss(temperature=0.2), model, x, labels
-    )
+    run_loss_test(SupervisedContrastiveLoss(temperature=0.2), model, x, labels)
 
 
 @pytest.mark.parametrize("temperature", [0.0, -0.1, float("nan")])

@@ -18,15 +18,16 @@ import pytest
 keras_hub = pytest.importorskip("keras_hub")
 pytest.importorskip("safetensors")
 
-import keras_mrl  # noqa: E402
-import keras_mrl.hub  # noqa: E402
-from keras_mrl.serving._export import export_sentence_transformer  # noqa
 from _tiny_bert import pairs  # noqa: E402
 from test_export import POSITIONS  # noqa: E402
 from test_export import TINY_VOCABULARY  # noqa: E402
 from test_export import UNICODE_TEXTS  # noqa: E402
 from test_export import _st  # noqa: E402
 from test_export import _tiny  # noqa: E402
+
+import keras_mrl  # noqa: E402
+import keras_mrl.hub  # noqa: E402
+from keras_mrl.serving._export import export_sentence_transformer  # noqa
 
 WIDTH = 16
 TEXTS = pairs(6)[0] + UNICODE_TEXTS
@@ -56,32 +57,43 @@ def _keras(embedder, texts=TEXTS):
 
 # --- Pooling. ---
 
+
 @pytest.mark.parametrize("mode", ["cls", "max"])
 def test_pooling_mode_of_the_newer_config_format_is_read(model_dir, mode):
-    _write_json(model_dir / "1_Pooling" / "config.json", {
-        "embedding_dimension": WIDTH, "pooling_mode": mode,
-        "include_prompt": True,
-    })
+    _write_json(
+        model_dir / "1_Pooling" / "config.json",
+        {
+            "embedding_dimension": WIDTH,
+            "pooling_mode": mode,
+            "include_prompt": True,
+        },
+    )
     embedder = keras_mrl.hub.load_sentence_transformer(model_dir)
     assert embedder.pooling_mode == mode
     theirs = _st(str(model_dir)).encode(TEXTS)
     assert np.abs(_keras(embedder) - theirs).max() <= 1e-5
 
 
-@pytest.mark.parametrize("config, named", [
-    ({"pooling_mode": "weightedmean"}, "'weightedmean'"),
-    ({"pooling_mode": "lasttoken"}, "'lasttoken'"),
-    ({"pooling_mode": ["mean", "max"]}, "['mean', 'max']"),
-    ({"pooling_mode_weightedmean_tokens": True}, "'weightedmean'"),
-    ({"pooling_mode_lasttoken": True}, "'lasttoken'"),
-    ({"pooling_mode_mean_sqrt_len_tokens": True},
-     "'mean_sqrt_len_tokens'"),
-    ({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": True},
-     "['cls', 'mean']"),
-])
+@pytest.mark.parametrize(
+    "config, named",
+    [
+        ({"pooling_mode": "weightedmean"}, "'weightedmean'"),
+        ({"pooling_mode": "lasttoken"}, "'lasttoken'"),
+        ({"pooling_mode": ["mean", "max"]}, "['mean', 'max']"),
+        ({"pooling_mode_weightedmean_tokens": True}, "'weightedmean'"),
+        ({"pooling_mode_lasttoken": True}, "'lasttoken'"),
+        ({"pooling_mode_mean_sqrt_len_tokens": True}, "'mean_sqrt_len_tokens'"),
+        (
+            {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": True},
+            "['cls', 'mean']",
+        ),
+    ],
+)
 def test_unsupported_pooling_raises_naming_it(model_dir, config, named):
-    _write_json(model_dir / "1_Pooling" / "config.json",
-                dict(config, word_embedding_dimension=WIDTH))
+    _write_json(
+        model_dir / "1_Pooling" / "config.json",
+        dict(config, word_embedding_dimension=WIDTH),
+    )
     with pytest.raises(ValueError) as error:
         keras_mrl.hub.load_sentence_transformer(model_dir)
     message = str(error.value)
@@ -90,7 +102,8 @@ def test_unsupported_pooling_raises_naming_it(model_dir, config, named):
 
 
 def test_directory_without_modules_json_is_read_as_sentence_transformers(
-        model_dir):
+    model_dir,
+):
     # sentence-transformers then pools by mean and does not normalise.
     os.remove(model_dir / "modules.json")
     embedder = keras_mrl.hub.load_sentence_transformer(model_dir)
@@ -102,13 +115,20 @@ def test_directory_without_modules_json_is_read_as_sentence_transformers(
 
 # --- Tokenization. ---
 
-@pytest.mark.parametrize("options", [
-    {"lowercase": True, "strip_accents": None},
-    {"lowercase": True, "strip_accents": False},
-    {"lowercase": False, "strip_accents": True},
-    {"lowercase": False, "strip_accents": False,
-     "handle_chinese_chars": False},
-])
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"lowercase": True, "strip_accents": None},
+        {"lowercase": True, "strip_accents": False},
+        {"lowercase": False, "strip_accents": True},
+        {
+            "lowercase": False,
+            "strip_accents": False,
+            "handle_chinese_chars": False,
+        },
+    ],
+)
 def test_tokenizer_gives_the_hugging_face_ids(model_dir, options):
     tokenizers = pytest.importorskip("tokenizers")
     import tensorflow as tf
@@ -117,28 +137,31 @@ def test_tokenizer_gives_the_hugging_face_ids(model_dir, options):
     spec["normalizer"] = dict(spec["normalizer"], **options)
     (model_dir / "tokenizer.json").write_text(json.dumps(spec))
     hf = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    expected = [hf.encode(text, add_special_tokens=False).ids
-                for text in TEXTS]
+    expected = [hf.encode(text, add_special_tokens=False).ids for text in TEXTS]
     tokenizer = keras_mrl.hub.load_sentence_transformer(
-        model_dir).preprocessor.tokenizer
+        model_dir
+    ).preprocessor.tokenizer
     assert tokenizer.normalizer == dict(spec["normalizer"])
     python = [[int(i) for i in row] for row in tokenizer(TEXTS)]
-    graph = next(iter(
-        tf.data.Dataset.from_tensors(TEXTS).map(tokenizer)
-    )).to_list()
+    graph = next(
+        iter(tf.data.Dataset.from_tensors(TEXTS).map(tokenizer))
+    ).to_list()
     assert python == expected
     assert graph == expected
     # One text at a time (unbatched), in Python and in a tf.data pipeline.
     assert [int(i) for i in tokenizer(TEXTS[0])] == expected[0]
-    assert [list(map(int, ids)) for ids in tf.data.Dataset.from_tensor_slices(
-        TEXTS).map(tokenizer).as_numpy_iterator()] == expected
+    assert [
+        list(map(int, ids))
+        for ids in tf.data.Dataset.from_tensor_slices(TEXTS)
+        .map(tokenizer)
+        .as_numpy_iterator()
+    ] == expected
 
 
 def test_tokenizer_survives_save_to_preset(tiny_dir, tmp_path):
     embedder = keras_mrl.hub.load_sentence_transformer(tiny_dir)
     embedder.save_to_preset(str(tmp_path / "preset"))
-    again = keras_hub.models.TextEmbedder.from_preset(
-        str(tmp_path / "preset"))
+    again = keras_hub.models.TextEmbedder.from_preset(str(tmp_path / "preset"))
     tokenizer = again.preprocessor.tokenizer
     assert isinstance(tokenizer, keras_mrl.hub.HuggingFaceBertTokenizer)
     assert tokenizer.normalizer == embedder.preprocessor.tokenizer.normalizer
@@ -147,11 +170,14 @@ def test_tokenizer_survives_save_to_preset(tiny_dir, tmp_path):
 
 def test_tokenizer_survives_keras_save_and_load(tiny_dir, tmp_path):
     model = keras_mrl.models.ContrastiveModel(
-        keras_mrl.hub.load_sentence_transformer(tiny_dir))
+        keras_mrl.hub.load_sentence_transformer(tiny_dir)
+    )
     model.save(tmp_path / "model.keras")
     again = keras.saving.load_model(tmp_path / "model.keras")
-    assert isinstance(again.embedder.preprocessor.tokenizer,
-                      keras_mrl.hub.HuggingFaceBertTokenizer)
+    assert isinstance(
+        again.embedder.preprocessor.tokenizer,
+        keras_mrl.hub.HuggingFaceBertTokenizer,
+    )
     assert np.abs(again.encode(TEXTS) - model.encode(TEXTS)).max() <= 1e-6
 
 
@@ -161,7 +187,8 @@ def test_tokenizer_config_round_trips():
         normalizer={"type": "BertNormalizer", "lowercase": False},
     )
     again = keras_mrl.hub.HuggingFaceBertTokenizer.from_config(
-        tokenizer.get_config())
+        tokenizer.get_config()
+    )
     again.set_vocabulary(TINY_VOCABULARY)
     assert again.normalizer == tokenizer.normalizer
     assert again.normalizer["strip_accents"] is None
@@ -175,39 +202,60 @@ def test_tokenizer_docstring_example_runs():
 
     finder = doctest.DocTestFinder(recurse=False)
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    tests = finder.find(keras_mrl.hub.HuggingFaceBertTokenizer,
-                        globs={"keras_mrl": keras_mrl})
+    tests = finder.find(
+        keras_mrl.hub.HuggingFaceBertTokenizer, globs={"keras_mrl": keras_mrl}
+    )
     for test in tests:
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.attempted > 0 and result.failed == 0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"normalizer": None}, "BertNormalizer"),
-    ({"normalizer": {"type": "Lowercase"}}, "BertNormalizer"),
-    ({"normalizer": {"type": "BertNormalizer", "clean_text": False}},
-     "clean_text"),
-    ({"normalizer": {"type": "BertNormalizer", "lowercase": "yes"}},
-     "'lowercase'"),
-    ({"normalizer": {"type": "BertNormalizer", "nfkc": True}}, "nfkc"),
-    ({"normalizer": {"type": "BertNormalizer"}, "lowercase": True},
-     "`lowercase`"),
-    ({"normalizer": {"type": "BertNormalizer"}, "split_on_cjk": True},
-     "`split_on_cjk`"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"normalizer": None}, "BertNormalizer"),
+        ({"normalizer": {"type": "Lowercase"}}, "BertNormalizer"),
+        (
+            {"normalizer": {"type": "BertNormalizer", "clean_text": False}},
+            "clean_text",
+        ),
+        (
+            {"normalizer": {"type": "BertNormalizer", "lowercase": "yes"}},
+            "'lowercase'",
+        ),
+        ({"normalizer": {"type": "BertNormalizer", "nfkc": True}}, "nfkc"),
+        (
+            {"normalizer": {"type": "BertNormalizer"}, "lowercase": True},
+            "`lowercase`",
+        ),
+        (
+            {"normalizer": {"type": "BertNormalizer"}, "split_on_cjk": True},
+            "`split_on_cjk`",
+        ),
+    ],
+)
 def test_bad_tokenizer_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         keras_mrl.hub.HuggingFaceBertTokenizer(TINY_VOCABULARY, **kwargs)
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda spec: spec.update(normalizer=None), "BertNormalizer"),
-    (lambda spec: spec.update(pre_tokenizer={"type": "Whitespace"}),
-     "'Whitespace' pre-tokenizer"),
-    (lambda spec: spec["added_tokens"].append(
-        {"id": 7, "content": "of", "special": False}), r"\['of'\]"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda spec: spec.update(normalizer=None), "BertNormalizer"),
+        (
+            lambda spec: spec.update(pre_tokenizer={"type": "Whitespace"}),
+            "'Whitespace' pre-tokenizer",
+        ),
+        (
+            lambda spec: spec["added_tokens"].append(
+                {"id": 7, "content": "of", "special": False}
+            ),
+            r"\['of'\]",
+        ),
+    ],
+)
 def test_unsupported_tokenizer_json_raises(model_dir, change, match):
     spec = json.loads((model_dir / "tokenizer.json").read_text())
     change(spec)
@@ -225,16 +273,19 @@ def test_loading_leaves_the_directory_as_it_was(model_dir):
 
 # --- Sequence length. ---
 
+
 @pytest.mark.parametrize("length", [1, 2])
 def test_sequence_length_without_room_for_text_raises(tiny_dir, length):
     with pytest.raises(ValueError, match=f"at least 3.*got {length}"):
         keras_mrl.hub.load_sentence_transformer(
-            tiny_dir, sequence_length=length)
+            tiny_dir, sequence_length=length
+        )
 
 
 def test_sequence_length_of_3_tells_texts_apart(tiny_dir):
     embedder = keras_mrl.hub.load_sentence_transformer(
-        tiny_dir, sequence_length=3)
+        tiny_dir, sequence_length=3
+    )
     first, second = _keras(embedder, ["sum", "mean"])
     assert np.abs(first - second).max() > 1e-3
 
@@ -245,20 +296,30 @@ def test_sequence_length_beyond_the_positions_raises(tiny_dir):
 
 
 def test_max_seq_length_beyond_the_positions_raises(model_dir):
-    _write_json(model_dir / "sentence_bert_config.json",
-                {"max_seq_length": 40, "do_lower_case": False})
-    with pytest.raises(ValueError,
-                       match="sentence_bert_config.json.*40, exceeds the "
-                       f"{POSITIONS} "):
+    _write_json(
+        model_dir / "sentence_bert_config.json",
+        {"max_seq_length": 40, "do_lower_case": False},
+    )
+    with pytest.raises(
+        ValueError,
+        match=f"sentence_bert_config.json.*40, exceeds the {POSITIONS} ",
+    ):
         keras_mrl.hub.load_sentence_transformer(model_dir)
 
 
 # --- Broken files. ---
 
-@pytest.mark.parametrize("name", [
-    "config.json", "tokenizer.json", "modules.json", "1_Pooling/config.json",
-    "sentence_bert_config.json",
-])
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "config.json",
+        "tokenizer.json",
+        "modules.json",
+        "1_Pooling/config.json",
+        "sentence_bert_config.json",
+    ],
+)
 def test_broken_json_raises_naming_the_file(model_dir, name):
     (model_dir / name).write_text('{"model_type": "bert",')
     with pytest.raises(ValueError) as error:
@@ -277,8 +338,13 @@ def test_config_that_is_not_an_object_raises(model_dir):
 def test_broken_safetensors_raise_naming_the_file(model_dir, damage):
     weights = model_dir / "model.safetensors"
     data = weights.read_bytes()
-    weights.write_bytes({"truncate": data[:len(data) // 2],
-                         "garbage": b"\x01" * 64, "empty": b""}[damage])
+    weights.write_bytes(
+        {
+            "truncate": data[: len(data) // 2],
+            "garbage": b"\x01" * 64,
+            "empty": b"",
+        }[damage]
+    )
     with pytest.raises(ValueError) as error:
         keras_mrl.hub.load_sentence_transformer(model_dir)
     message = str(error.value)
@@ -295,6 +361,7 @@ def test_config_missing_a_key_raises_naming_it(model_dir):
 
 # --- Permissions of what is written. ---
 
+
 @pytest.fixture
 def umask_022():
     previous = os.umask(0o022)
@@ -309,7 +376,8 @@ def _modes(path):
         for name in dirs + files:
             full = os.path.join(root, name)
             modes[os.path.relpath(full, path)] = stat.S_IMODE(
-                os.stat(full).st_mode)
+                os.stat(full).st_mode
+            )
     return modes
 
 
@@ -323,8 +391,7 @@ def test_export_gets_the_umask_permissions(tiny_dir, tmp_path, umask_022):
 
 def test_extracted_model_gets_the_umask_permissions(tmp_path, umask_022):
     try:
-        path = keras_mrl.hub.all_minilm_l6_v2_directory(
-            cache_dir=str(tmp_path))
+        path = keras_mrl.hub.all_minilm_l6_v2_directory(cache_dir=str(tmp_path))
     except ImportError as error:
         pytest.skip(f"the offline model wheel is not installed: {error}")
     modes = _modes(path)
@@ -334,12 +401,18 @@ def test_extracted_model_gets_the_umask_permissions(tmp_path, umask_022):
 
 # --- Encoding no text. ---
 
-@pytest.mark.parametrize("head, width", [
-    (None, WIDTH), (keras.layers.Dense(8), 8),
-])
+
+@pytest.mark.parametrize(
+    "head, width",
+    [
+        (None, WIDTH),
+        (keras.layers.Dense(8), 8),
+    ],
+)
 def test_encode_of_no_texts_is_an_empty_array(tiny_dir, head, width):
     model = keras_mrl.models.ContrastiveModel(
-        keras_mrl.hub.load_sentence_transformer(tiny_dir), head=head)
+        keras_mrl.hub.load_sentence_transformer(tiny_dir), head=head
+    )
     embeddings = model.encode([])
     assert isinstance(embeddings, np.ndarray)
     assert embeddings.shape == (0, width)

@@ -4,9 +4,10 @@ import keras
 import numpy as np
 import pytest
 from component_test import run_layer_test
+from conftest import jit_compile
 
 from keras_mrl.layers._truncate import Truncate
-from conftest import jit_compile
+
 
 def _reference(x, dim):
     prefix = np.asarray(x, dtype=np.float64)[..., :dim]

@@ -93,16 +93,20 @@ def test_check_bool_accepts_bools(value):
 
 @pytest.mark.parametrize("value", ["no", 1, 0, None, 1.0])
 def test_check_bool_rejects_everything_else(value):
-    with pytest.raises(TypeError, match=rf"`tied` must be True or False, "
-                       rf"got {value!r}"):
+    with pytest.raises(
+        TypeError,
+        match=rf"`tied` must be True or False, "
+        rf"got {value!r}",
+    ):
         v.check_bool(value, "tied")
 
 
 def test_check_optional_bool():
     assert v.check_optional_bool(None, "cut") is None
     assert v.check_optional_bool(np.bool_(False), "cut") is False
-    with pytest.raises(TypeError, match="`cut` must be None, True or False, "
-                       "got 'yes'"):
+    with pytest.raises(
+        TypeError, match="`cut` must be None, True or False, got 'yes'"
+    ):
         v.check_optional_bool("yes", "cut")
 
 
@@ -110,8 +114,11 @@ def test_check_positive_int():
     assert v.check_positive_int(3, "k") == 3
     assert type(v.check_positive_int(np.int64(3), "k")) is int
     for bad in (True, 2.0, "2", None):
-        with pytest.raises(TypeError, match=rf"`k` must be an int, got "
-                           rf"{bad!r}"):
+        with pytest.raises(
+            TypeError,
+            match=rf"`k` must be an int, got "
+            rf"{bad!r}",
+        ):
             v.check_positive_int(bad, "k")
     for bad in (0, -1):
         with pytest.raises(ValueError, match=rf"positive int, got k={bad}"):
@@ -127,8 +134,11 @@ def test_check_optional_int():
         result = v.check_optional_int(good, "seed")
         assert type(result) is int and result == 3
     for bad in (True, np.bool_(False), 3.0, "3"):
-        with pytest.raises(TypeError, match=rf"`seed` must be None or an "
-                           rf"int, got {bad!r}"):
+        with pytest.raises(
+            TypeError,
+            match=rf"`seed` must be None or an "
+            rf"int, got {bad!r}",
+        ):
             v.check_optional_int(bad, "seed")
 
 
@@ -138,8 +148,11 @@ def test_check_positive_float():
         float
     )
     for bad in (True, "20", None):
-        with pytest.raises(TypeError, match=rf"`scale` must be a positive "
-                           rf"number such as 20.0, got {bad!r}"):
+        with pytest.raises(
+            TypeError,
+            match=rf"`scale` must be a positive "
+            rf"number such as 20.0, got {bad!r}",
+        ):
             v.check_positive_float(bad, "scale", "20.0")
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match=rf"such as 20.0, got {bad}"):
@@ -160,8 +173,11 @@ def test_check_finite():
         x = finite.copy()
         x[0, 1] = bad
         x[1, 2] = bad
-        with pytest.raises(ValueError, match=r"`emb` holds 2 NaN or infinite"
-                           r" values \(shape \(2, 3\)\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"`emb` holds 2 NaN or infinite"
+            r" values \(shape \(2, 3\)\)",
+        ):
             v.check_finite(x, "emb")
 
 
@@ -169,8 +185,11 @@ def test_label_vector():
     np.testing.assert_array_equal(
         v.label_vector(np.array([[1], [2]]), 2, "labels", "x"), [1, 2]
     )
-    with pytest.raises(ValueError, match=r"`labels`.*row of `x`.*\(3,\), "
-                       r"got shape \(2,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`labels`.*row of `x`.*\(3,\), "
+        r"got shape \(2,\)",
+    ):
         v.label_vector([1, 2], 3, "labels", "x")
 
 
@@ -187,10 +206,16 @@ def test_check_finite_rows_counts_the_bad_rows():
     assert v.check_finite_rows(x, "x") is not None
     x[[1, 6], 0] = np.nan
     x[6, 2] = np.inf
-    with pytest.raises(ValueError, match=r"`x` has 2 of 8 rows holding NaN "
-                       r"or infinite values \(rows 1, 6\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`x` has 2 of 8 rows holding NaN "
+        r"or infinite values \(rows 1, 6\)",
+    ):
         v.check_finite_rows(x, "x")
     x = np.full((7, 2), np.nan)
-    with pytest.raises(ValueError, match=r"7 of 7 rows.*\(rows 0, 1, 2, 3, 4, "
-                       r"\.\.\.\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"7 of 7 rows.*\(rows 0, 1, 2, 3, 4, "
+        r"\.\.\.\)",
+    ):
         v.check_finite_rows(x, "x")

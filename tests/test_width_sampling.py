@@ -92,9 +92,9 @@ def test_training_passes_the_gradient_of_n_granularities():
 
 def _sampled_model(seed):
     inputs = keras.Input((16,))
-    logits = keras_mrl.layers.MatryoshkaDense(3, nesting_dims=DIMS, name="head")(
-        inputs
-    )
+    logits = keras_mrl.layers.MatryoshkaDense(
+        3, nesting_dims=DIMS, name="head"
+    )(inputs)
     model = keras.Model(inputs, WidthSampling(2, seed=seed)(logits))
     model.compile(
         optimizer=keras.optimizers.SGD(0.1),
@@ -141,7 +141,12 @@ def _draws_in_fit(model, epochs):
     x, y = _data()
     draws = []
     model.fit(
-        x, y, batch_size=2, epochs=epochs, shuffle=False, verbose=0,
+        x,
+        y,
+        batch_size=2,
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
         callbacks=[_ChangedKernels(draws)],
     )
     return draws

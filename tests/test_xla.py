@@ -12,10 +12,10 @@ carries: it must lower to XLA's own random bits, not to a host call.
 
 import re
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 import keras_mrl
 from keras_mrl.losses._multiple_negatives_ranking_loss import (
     MultipleNegativesRankingLoss,
@@ -54,9 +54,9 @@ def _classifier():
         6, nesting_dims=DIMS, tied=True, name="tied_head"
     )(embedding)
     outputs = {
-        "head": keras_mrl.layers.MatryoshkaDense(6, nesting_dims=DIMS, name="head")(
-            embedding
-        ),
+        "head": keras_mrl.layers.MatryoshkaDense(
+            6, nesting_dims=DIMS, name="head"
+        )(embedding),
         "tied": keras_mrl.layers.WidthSampling(2, seed=0, name="tied")(tied),
         "embedding": keras.layers.Identity(name="embedding")(embedding),
     }
@@ -66,7 +66,9 @@ def _classifier():
         keras.optimizers.Adam(0.01),
         {
             "head": keras_mrl.losses.MatryoshkaLoss(ce),
-            "tied": keras_mrl.losses.MatryoshkaLoss(ce, weights=[1.0, 1.0, 1.0]),
+            "tied": keras_mrl.losses.MatryoshkaLoss(
+                ce, weights=[1.0, 1.0, 1.0]
+            ),
             "embedding": keras_mrl.losses.MatryoshkaLoss(
                 keras.losses.MeanSquaredError(), nesting_dims=DIMS
             ),

@@ -12,7 +12,6 @@ from keras_mrl._validation import keyword_only
 from keras_mrl.nesting import default_nesting_dims
 from keras_mrl.nesting import validate_nesting_dims
 
-
 # The arguments stored as Keras objects, each with its serializer.
 _SERIALIZED = {
     "activation": keras.activations.serialize,
@@ -159,11 +158,14 @@ class MatryoshkaDense(keras.layers.Layer):
         if self.tied:
             # One variable per block: slicing one kernel into its blocks
             # copied each of them at every step. The blocks start as one
-            # draw of a `(nesting_dims[-1], units)` kernel, split: the head starts
+            # draw of a `(nesting_dims[-1], units)` kernel, split: the head
+            # starts
             # as the Dense it replaces.
             bounds = list(block_bounds(self.nesting_dims))
             initializers = split_draw(
-                self.kernel_initializer, (self.nesting_dims[-1], self.units), bounds
+                self.kernel_initializer,
+                (self.nesting_dims[-1], self.units),
+                bounds,
             )
             self.kernel_blocks = [
                 self._add_kernel(f"kernel_{start}_{end}", end - start, init)
@@ -177,7 +179,8 @@ class MatryoshkaDense(keras.layers.Layer):
             self.kernels = [
                 self._add_kernel(f"kernel_{m}", m, init)
                 for m, init in zip(
-                    self.nesting_dims, independent(self.kernel_initializer, count)
+                    self.nesting_dims,
+                    independent(self.kernel_initializer, count),
                 )
             ]
             self.biases = [
@@ -277,7 +280,8 @@ class MatryoshkaDense(keras.layers.Layer):
             if dim not in self.nesting_dims:
                 raise ValueError(
                     f"An untied MatryoshkaDense exports only its trained "
-                    f"widths {list(self.nesting_dims)}, got dim={dim}. Use one of "
+                    f"widths {list(self.nesting_dims)}, got dim={dim}. Use "
+                    "one of "
                     "those, or train a tied head to serve any width."
                 )
             g = self.nesting_dims.index(dim)

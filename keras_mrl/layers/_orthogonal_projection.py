@@ -7,7 +7,6 @@ from keras_mrl._validation import check_finite
 from keras_mrl._validation import keyword_only
 from keras_mrl._validation import to_numpy
 
-
 # Newton-Schulz maps a singular value s to s (3 - s^2) / 2, which squares
 # the error of s^2: an error e of s^2 becomes about -0.75 e^2. From
 # ||W^T W - I||_F <= 0.25 three steps reach float32's precision.

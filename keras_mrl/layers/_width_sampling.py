@@ -50,7 +50,9 @@ class WidthSampling(keras.layers.Layer):
     ... ])
     >>> model.compile(
     ...     optimizer="adam",
-    ...     loss=keras_mrl.losses.MatryoshkaLoss("sparse_categorical_crossentropy"),
+    ...     loss=keras_mrl.losses.MatryoshkaLoss(
+    ...         "sparse_categorical_crossentropy"
+    ...     ),
     ... )
     >>> x, y = np.ones((8, 32)), np.zeros((8,), "int32")
     >>> _ = model.fit(x, y, epochs=1, verbose=0)
@@ -71,7 +73,8 @@ class WidthSampling(keras.layers.Layer):
         if len(input_shape) < 3 or input_shape[-2] is None:
             raise ValueError(
                 "WidthSampling reads the stacked (batch, ..., G, units) "
-                "output of keras_mrl.layers.MatryoshkaDense with a known G, got "
+                "output of keras_mrl.layers.MatryoshkaDense with a known G, "
+                "got "
                 f"inputs of shape {input_shape}. Put it after the head."
             )
         count = input_shape[-2]

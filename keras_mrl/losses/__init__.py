@@ -12,5 +12,10 @@ from keras_mrl.losses._supervised_contrastive_loss import (
     SupervisedContrastiveLoss,
 )
 
-__all__ = ["MatryoshkaLoss", "MultipleNegativesRankingLoss", "NestedLoss",
-           "SimilarityPreservationLoss", "SupervisedContrastiveLoss"]
+__all__ = [
+    "MatryoshkaLoss",
+    "MultipleNegativesRankingLoss",
+    "NestedLoss",
+    "SimilarityPreservationLoss",
+    "SupervisedContrastiveLoss",
+]

@@ -16,6 +16,7 @@ from keras_mrl.losses._nested_loss import fill_missing_targets
 from keras_mrl.nesting import validate_nesting_dims
 from keras_mrl.nesting import validate_weights
 
+
 def _as_loss(loss):
     """Returns a `keras.losses.Loss` or a per-example loss function."""
     if isinstance(loss, type):
@@ -172,7 +173,8 @@ class MatryoshkaLoss(keras.losses.Loss):
         ):
             y_true = ops.cast(y_true, dtype)
         repeated = (
-            None if dims is not None
+            None
+            if dims is not None
             else stacked_targets(self.loss, y_true, y_pred)
         )
         if repeated is not None:

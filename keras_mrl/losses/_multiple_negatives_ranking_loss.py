@@ -9,7 +9,6 @@ from keras_mrl.losses._nested_loss import NestedLoss
 from keras_mrl.losses._nested_loss import compute_dtype
 from keras_mrl.losses._similarity import prefix_similarities
 
-
 # Logits are cosines times `scale`, so they lie in [-scale, scale]. Shifting
 # the exponentials by `scale` instead of by the row maximum saves a reduction
 # pass over every similarity matrix, cannot overflow, and cannot lose the sum
@@ -58,7 +57,8 @@ class MultipleNegativesRankingLoss(NestedLoss):
 
     This equals sentence-transformers' `MultipleNegativesRankingLoss` with
     its default `directions=("query_to_doc",)`, and inside
-    `keras_mrl.losses.MatryoshkaLoss(..., nesting_dims=...)` its `MatryoshkaLoss`.
+    `keras_mrl.losses.MatryoshkaLoss(..., nesting_dims=...)` its
+    `MatryoshkaLoss`.
 
     With `symmetric=True` each example also gets the positive-to-anchor
     direction, as CLIP does: positive `i` is scored against the `B` anchors
@@ -70,7 +70,8 @@ class MultipleNegativesRankingLoss(NestedLoss):
 
     `y_true` is ignored: it may be None, so `model.fit(x)` trains without
     labels. The loss is computed in the wider of its dtype and float32,
-    whatever the compute dtype of the model. A zero vector has cosine 0 with everything instead of NaN.
+    whatever the compute dtype of the model. A zero vector has cosine 0
+    with everything instead of NaN.
 
     Inside `MatryoshkaLoss` in prefix mode the loss computes every width
     through `call_prefixes`, which builds the similarity matrix of each
@@ -150,7 +151,10 @@ class MultipleNegativesRankingLoss(NestedLoss):
         return [
             self._ranking_loss(target, logits)
             for target, logits in prefix_similarities(
-                anchors, candidates, nesting_dims, scale=self.scale,
+                anchors,
+                candidates,
+                nesting_dims,
+                scale=self.scale,
                 paired=True,
             )
         ]

@@ -19,7 +19,8 @@ def compute_dtype(loss_dtype):
 class NestedLoss(keras.losses.Loss, abc.ABC):
     """A loss that shares its work between the prefixes of an embedding.
 
-    Inside `keras_mrl.losses.MatryoshkaLoss(..., nesting_dims=...)`, a plain loss
+    Inside `keras_mrl.losses.MatryoshkaLoss(..., nesting_dims=...)`, a plain
+    loss
     is called once per width on the sliced prefix. A `NestedLoss` instead
     returns every width's per-example values from `call_prefixes`, and may
     reuse the work of the narrower widths (the in-batch contrastive losses

@@ -148,8 +148,7 @@ class SimilarityPreservationLoss(NestedLoss):
         # `top_k` columns of padding, so that a batch of at most `top_k`
         # rows still has `top_k` picks; `valid` zeroes those that land
         # there or on the row itself.
-        return ops.pad(scores, [[0, 0], [0, self.top_k]],
-                       constant_values=_PAD)
+        return ops.pad(scores, [[0, 0], [0, self.top_k]], constant_values=_PAD)
 
     def _neighbours(self, similarities):
         rows = ops.arange(ops.shape(similarities)[0])
@@ -164,9 +163,11 @@ class SimilarityPreservationLoss(NestedLoss):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "top_k": self.top_k,
-            "topk_weight": self.topk_weight,
-            "pairwise_weight": self.pairwise_weight,
-        })
+        config.update(
+            {
+                "top_k": self.top_k,
+                "topk_weight": self.topk_weight,
+                "pairwise_weight": self.pairwise_weight,
+            }
+        )
         return config

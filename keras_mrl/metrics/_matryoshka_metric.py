@@ -86,7 +86,8 @@ def _head_widths(head):
     if isinstance(head, (list, tuple)):
         return list(validate_nesting_dims(head, name="head"))
     raise TypeError(
-        "`head` must be a keras_mrl.layers.MatryoshkaDense, a model holding one, or "
+        "`head` must be a keras_mrl.layers.MatryoshkaDense, a model holding "
+        "one, or "
         f"the head's list of widths; got {head!r}."
     )
 

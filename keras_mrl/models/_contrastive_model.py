@@ -20,7 +20,7 @@ _NO_LABELS = (
 
 
 def _scalar_kind(value):
-    """"string", "number" or "None" for one value; None for anything else."""
+    """ "string", "number" or "None" for one value; None for anything else."""
     if value is None:
         return "None"
     if isinstance(value, (str, bytes, np.str_, np.bytes_)):
@@ -56,11 +56,14 @@ def _branches(inputs):
         return [inputs["anchor"], inputs["positive"]] + [
             inputs[k] for k in expected
         ]
-    if isinstance(inputs, (tuple, list)) and inputs and all(
-        _scalar_kind(v) in ("string", "number") for v in inputs
+    if (
+        isinstance(inputs, (tuple, list))
+        and inputs
+        and all(_scalar_kind(v) in ("string", "number") for v in inputs)
     ):
         what = (
-            "strings" if all(_scalar_kind(v) == "string" for v in inputs)
+            "strings"
+            if all(_scalar_kind(v) == "string" for v in inputs)
             else "single values"
         )
         raise ValueError(
@@ -73,7 +76,8 @@ def _branches(inputs):
         return list(inputs)
     got = (
         f"a {type(inputs).__name__} of {len(inputs)} input(s)"
-        if isinstance(inputs, (tuple, list)) else type(inputs).__name__
+        if isinstance(inputs, (tuple, list))
+        else type(inputs).__name__
     )
     raise ValueError(
         "ContrastiveModel takes (anchor, positive, *negatives): a tuple or "
@@ -141,16 +145,15 @@ def _checked_inputs(x):
             branches of strings beside branches of numbers.
     """
     branches = _branches(x)
-    names = [
-        f"Branch {i} (`{_branch_name(i)}`)" for i in range(len(branches))
-    ]
+    names = [f"Branch {i} (`{_branch_name(i)}`)" for i in range(len(branches))]
     branches = [_check_branch(b, n) for b, n in zip(branches, names)]
     lengths = [_num_rows(b) for b in branches]
     if len(set(lengths)) > 1:
         raise ValueError(
             "The branches of ContrastiveModel must hold one row per example "
             "each, the same number, got "
-            + ", ".join(f"{n} {k}" for n, k in zip(names, lengths)) + "."
+            + ", ".join(f"{n} {k}" for n, k in zip(names, lengths))
+            + "."
         )
     if lengths[0] == 0:
         raise ValueError(
@@ -166,8 +169,9 @@ def _checked_inputs(x):
             "goes through the same embedder, so all hold text or none do."
         )
     if isinstance(x, dict):
-        return dict(zip([_branch_name(i) for i in range(len(branches))],
-                        branches))
+        return dict(
+            zip([_branch_name(i) for i in range(len(branches))], branches)
+        )
     return tuple(branches)
 
 
@@ -218,10 +222,16 @@ def _validation_branches(validation_data):
     them, or Keras' packing `((anchors, positives),)`, whose `y` must then
     be None.
     """
-    packed = isinstance(validation_data, tuple) and validation_data and (
-        isinstance(validation_data[0], tuple)
-        or (isinstance(validation_data[0], dict)
-            and "anchor" in validation_data[0])
+    packed = (
+        isinstance(validation_data, tuple)
+        and validation_data
+        and (
+            isinstance(validation_data[0], tuple)
+            or (
+                isinstance(validation_data[0], dict)
+                and "anchor" in validation_data[0]
+            )
+        )
     )
     if not packed:
         return validation_data
@@ -242,7 +252,8 @@ def _holds_strings(x):
     spec = getattr(x, "element_spec", None)
     leaves = keras.tree.flatten(spec if spec is not None else x)
     return any(
-        _is_string(leaf) or isinstance(leaf, (str, bytes))
+        _is_string(leaf)
+        or isinstance(leaf, (str, bytes))
         or (isinstance(leaf, np.ndarray) and leaf.dtype.kind in "USO")
         for leaf in leaves
     )
@@ -255,7 +266,8 @@ class ContrastiveModel(keras.Model):
     The model embeds every branch of its input with the same `embedder`
     (shared weights) and stacks the embeddings into `(B, 2 + n, D)`, what
     `keras_mrl.losses.MultipleNegativesRankingLoss` reads, alone or inside
-    `keras_mrl.losses.MatryoshkaLoss(..., nesting_dims=...)`. No labels are needed:
+    `keras_mrl.losses.MatryoshkaLoss(..., nesting_dims=...)`. No labels are
+    needed:
     `fit(x)` trains. The embedder object itself is trained, so after `fit`
     it is the fine-tuned model, to use, save or `save_to_preset` as usual.
 
@@ -388,8 +400,15 @@ class ContrastiveModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(element)
         return self.preprocess_samples(x, y, sample_weight)
 
-    def make_dataset(self, x, *, batch_size=32, shuffle=False, seed=None,
-                     drop_remainder=False):
+    def make_dataset(
+        self,
+        x,
+        *,
+        batch_size=32,
+        shuffle=False,
+        seed=None,
+        drop_remainder=False,
+    ):
         """Returns a batched `tf.data.Dataset` of preprocessed branches.
 
         Args:
@@ -445,9 +464,19 @@ class ContrastiveModel(keras.Model):
             x, batch_size=batch_size or 32, shuffle=shuffle, seed=seed
         ), None
 
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
-            callbacks=None, validation_split=0.0, validation_data=None,
-            shuffle=True, **kwargs):
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=True,
+        **kwargs,
+    ):
         """Trains on `(anchor, positive, *negatives)`; see `keras.Model.fit`.
 
         Takes no `y`. `validation_split` holds out the last rows of
@@ -495,9 +524,15 @@ class ContrastiveModel(keras.Model):
                 # Keras would read a pair of branches as (x, y).
                 validation_data = (validation_data,)
         return super().fit(
-            branches, None, batch_size=train_batch_size, epochs=epochs,
-            verbose=verbose, callbacks=callbacks,
-            validation_data=validation_data, shuffle=shuffle, **kwargs
+            branches,
+            None,
+            batch_size=train_batch_size,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=callbacks,
+            validation_data=validation_data,
+            shuffle=shuffle,
+            **kwargs,
         )
 
     def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
@@ -554,19 +589,22 @@ class ContrastiveModel(keras.Model):
 
     def get_config(self):
         config = {"name": self.name, "trainable": self.trainable}
-        config.update({
-            "embedder": keras.saving.serialize_keras_object(self.embedder),
-            "head": (None if self.head is None
-                     else keras.saving.serialize_keras_object(self.head)),
-        })
+        config.update(
+            {
+                "embedder": keras.saving.serialize_keras_object(self.embedder),
+                "head": (
+                    None
+                    if self.head is None
+                    else keras.saving.serialize_keras_object(self.head)
+                ),
+            }
+        )
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        embedder = keras.saving.deserialize_keras_object(
-            config.pop("embedder")
-        )
+        embedder = keras.saving.deserialize_keras_object(config.pop("embedder"))
         head = config.pop("head", None)
         if head is not None:
             head = keras.saving.deserialize_keras_object(head)

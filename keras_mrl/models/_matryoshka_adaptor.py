@@ -26,6 +26,7 @@ from keras_mrl.losses._similarity_preservation_loss import (
 from keras_mrl.nesting import default_nesting_dims
 from keras_mrl.nesting import validate_nesting_dims
 
+
 def _is_pair(x):
     return isinstance(x, (tuple, list))
 
@@ -161,17 +162,22 @@ class MatryoshkaAdaptor(keras.Model):
         if self.topk_weight > 0 or self.pairwise_weight > 0:
             self._preservation = MatryoshkaLoss(
                 SimilarityPreservationLoss(
-                    self.top_k, topk_weight=self.topk_weight,
+                    self.top_k,
+                    topk_weight=self.topk_weight,
                     pairwise_weight=self.pairwise_weight,
                 ),
                 nesting_dims=self.nesting_dims,
             )
         self.hidden = keras.layers.Dense(
-            self.hidden_dim, activation=activation, dtype=self.dtype_policy,
+            self.hidden_dim,
+            activation=activation,
+            dtype=self.dtype_policy,
             name="hidden",
         )
         self.residual = keras.layers.Dense(
-            self.dim, kernel_initializer="zeros", dtype=self.dtype_policy,
+            self.dim,
+            kernel_initializer="zeros",
+            dtype=self.dtype_policy,
             name="residual",
         )
         self.hidden.build((None, self.dim))
@@ -187,8 +193,9 @@ class MatryoshkaAdaptor(keras.Model):
                 f"(batch, {self.dim}), got shape {shape}."
             )
         x = ops.cast(x, self.compute_dtype)
-        return x + self.residual(self.hidden(x, training=training),
-                                 training=training)
+        return x + self.residual(
+            self.hidden(x, training=training), training=training
+        )
 
     def call(self, inputs, training=None):
         if _is_pair(inputs):
@@ -251,8 +258,9 @@ class MatryoshkaAdaptor(keras.Model):
         _check_finite_embeddings(x, "x")
         return super().predict(x, *args, **kwargs)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
-                     training=True):
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
         if y is not None or sample_weight is not None:
             raise ValueError(
                 "MatryoshkaAdaptor needs no labels or sample weights: call "

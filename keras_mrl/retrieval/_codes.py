@@ -26,7 +26,7 @@ HNSW_PRECISIONS = ("float32", "binary")
 
 
 def check_precisions(precisions, stage_dims, index):
-    """Returns `precisions` as a tuple of one precision per width of `stage_dims`.
+    """Returns `precisions` as a tuple, one precision per `stage_dims` width.
 
     None means float32 at every stage.
     """
@@ -37,7 +37,8 @@ def check_precisions(precisions, stage_dims, index):
     ):
         raise TypeError(
             "`precisions` must be a tuple of str, one per width of stage_dims "
-            f"{list(stage_dims)}, e.g. ('binary', 'float32'); got {precisions!r}."
+            f"{list(stage_dims)}, e.g. ('binary', 'float32'); "
+            f"got {precisions!r}."
         )
     precisions = tuple(precisions)
     if len(precisions) != len(stage_dims):
@@ -47,9 +48,9 @@ def check_precisions(precisions, stage_dims, index):
         )
     checked = [check_choice(precisions[0], "precisions[0]", PRECISIONS)]
     for i, precision in enumerate(precisions[1:], start=1):
-        checked.append(check_choice(
-            precision, f"precisions[{i}]", RESCORING_PRECISIONS
-        ))
+        checked.append(
+            check_choice(precision, f"precisions[{i}]", RESCORING_PRECISIONS)
+        )
     if checked[0] == "binary" and stage_dims[0] % 8:
         raise ValueError(
             f"A binary first stage packs 8 dimensions to a byte, so its "

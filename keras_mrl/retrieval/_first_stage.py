@@ -161,8 +161,9 @@ class FaissHNSWFirstStage(_FaissFirstStage):
         state: bytes of `state()`, the saved graph of these vectors.
     """
 
-    def __init__(self, faiss, vectors, *, m, ef_construction, ef_search,
-                 state=None):
+    def __init__(
+        self, faiss, vectors, *, m, ef_construction, ef_search, state=None
+    ):
         self.ef_search = ef_search
         if state is None:
             index = faiss.IndexHNSWFlat(
@@ -172,10 +173,16 @@ class FaissHNSWFirstStage(_FaissFirstStage):
             super().__init__(faiss, index)
             self.add(vectors)
             return
-        super().__init__(faiss, deserialize_graph(
-            faiss.deserialize_index, state, faiss.IndexHNSWFlat,
-            vectors.shape, "prefixes",
-        ))
+        super().__init__(
+            faiss,
+            deserialize_graph(
+                faiss.deserialize_index,
+                state,
+                faiss.IndexHNSWFlat,
+                vectors.shape,
+                "prefixes",
+            ),
+        )
 
     def _search(self, queries, count):
         params = self.faiss.SearchParametersHNSW()
@@ -209,8 +216,7 @@ def deserialize_graph(read, state, kind, shape, what):
         index = read(np.asarray(state, np.uint8))
     except RuntimeError as error:
         raise ValueError(
-            f"The saved {kind.__name__} graph cannot be read by faiss: "
-            f"{error}"
+            f"The saved {kind.__name__} graph cannot be read by faiss: {error}"
         ) from None
     n, d = shape
     if not isinstance(index, kind) or (index.d, index.ntotal) != (d, n):
@@ -238,8 +244,9 @@ def resolve_faiss(use_faiss):
     return faiss
 
 
-def make_first_stage(vectors, *, kind, use_faiss, hnsw_m, ef_construction,
-                     ef_search, state=None):
+def make_first_stage(
+    vectors, *, kind, use_faiss, hnsw_m, ef_construction, ef_search, state=None
+):
     """Returns the backend for `kind` and `use_faiss` over `vectors`.
 
     Args:
@@ -251,15 +258,20 @@ def make_first_stage(vectors, *, kind, use_faiss, hnsw_m, ef_construction,
         state: a saved `state()`, used only by the backend that wrote it.
     """
     return pick_backend(
-        vectors, resolve_faiss(use_faiss), kind,
+        vectors,
+        resolve_faiss(use_faiss),
+        kind,
         (NumpyFirstStage, FaissFlatFirstStage, FaissHNSWFirstStage),
-        hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search,
+        hnsw_m=hnsw_m,
+        ef_construction=ef_construction,
+        ef_search=ef_search,
         state=state,
     )
 
 
-def pick_backend(vectors, faiss, kind, backends, *, hnsw_m, ef_construction,
-                 ef_search, state):
+def pick_backend(
+    vectors, faiss, kind, backends, *, hnsw_m, ef_construction, ef_search, state
+):
     """Builds the numpy, faiss flat or faiss HNSW class of `backends`.
 
     Args:
@@ -274,7 +286,11 @@ def pick_backend(vectors, faiss, kind, backends, *, hnsw_m, ef_construction,
         return numpy_backend(vectors)
     if kind == "hnsw":
         return hnsw_backend(
-            faiss, vectors, m=hnsw_m, ef_construction=ef_construction,
-            ef_search=ef_search, state=state,
+            faiss,
+            vectors,
+            m=hnsw_m,
+            ef_construction=ef_construction,
+            ef_search=ef_search,
+            state=state,
         )
     return flat_backend(faiss, vectors)

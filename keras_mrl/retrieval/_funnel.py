@@ -24,8 +24,15 @@ from keras_mrl.retrieval._quantized_stage import make_first_stage
 from keras_mrl.retrieval._rerank import rerank
 
 _CONFIG_KEYS = (
-    "stage_dims", "shortlist", "precisions", "index", "normalize", "hnsw_m",
-    "ef_construction", "ef_search", "use_faiss",
+    "stage_dims",
+    "shortlist",
+    "precisions",
+    "index",
+    "normalize",
+    "hnsw_m",
+    "ef_construction",
+    "ef_search",
+    "use_faiss",
 )
 
 
@@ -55,7 +62,8 @@ def _check_shortlist(shortlist, stage_dims):
     ):
         raise TypeError(
             f"`shortlist` must be a tuple of ints, one per stage but the "
-            f"last ({stages} for stage_dims {list(stage_dims)}), e.g. shortlist=(200,) "
+            f"last ({stages} for stage_dims {list(stage_dims)}), e.g. "
+            "shortlist=(200,) "
             f"for stage_dims=(32, 1024); a one-stage index takes shortlist=(). "
             f"Got {shortlist!r}."
         )
@@ -206,16 +214,16 @@ class FunnelIndex:
                 raise ValueError(
                     "`corpus_embeddings` must hold at least 1 row."
                 )
-            saved = _index_file.SavedCorpus(
-                corpus.shape[1], None, None, None
-            )
+            saved = _index_file.SavedCorpus(corpus.shape[1], None, None, None)
         self.width = saved.width
         self.stage_dims = validate_nesting_dims(
             stage_dims, max_dim=self.width, name="stage_dims"
         )
         self.shortlist = _check_shortlist(shortlist, self.stage_dims)
         self.index = check_choice(index, "index", INDEX_KINDS)
-        self.precisions = check_precisions(precisions, self.stage_dims, self.index)
+        self.precisions = check_precisions(
+            precisions, self.stage_dims, self.index
+        )
         self.normalize = check_bool(normalize, "normalize")
         self.hnsw_m = check_positive_int(hnsw_m, "hnsw_m")
         self.ef_construction = check_positive_int(
@@ -228,17 +236,22 @@ class FunnelIndex:
         if stored is None:
             prefixes = self._prefixes(corpus)
             self._ranges = self._measure_ranges(
-                prefixes if calibration is None
+                prefixes
+                if calibration is None
                 else self._prefixes(calibration),
-                "corpus_embeddings" if calibration is None
-                else "calibration",
+                "corpus_embeddings" if calibration is None else "calibration",
             )
             stored = self._encode(prefixes)
         self._views = list(stored[1:])
         self._first = make_first_stage(
-            stored[0], precision=self.precisions[0], ranges=self._ranges[0],
-            kind=self.index, use_faiss=self.use_faiss, hnsw_m=self.hnsw_m,
-            ef_construction=self.ef_construction, ef_search=self.ef_search,
+            stored[0],
+            precision=self.precisions[0],
+            ranges=self._ranges[0],
+            kind=self.index,
+            use_faiss=self.use_faiss,
+            hnsw_m=self.hnsw_m,
+            ef_construction=self.ef_construction,
+            ef_search=self.ef_search,
             state=saved.state,
         )
         self._size = len(stored[0])
@@ -282,8 +295,10 @@ class FunnelIndex:
 
     def _encode(self, prefixes):
         return [
-            encode(p, precision, ranges) for p, precision, ranges in
-            zip(prefixes, self.precisions, self._ranges)
+            encode(p, precision, ranges)
+            for p, precision, ranges in zip(
+                prefixes, self.precisions, self._ranges
+            )
         ]
 
     def _prefixes(self, x):
@@ -381,9 +396,7 @@ class FunnelIndex:
         for view, q, keep, ranges in zip(
             self._views, prefixes[1:], keeps[1:], self._ranges[1:]
         ):
-            scores, ids = rerank(
-                view, q, ids, keep, self._first.faiss, ranges
-            )
+            scores, ids = rerank(view, q, ids, keep, self._first.faiss, ranges)
         return scores, ids
 
     def _check_found(self, ids, k):
@@ -453,8 +466,7 @@ class FunnelIndex:
         """
         if not isinstance(config, dict):
             raise TypeError(
-                f"`config` must be a dict from `get_config()`, got "
-                f"{config!r}."
+                f"`config` must be a dict from `get_config()`, got {config!r}."
             )
         return cls(corpus_embeddings, calibration=calibration, **config)
 
@@ -476,9 +488,12 @@ class FunnelIndex:
             The path written, a str.
         """
         return _index_file.write(
-            path, config=self.get_config(), width=self.width,
+            path,
+            config=self.get_config(),
+            width=self.width,
             prefixes=[self._first.vectors(), *self._views],
-            ranges=self._ranges, state=self._first.state(),
+            ranges=self._ranges,
+            state=self._first.state(),
         )
 
     @classmethod

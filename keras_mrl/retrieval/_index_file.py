@@ -62,9 +62,7 @@ def write(path, *, config, width, prefixes, ranges, state):
         "size": len(prefixes[0]),
         "config": config,
     }
-    arrays = {
-        f"prefix_{d}": p for d, p in zip(config["stage_dims"], prefixes)
-    }
+    arrays = {f"prefix_{d}": p for d, p in zip(config["stage_dims"], prefixes)}
     for d, r in zip(config["stage_dims"], ranges):
         if r is not None:
             arrays[f"ranges_{d}"] = r
@@ -119,9 +117,7 @@ def _read(path):
         prefixes, ranges = [], []
         for d, precision in zip(stage_dims, precisions):
             prefixes.append(_prefix(data, d, precision, size))
-            ranges.append(
-                _ranges(data, d) if precision == "int8" else None
-            )
+            ranges.append(_ranges(data, d) if precision == "int8" else None)
         state = None
         if _STATE in data.files:
             state = _entry(data, _STATE)
@@ -206,8 +202,10 @@ def _header(data):
         )
     for key, kind in (("width", int), ("size", int), ("config", dict)):
         value = header.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool) or (
-            kind is int and value < 1
+        if (
+            not isinstance(value, kind)
+            or isinstance(value, bool)
+            or (kind is int and value < 1)
         ):
             raise _Unreadable(f"its header's `{key}` is {value!r}.")
     return header
@@ -226,7 +224,8 @@ def _precisions(header, stage_dims):
 def _dims(header):
     try:
         return validate_nesting_dims(
-            header["config"].get("stage_dims"), max_dim=header["width"],
+            header["config"].get("stage_dims"),
+            max_dim=header["width"],
             name="stage_dims",
         )
     except (TypeError, ValueError) as error:

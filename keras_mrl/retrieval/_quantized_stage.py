@@ -26,9 +26,11 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 def _popcount(words):
     if hasattr(np, "bitwise_count"):
         return np.bitwise_count(words)
-    return _POPCOUNT[words.view(np.uint8)].reshape(
-        *words.shape, -1
-    ).sum(axis=-1, dtype=np.uint8)
+    return (
+        _POPCOUNT[words.view(np.uint8)]
+        .reshape(*words.shape, -1)
+        .sum(axis=-1, dtype=np.uint8)
+    )
 
 
 def _as_words(codes):
@@ -89,8 +91,9 @@ class NumpyInt8FirstStage(_first_stage.FirstStage):
             block = self._codes[start:stop].astype(np.float32)
             return scaled @ block.T + offset[:, None]
 
-        scores, ids = _blockwise_top_k(len(queries), len(self._codes),
-                                       count, scores_of)
+        scores, ids = _blockwise_top_k(
+            len(queries), len(self._codes), count, scores_of
+        )
         return scores.astype(np.float32, copy=False), ids
 
     def vectors(self):
@@ -124,8 +127,9 @@ class NumpyBinaryFirstStage(_first_stage.FirstStage):
                 size - 1 - np.arange(start, stop)
             )
 
-        keys, ids = _blockwise_top_k(len(packed_queries), size, count,
-                                     keys_of, itemsize=8)
+        keys, ids = _blockwise_top_k(
+            len(packed_queries), size, count, keys_of, itemsize=8
+        )
         return (2 * (keys // size) - bits).astype(np.float32), ids
 
     def vectors(self):
@@ -202,20 +206,23 @@ class FaissBinaryFlatFirstStage(_FaissBinary, _first_stage._FaissFirstStage):
         return self._codes_of(self.index)
 
 
-class FaissBinaryHNSWFirstStage(_FaissBinary,
-                                _first_stage.FaissHNSWFirstStage):
+class FaissBinaryHNSWFirstStage(_FaissBinary, _first_stage.FaissHNSWFirstStage):
     """Approximate Hamming search on a faiss `IndexBinaryHNSW`.
 
     Args: those of `FaissHNSWFirstStage`, with packed bits for vectors.
     """
 
-    def __init__(self, faiss, codes, *, m, ef_construction, ef_search,
-                 state=None):
+    def __init__(
+        self, faiss, codes, *, m, ef_construction, ef_search, state=None
+    ):
         self.faiss, self.ef_search = faiss, ef_search
         if state is not None:
             self.index = _first_stage.deserialize_graph(
-                faiss.deserialize_index_binary, state, faiss.IndexBinaryHNSW,
-                (len(codes), 8 * codes.shape[1]), "bit codes",
+                faiss.deserialize_index_binary,
+                state,
+                faiss.IndexBinaryHNSW,
+                (len(codes), 8 * codes.shape[1]),
+                "bit codes",
             )
             return
         self.index = faiss.IndexBinaryHNSW(8 * codes.shape[1], m)
@@ -223,16 +230,26 @@ class FaissBinaryHNSWFirstStage(_FaissBinary,
         self.add(codes)
 
     def vectors(self):
-        return self._codes_of(self.faiss.downcast_IndexBinary(
-            self.index.storage
-        ))
+        return self._codes_of(
+            self.faiss.downcast_IndexBinary(self.index.storage)
+        )
 
     def state(self):
         return self.faiss.serialize_index_binary(self.index)
 
 
-def make_first_stage(vectors, *, precision, ranges, kind, use_faiss,
-                     hnsw_m, ef_construction, ef_search, state=None):
+def make_first_stage(
+    vectors,
+    *,
+    precision,
+    ranges,
+    kind,
+    use_faiss,
+    hnsw_m,
+    ef_construction,
+    ef_search,
+    state=None,
+):
     """Returns the backend for `precision`, `kind` and `use_faiss`.
 
     Args:
@@ -244,8 +261,12 @@ def make_first_stage(vectors, *, precision, ranges, kind, use_faiss,
     """
     if precision == "float32":
         return _first_stage.make_first_stage(
-            vectors, kind=kind, use_faiss=use_faiss, hnsw_m=hnsw_m,
-            ef_construction=ef_construction, ef_search=ef_search,
+            vectors,
+            kind=kind,
+            use_faiss=use_faiss,
+            hnsw_m=hnsw_m,
+            ef_construction=ef_construction,
+            ef_search=ef_search,
             state=state,
         )
     faiss = _first_stage.resolve_faiss(use_faiss)
@@ -254,9 +275,16 @@ def make_first_stage(vectors, *, precision, ranges, kind, use_faiss,
             return NumpyInt8FirstStage(vectors, ranges)
         return FaissInt8FirstStage(faiss, vectors, ranges)
     return _first_stage.pick_backend(
-        vectors, faiss, kind,
-        (NumpyBinaryFirstStage, FaissBinaryFlatFirstStage,
-         FaissBinaryHNSWFirstStage),
-        hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search,
+        vectors,
+        faiss,
+        kind,
+        (
+            NumpyBinaryFirstStage,
+            FaissBinaryFlatFirstStage,
+            FaissBinaryHNSWFirstStage,
+        ),
+        hnsw_m=hnsw_m,
+        ef_construction=ef_construction,
+        ef_search=ef_search,
         state=state,
     )

@@ -44,9 +44,13 @@ def rerank(view, queries, ids, keep, faiss=None, ranges=None):
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         # A padding id (-1) scores -inf.
         faiss.fvec_inner_products_by_idx(
-            faiss.swig_ptr(scores), faiss.swig_ptr(queries),
-            faiss.swig_ptr(view), faiss.swig_ptr(ids), view.shape[1],
-            num_queries, candidates,
+            faiss.swig_ptr(scores),
+            faiss.swig_ptr(queries),
+            faiss.swig_ptr(view),
+            faiss.swig_ptr(ids),
+            view.shape[1],
+            num_queries,
+            candidates,
         )
         scores, pos = top_k(scores, keep)
         return scores, np.take_along_axis(ids, pos, axis=-1)

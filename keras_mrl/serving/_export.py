@@ -60,9 +60,7 @@ def _import_hub():
 def _numpy(variable):
     import keras
 
-    return np.asarray(
-        keras.ops.convert_to_numpy(variable), dtype=np.float32
-    )
+    return np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
 
 
 def _split_model(embedder, head):
@@ -148,16 +146,21 @@ def _backbone_weights(backbone):
     """Returns the BERT weights under Hugging Face's names (numpy)."""
     dim = backbone.hidden_dim
     weights = {
-        "embeddings.word_embeddings.weight":
-            backbone.get_layer("token_embedding").embeddings,
-        "embeddings.position_embeddings.weight":
-            backbone.get_layer("position_embedding").position_embeddings,
-        "embeddings.token_type_embeddings.weight":
-            backbone.get_layer("segment_embedding").embeddings,
-        "embeddings.LayerNorm.weight":
-            backbone.get_layer("embeddings_layer_norm").gamma,
-        "embeddings.LayerNorm.bias":
-            backbone.get_layer("embeddings_layer_norm").beta,
+        "embeddings.word_embeddings.weight": backbone.get_layer(
+            "token_embedding"
+        ).embeddings,
+        "embeddings.position_embeddings.weight": backbone.get_layer(
+            "position_embedding"
+        ).position_embeddings,
+        "embeddings.token_type_embeddings.weight": backbone.get_layer(
+            "segment_embedding"
+        ).embeddings,
+        "embeddings.LayerNorm.weight": backbone.get_layer(
+            "embeddings_layer_norm"
+        ).gamma,
+        "embeddings.LayerNorm.bias": backbone.get_layer(
+            "embeddings_layer_norm"
+        ).beta,
     }
     weights = {name: _numpy(v) for name, v in weights.items()}
 
@@ -178,21 +181,31 @@ def _backbone_weights(backbone):
         block = backbone.get_layer(f"transformer_layer_{i}")
         attention = block._self_attention_layer
         prefix = f"encoder.layer.{i}"
-        for name, dense in (("query", attention.query_dense),
-                            ("key", attention.key_dense),
-                            ("value", attention.value_dense)):
-            linear(f"{prefix}.attention.self.{name}", dense.kernel,
-                   dense.bias)
-        linear(f"{prefix}.attention.output.dense",
-               attention.output_dense.kernel, attention.output_dense.bias)
-        norm(f"{prefix}.attention.output.LayerNorm",
-             block._self_attention_layer_norm)
-        linear(f"{prefix}.intermediate.dense",
-               block._feedforward_intermediate_dense.kernel,
-               block._feedforward_intermediate_dense.bias)
-        linear(f"{prefix}.output.dense",
-               block._feedforward_output_dense.kernel,
-               block._feedforward_output_dense.bias)
+        for name, dense in (
+            ("query", attention.query_dense),
+            ("key", attention.key_dense),
+            ("value", attention.value_dense),
+        ):
+            linear(f"{prefix}.attention.self.{name}", dense.kernel, dense.bias)
+        linear(
+            f"{prefix}.attention.output.dense",
+            attention.output_dense.kernel,
+            attention.output_dense.bias,
+        )
+        norm(
+            f"{prefix}.attention.output.LayerNorm",
+            block._self_attention_layer_norm,
+        )
+        linear(
+            f"{prefix}.intermediate.dense",
+            block._feedforward_intermediate_dense.kernel,
+            block._feedforward_intermediate_dense.bias,
+        )
+        linear(
+            f"{prefix}.output.dense",
+            block._feedforward_output_dense.kernel,
+            block._feedforward_output_dense.bias,
+        )
         norm(f"{prefix}.output.LayerNorm", block._feedforward_layer_norm)
     pooler = backbone.get_layer("pooled_dense")
     linear("pooler.dense", pooler.kernel, pooler.bias)
@@ -232,8 +245,10 @@ def _tokenizer_files(tokenizer, sequence_length):
     vocabulary = list(tokenizer.get_vocabulary())
     ids = {token: i for i, token in enumerate(vocabulary)}
     special = {
-        "unk": tokenizer.oov_token, "sep": tokenizer.sep_token,
-        "pad": tokenizer.pad_token, "cls": tokenizer.cls_token,
+        "unk": tokenizer.oov_token,
+        "sep": tokenizer.sep_token,
+        "pad": tokenizer.pad_token,
+        "cls": tokenizer.cls_token,
         "mask": tokenizer.mask_token,
     }
     from keras_mrl.hub import HuggingFaceBertTokenizer
@@ -242,7 +257,8 @@ def _tokenizer_files(tokenizer, sequence_length):
         normalizer = dict(tokenizer.normalizer)
     else:
         normalizer = {
-            "type": "BertNormalizer", "clean_text": True,
+            "type": "BertNormalizer",
+            "clean_text": True,
             "handle_chinese_chars": bool(tokenizer.split_on_cjk),
             "strip_accents": bool(tokenizer.strip_accents),
             "lowercase": bool(tokenizer.lowercase),
@@ -252,17 +268,25 @@ def _tokenizer_files(tokenizer, sequence_length):
     cjk = normalizer["handle_chinese_chars"]
     special_map = {f"{k}_token": special[k] for k in _SPECIAL}
     tokenizer_config = dict(
-        special_map, do_lower_case=lowercase, strip_accents=strip_accents,
-        tokenize_chinese_chars=cjk, do_basic_tokenize=True,
-        never_split=None, tokenizer_class="BertTokenizer",
+        special_map,
+        do_lower_case=lowercase,
+        strip_accents=strip_accents,
+        tokenize_chinese_chars=cjk,
+        do_basic_tokenize=True,
+        never_split=None,
+        tokenizer_class="BertTokenizer",
         model_max_length=sequence_length,
     )
 
     def template(*parts):
-        return [({"SpecialToken": {"id": part, "type_id": type_id}}
-                 if part.startswith("[") else
-                 {"Sequence": {"id": part, "type_id": type_id}})
-                for part, type_id in parts]
+        return [
+            (
+                {"SpecialToken": {"id": part, "type_id": type_id}}
+                if part.startswith("[")
+                else {"Sequence": {"id": part, "type_id": type_id}}
+            )
+            for part, type_id in parts
+        ]
 
     cls, sep = special["cls"], special["sep"]
     tokenizer_json = {
@@ -270,9 +294,15 @@ def _tokenizer_files(tokenizer, sequence_length):
         "truncation": None,
         "padding": None,
         "added_tokens": [
-            {"id": ids[token], "content": token, "single_word": False,
-             "lstrip": False, "rstrip": False, "normalized": False,
-             "special": True}
+            {
+                "id": ids[token],
+                "content": token,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
             for token in sorted(set(special.values()), key=ids.get)
         ],
         "normalizer": normalizer,
@@ -280,19 +310,23 @@ def _tokenizer_files(tokenizer, sequence_length):
         "post_processor": {
             "type": "TemplateProcessing",
             "single": template((cls, 0), ("A", 0), (sep, 0)),
-            "pair": template((cls, 0), ("A", 0), (sep, 0), ("B", 1),
-                             (sep, 1)),
+            "pair": template((cls, 0), ("A", 0), (sep, 0), ("B", 1), (sep, 1)),
             "special_tokens": {
                 token: {"id": token, "ids": [ids[token]], "tokens": [token]}
                 for token in (cls, sep)
             },
         },
-        "decoder": {"type": "WordPiece", "prefix": tokenizer.suffix_indicator,
-                    "cleanup": True},
+        "decoder": {
+            "type": "WordPiece",
+            "prefix": tokenizer.suffix_indicator,
+            "cleanup": True,
+        },
         "model": {
-            "type": "WordPiece", "unk_token": special["unk"],
+            "type": "WordPiece",
+            "unk_token": special["unk"],
             "continuing_subword_prefix": tokenizer.suffix_indicator,
-            "max_input_chars_per_word": 100, "vocab": ids,
+            "max_input_chars_per_word": 100,
+            "vocab": ids,
         },
     }
     return {
@@ -318,21 +352,27 @@ def _model_card(width, sequence_length, nesting_dims):
         "- sentence-similarity",
     ]
     if nesting_dims is not None:
-        front += ["- matryoshka",
-                  f"matryoshka_dimensions: {list(nesting_dims)}"]
+        front += [
+            "- matryoshka",
+            f"matryoshka_dimensions: {list(nesting_dims)}",
+        ]
     smallest = width if nesting_dims is None else nesting_dims[0]
     body = [
-        "---", "",
-        "# Sentence embedder exported by keras-mrl", "",
+        "---",
+        "",
+        "# Sentence embedder exported by keras-mrl",
+        "",
         f"A BERT sentence embedder of {width} dimensions (inputs of up to "
         f"{sequence_length} tokens), fine-tuned in Keras and exported by "
-        "`keras_mrl.serving.export_sentence_transformer`.", "",
+        "`keras_mrl.serving.export_sentence_transformer`.",
+        "",
     ]
     if nesting_dims is not None:
         body += [
             "It was trained with Matryoshka Representation Learning: the "
             "first `m` dimensions of an embedding are an embedding of their "
-            f"own for each `m` in {list(nesting_dims)}.", "",
+            f"own for each `m` in {list(nesting_dims)}.",
+            "",
         ]
     body += [
         "```python",
@@ -340,16 +380,24 @@ def _model_card(width, sequence_length, nesting_dims):
         "",
         f"model = SentenceTransformer(path, truncate_dim={smallest})",
         "embeddings = model.encode(texts, normalize_embeddings=True)",
-        "```", "",
+        "```",
+        "",
     ]
     return "\n".join(front + body)
 
 
 @keyword_only
-def export_sentence_transformer(embedder, *, path, head=None,
-                                nesting_dims=None, normalize=True,
-                                tokenizer=None, sequence_length=None,
-                                overwrite=False):
+def export_sentence_transformer(
+    embedder,
+    *,
+    path,
+    head=None,
+    nesting_dims=None,
+    normalize=True,
+    tokenizer=None,
+    sequence_length=None,
+    overwrite=False,
+):
     """Writes a KerasHub BERT embedder as a sentence-transformers directory.
 
     `sentence_transformers.SentenceTransformer(path)` then encodes texts to
@@ -463,9 +511,11 @@ def export_sentence_transformer(embedder, *, path, head=None,
             f"{type(tokenizer).__name__}."
         )
     if sequence_length is None:
-        sequence_length = (backbone.max_sequence_length
-                           if preprocessor is None
-                           else preprocessor.sequence_length)
+        sequence_length = (
+            backbone.max_sequence_length
+            if preprocessor is None
+            else preprocessor.sequence_length
+        )
     if sequence_length < 3:
         raise ValueError(
             f"`sequence_length` must be at least 3 ([CLS], a token of text, "
@@ -487,63 +537,81 @@ def export_sentence_transformer(embedder, *, path, head=None,
     if normalize and modules[-1][1] != "Normalize":
         modules.append((f"{len(modules)}_Normalize", "Normalize"))
     files = _tokenizer_files(tokenizer, sequence_length)
-    files["config.json"] = _json(_bert_config(
-        backbone, tokenizer.pad_token_id, nesting_dims
-    ))
-    files["modules.json"] = _json([
-        {"idx": i, "name": str(i), "path": folder,
-         "type": f"sentence_transformers.models.{kind}"}
-        for i, (folder, kind) in enumerate(modules)
-    ])
+    files["config.json"] = _json(
+        _bert_config(backbone, tokenizer.pad_token_id, nesting_dims)
+    )
+    files["modules.json"] = _json(
+        [
+            {
+                "idx": i,
+                "name": str(i),
+                "path": folder,
+                "type": f"sentence_transformers.models.{kind}",
+            }
+            for i, (folder, kind) in enumerate(modules)
+        ]
+    )
     files["sentence_bert_config.json"] = _json(
         {"max_seq_length": sequence_length, "do_lower_case": False}
     )
-    st_config = {"__version__": {}, "prompts": {},
-                 "default_prompt_name": None,
-                 "similarity_fn_name": "cosine"}
+    st_config = {
+        "__version__": {},
+        "prompts": {},
+        "default_prompt_name": None,
+        "similarity_fn_name": "cosine",
+    }
     if nesting_dims is not None:
         st_config["matryoshka_dimensions"] = list(nesting_dims)
     files["config_sentence_transformers.json"] = _json(st_config)
-    files["README.md"] = _model_card(out_width, sequence_length,
-                                     nesting_dims)
+    files["README.md"] = _model_card(out_width, sequence_length, nesting_dims)
     pooling = embedder.pooling_mode
-    files["1_Pooling/config.json"] = _json({
-        "word_embedding_dimension": width,
-        "pooling_mode_cls_token": pooling == "cls",
-        "pooling_mode_mean_tokens": pooling == "mean",
-        "pooling_mode_max_tokens": pooling == "max",
-        "pooling_mode_mean_sqrt_len_tokens": False,
-    })
+    files["1_Pooling/config.json"] = _json(
+        {
+            "word_embedding_dimension": width,
+            "pooling_mode_cls_token": pooling == "cls",
+            "pooling_mode_mean_tokens": pooling == "mean",
+            "pooling_mode_max_tokens": pooling == "max",
+            "pooling_mode_mean_sqrt_len_tokens": False,
+        }
+    )
     for folder, kind in modules:
         if kind == "Normalize":
             files[f"{folder}/config.json"] = _json({})
         elif kind == "Dense":
-            files[f"{folder}/config.json"] = _json({
-                "in_features": width, "out_features": out_width,
-                "bias": head_weights[1] is not None,
-                "activation_function": "torch.nn.modules.linear.Identity",
-            })
+            files[f"{folder}/config.json"] = _json(
+                {
+                    "in_features": width,
+                    "out_features": out_width,
+                    "bias": head_weights[1] is not None,
+                    "activation_function": "torch.nn.modules.linear.Identity",
+                }
+            )
 
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     building = _new_directory(parent, ".export-")
     try:
         for name, text in files.items():
-            os.makedirs(os.path.join(building, os.path.dirname(name)),
-                        exist_ok=True)
-            with open(os.path.join(building, name), "w",
-                      encoding="utf-8") as file:
+            os.makedirs(
+                os.path.join(building, os.path.dirname(name)), exist_ok=True
+            )
+            with open(
+                os.path.join(building, name), "w", encoding="utf-8"
+            ) as file:
                 file.write(text)
-        _save_tensors(_backbone_weights(backbone),
-                      os.path.join(building, "model.safetensors"))
+        _save_tensors(
+            _backbone_weights(backbone),
+            os.path.join(building, "model.safetensors"),
+        )
         if head_weights is not None:
             kernel, bias = head_weights
             tensors = {"linear.weight": np.ascontiguousarray(kernel.T)}
             if bias is not None:
                 tensors["linear.bias"] = bias
             dense = next(f for f, kind in modules if kind == "Dense")
-            _save_tensors(tensors,
-                          os.path.join(building, dense, "model.safetensors"))
+            _save_tensors(
+                tensors, os.path.join(building, dense, "model.safetensors")
+            )
         _replace(building, path)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)

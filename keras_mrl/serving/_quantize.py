@@ -54,14 +54,16 @@ def _ranges(calibration, ranges, x, precision):
         name = "`ranges`"
     else:
         name, source = (
-            ("`x`", x) if calibration is None
+            ("`x`", x)
+            if calibration is None
             else ("`calibration`", calibration)
         )
         if len(source) < 2:
             advice = (
                 "pass `calibration`, a representative set of embeddings "
-                "(e.g. the corpus)" if calibration is None else
-                "pass a representative set of embeddings (e.g. the corpus)"
+                "(e.g. the corpus)"
+                if calibration is None
+                else "pass a representative set of embeddings (e.g. the corpus)"
             )
             raise ValueError(
                 f"`{precision}` needs per-dimension ranges, and {len(source)} "

@@ -18,9 +18,8 @@ import sys
 sys.modules["tensorflow"] = None
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import problem  # noqa: E402
 
 from keras_mrl.distribution import matryoshka_layout_map  # noqa: E402

@@ -42,9 +42,7 @@ def main(port, process_id, out):
     with distribution.scope():
         model = problem.build_model()
         problem.compile_model(model, jit_compile=True)
-        history = problem.fit(
-            model, x, y, batch_size=problem.GLOBAL_BATCH // 2
-        )
+        history = problem.fit(model, x, y, batch_size=problem.GLOBAL_BATCH // 2)
     if process_id == 0:
         problem.save(out, weights=problem.weights(model), history=history)
 

@@ -11,9 +11,9 @@ widths at every step), a prefix-mode `MatryoshkaLoss` on the trunk
 embedding, and a stacked `MatryoshkaMetric`.
 """
 
+import keras
 import numpy as np
 
-import keras
 import keras_mrl
 
 NUM_EXAMPLES = 64
@@ -47,9 +47,9 @@ def process_slice(array, process_id, num_processes):
 def build_model():
     """The model, with fixed initial weights that do not depend on seeds."""
     inputs = keras.Input((FEATURES,), name="features")
-    embedding = keras.layers.Dense(
-        WIDTH, activation="tanh", name="trunk"
-    )(inputs)
+    embedding = keras.layers.Dense(WIDTH, activation="tanh", name="trunk")(
+        inputs
+    )
     outputs = {
         "head": keras_mrl.layers.MatryoshkaDense(
             UNITS, nesting_dims=NESTING_DIMS, name="head"
@@ -72,8 +72,7 @@ def initial_weights(shapes):
     """The initial values of `build_model`, drawn without Keras' seeds."""
     rng = np.random.default_rng(1)
     return [
-        rng.normal(scale=0.3, size=shape).astype("float32")
-        for shape in shapes
+        rng.normal(scale=0.3, size=shape).astype("float32") for shape in shapes
     ]
 
 

@@ -8,11 +8,10 @@ all-reduce sum of the replicas' gradients is the gradient of the global
 mean. Run under the default strategy, it is the one-device reference.
 """
 
-import numpy as np
-import tensorflow as tf
-
 import keras
+import numpy as np
 import problem
+import tensorflow as tf
 
 
 def train(strategy):
