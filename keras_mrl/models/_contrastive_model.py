@@ -588,7 +588,7 @@ class ContrastiveModel(keras.Model):
         return width
 
     def get_config(self):
-        config = {"name": self.name, "trainable": self.trainable}
+        config = super().get_config()
         config.update(
             {
                 "embedder": keras.saving.serialize_keras_object(self.embedder),

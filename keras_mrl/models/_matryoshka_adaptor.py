@@ -299,17 +299,18 @@ class MatryoshkaAdaptor(keras.Model):
         return ops.mean(squared * ops.square(scale))
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
-            "dim": self.dim,
-            "nesting_dims": self.nesting_dims,
-            "hidden_dim": self.hidden_dim,
-            "activation": self.activation,
-            "top_k": self.top_k,
-            "topk_weight": self.topk_weight,
-            "pairwise_weight": self.pairwise_weight,
-            "reconstruction_weight": self.reconstruction_weight,
-            "scale": self.scale,
-        }
+        config = super().get_config()
+        config.update(
+            {
+                "dim": self.dim,
+                "nesting_dims": self.nesting_dims,
+                "hidden_dim": self.hidden_dim,
+                "activation": self.activation,
+                "top_k": self.top_k,
+                "topk_weight": self.topk_weight,
+                "pairwise_weight": self.pairwise_weight,
+                "reconstruction_weight": self.reconstruction_weight,
+                "scale": self.scale,
+            }
+        )
+        return config

@@ -18,37 +18,7 @@ import numpy as np
 from keras_mrl._numpy_search import top_k
 from keras_mrl.retrieval import _first_stage
 from keras_mrl.retrieval._codes import int8_query_terms
-
-# numpy >= 2.0 counts bits itself; older numpy looks bytes up.
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
-
-
-def _popcount(words):
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(words)
-    return (
-        _POPCOUNT[words.view(np.uint8)]
-        .reshape(*words.shape, -1)
-        .sum(axis=-1, dtype=np.uint8)
-    )
-
-
-def _as_words(codes):
-    """Packed bytes `(N, B)` viewed as the widest unsigned words they fill."""
-    for dtype in (np.uint64, np.uint32, np.uint16):
-        if codes.shape[1] % np.dtype(dtype).itemsize == 0:
-            return np.ascontiguousarray(codes).view(dtype)
-    return codes
-
-
-def hamming(queries, codes):
-    """int32 `(Q, N)` Hamming distances of packed bits `(Q, B)`, `(N, B)`."""
-    q, c = _as_words(queries), _as_words(codes)
-    distances = np.zeros((len(q), len(c)), np.int32)
-    # One word column at a time keeps the temporaries at (Q, N).
-    for w in range(q.shape[1]):
-        distances += _popcount(q[:, w, None] ^ c[None, :, w])
-    return distances
+from keras_mrl.serving._quantize import hamming
 
 
 def _blockwise_top_k(num_queries, size, count, scores_of, itemsize=4):

@@ -186,7 +186,9 @@ def quantize(x, *, precision, calibration=None, ranges=None, dim=None):
     return (packed.astype(np.int16) - 128).astype(np.int8)
 
 
-def _bits(codes, name):
+def _packed(codes, name):
+    """Checked packed bits as uint8: int8 codes are the uint8 ones minus
+    128, the same bytes but the top bit, which XOR cancels."""
     codes = to_numpy(codes)
     if codes.ndim != 2 or codes.dtype not in (np.int8, np.uint8):
         raise ValueError(
@@ -194,9 +196,39 @@ def _bits(codes, name):
             "precision='binary' or 'ubinary'): a 2-D int8 or uint8 array; "
             f"got dtype {codes.dtype} and shape {codes.shape}."
         )
-    if codes.dtype == np.int8:
-        codes = (codes.astype(np.int16) + 128).astype(np.uint8)
-    return np.unpackbits(codes, axis=-1).astype(np.float32)
+    return codes
+
+
+# numpy >= 2.0 counts bits itself; older numpy looks bytes up.
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
+def _popcount(words):
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(words)
+    return (
+        _POPCOUNT[words.view(np.uint8)]
+        .reshape(*words.shape, -1)
+        .sum(axis=-1, dtype=np.uint8)
+    )
+
+
+def _as_words(codes):
+    """Packed bytes `(N, B)` viewed as the widest unsigned words they fill."""
+    for dtype in (np.uint64, np.uint32, np.uint16):
+        if codes.shape[1] % np.dtype(dtype).itemsize == 0:
+            return np.ascontiguousarray(codes).view(dtype)
+    return codes
+
+
+def hamming(queries, codes):
+    """int32 `(Q, N)` Hamming distances of packed bits `(Q, B)`, `(N, B)`."""
+    q, c = _as_words(queries), _as_words(codes)
+    distances = np.zeros((len(q), len(c)), np.int32)
+    # One word column at a time keeps the temporaries at (Q, N).
+    for w in range(q.shape[1]):
+        distances += _popcount(q[:, w, None] ^ c[None, :, w])
+    return distances
 
 
 @keyword_only
@@ -224,14 +256,10 @@ def hamming_distance(queries, *, corpus):
     array([[0, 1],
            [1, 0]], dtype=int32)
     """
-    q, c = to_numpy(queries), to_numpy(corpus)
-    a, b = _bits(q, "queries"), _bits(c, "corpus")
-    if q.dtype != c.dtype or a.shape[1] != b.shape[1]:
+    q, c = _packed(queries, "queries"), _packed(corpus, "corpus")
+    if q.dtype != c.dtype or q.shape[1] != c.shape[1]:
         raise ValueError(
             "`queries` and `corpus` must be codes of one precision and "
             f"width: got {q.dtype} {q.shape} and {c.dtype} {c.shape}."
         )
-    # |a xor b| = |a| + |b| - 2 a.b on 0/1 vectors; the float32 products
-    # are exact integers below 2**24 bits.
-    counts = a.sum(axis=1)[:, None] + b.sum(axis=1)[None, :] - 2 * (a @ b.T)
-    return np.rint(counts).astype(np.int32)
+    return hamming(q.view(np.uint8), c.view(np.uint8))
