@@ -6,70 +6,9 @@ value received and what would be right. Nothing here imports the rest of
 keras_mrl.
 """
 
-import functools
-import inspect
 import numbers
 
 import numpy as np
-
-
-def keyword_only(function):
-    """Lets `function` take its leading positional arguments, no more.
-
-    The decorated function declares its other arguments keyword-only (after
-    `*`); Python would then reject an extra positional argument with "takes
-    2 positional arguments but 3 were given". This wrapper raises a
-    TypeError that names the keyword arguments instead, since an argument
-    read positionally is how widths were once taken for weights. A method's
-    `self` (or a classmethod's `cls`) is bound by Python, so the message
-    neither counts nor names it.
-    """
-    signature = inspect.signature(function)
-    parameters = list(signature.parameters.values())
-    positional = [
-        p.name
-        for p in parameters
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    keywords = [p.name for p in parameters if p.kind == p.KEYWORD_ONLY]
-    owner = function.__qualname__.replace(".__init__", "")
-    # A function defined in a class body (not in a function's) is a method.
-    scopes = function.__qualname__.split(".")
-    bound = (
-        1
-        if len(scopes) > 1
-        and scopes[-2] != "<locals>"
-        and positional
-        and positional[0] in ("self", "cls")
-        else 0
-    )
-    shown = positional[bound:]
-    example = ", ".join(shown + [f"{name}=..." for name in keywords[:3]])
-    if shown:
-        takes = (
-            f"takes {', '.join(f'`{name}`' for name in shown)} as its only "
-            f"positional argument{'s' if len(shown) > 1 else ''} and the "
-            "others by keyword"
-        )
-    else:
-        takes = "takes its arguments by keyword only"
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        if len(args) > len(positional):
-            extra = len(args) - len(positional)
-            raise TypeError(
-                f"{owner}() {takes}; got {extra} "
-                f"{'more ' if shown else ''}positional. Write e.g. "
-                f"{owner}({example}). Its keyword arguments are: "
-                f"{', '.join(keywords)}."
-            )
-        return function(*args, **kwargs)
-
-    # Keras reads constructor arguments with `inspect.getfullargspec`, which
-    # sees through a wrapper only by its `__signature__`.
-    wrapper.__signature__ = signature
-    return wrapper
 
 
 def check_bool(value, name):

@@ -13,7 +13,6 @@ import warnings
 import numpy as np
 
 from keras_mrl._validation import check_finite
-from keras_mrl._validation import keyword_only
 from keras_mrl.nesting import validate_nesting_dims
 
 __all__ = ["Cascade"]
@@ -128,7 +127,6 @@ class Cascade:
     ([0, 1], [8, 64])
     """
 
-    @keyword_only
     def __init__(self, nesting_dims, *, thresholds):
         self.nesting_dims = validate_nesting_dims(nesting_dims)
         thresholds = _check_thresholds(thresholds)
@@ -149,7 +147,6 @@ class Cascade:
         self.thresholds = thresholds
 
     @classmethod
-    @keyword_only
     def calibrate(
         cls,
         val_logits,
@@ -270,7 +267,6 @@ class Cascade:
         classes, widths, _ = self._decide(logits)
         return classes, widths
 
-    @keyword_only
     def report(self, logits, *, labels):
         """Measures the cascade on labelled data.
 

@@ -8,7 +8,6 @@ from keras_mrl._validation import check_finite
 from keras_mrl._validation import check_optional_bool
 from keras_mrl._validation import check_optional_positive_int
 from keras_mrl._validation import check_positive_int
-from keras_mrl._validation import keyword_only
 from keras_mrl._validation import label_vector
 from keras_mrl.evaluation import retrieval_metrics
 from keras_mrl.nesting import default_nesting_dims
@@ -90,7 +89,6 @@ class RetrievalEvaluator(keras.callbacks.Callback):
     ['val_map@5@8', 'val_ndcg@5@8', 'val_recall@5@8', 'val_top1@8']
     """
 
-    @keyword_only
     def __init__(
         self,
         query_data,

@@ -31,7 +31,6 @@ import numpy as np
 import keras_mrl
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_positive_int
-from keras_mrl._validation import keyword_only
 from keras_mrl.evaluation import retrieval_metrics
 
 DIMS = (2, 4, 8, 16, 32, 64)
@@ -262,7 +261,6 @@ def _run_seed(data, config, seed, tag, log):
     return accuracy, retrieval
 
 
-@keyword_only
 def run(out_dir, *, seeds=None, quick=False, log=print):
     """Trains every method, writes `results.json` and `accuracy.png`.
 

@@ -14,13 +14,11 @@ import re
 import keras
 
 from keras_mrl._validation import check_positive_int
-from keras_mrl._validation import keyword_only
 from keras_mrl.layers._matryoshka_dense import matryoshka_heads
 
 __all__ = ["check_global_batch", "matryoshka_layout_map"]
 
 
-@keyword_only
 def matryoshka_layout_map(
     model, *, device_mesh, model_axis="model", layout_map=None
 ):
@@ -160,7 +158,6 @@ def _replicas(distribution):
     return count, f"devices of the {axis!r} mesh axis of {name}"
 
 
-@keyword_only
 def check_global_batch(batch_size, *, distribution=None):
     """Checks that a distribution can split the global batch evenly.
 

@@ -22,7 +22,6 @@ from keras_mrl._numpy_search import top_k
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_finite
 from keras_mrl._validation import check_positive_int
-from keras_mrl._validation import keyword_only
 from keras_mrl._validation import label_vector
 from keras_mrl._validation import to_matrix
 from keras_mrl.nesting import validate_nesting_dims
@@ -204,7 +203,6 @@ def _check_same(queries, corpus, query_labels, corpus_labels):
         )
 
 
-@keyword_only
 def retrieval_metrics(
     query_embeddings,
     *,
@@ -315,7 +313,6 @@ def retrieval_metrics(
     )
 
 
-@keyword_only
 def retrieval_metrics_from_relevance(
     query_embeddings,
     *,

@@ -10,12 +10,10 @@ import numbers
 import numpy as np
 
 from keras_mrl._validation import check_positive_int
-from keras_mrl._validation import keyword_only
 
 __all__ = ["default_nesting_dims"]
 
 
-@keyword_only
 def default_nesting_dims(dim, *, smallest=8):
     """Returns the doubling list of widths `[smallest, 2 * smallest, ...]`.
 

@@ -6,7 +6,6 @@ from keras import ops
 from keras_mrl._norms import inverse_norm
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_dim
-from keras_mrl._validation import keyword_only
 
 __all__ = ["truncate"]
 
@@ -15,7 +14,6 @@ __all__ = ["truncate"]
 _HALF_DTYPES = ("float16", "bfloat16")
 
 
-@keyword_only
 def truncate(x, *, dim, normalize=True):
     """Cuts embeddings to their first `dim` features and L2-normalises them.
 

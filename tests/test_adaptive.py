@@ -506,16 +506,15 @@ def test_thresholds_must_be_numbers(thresholds):
 
 def test_positional_arguments_raise():
     logits = two_class(HAND_MARGINS)
-    with pytest.raises(TypeError, match=r"Cascade\(\) takes `nesting_dims`"):
+    with pytest.raises(TypeError, match="positional argument"):
         Cascade([4, 8], [0.5, 0.0])
     with pytest.raises(
         TypeError,
-        match=r"Cascade.calibrate\(\) takes `val_logits`.*"
-        r"val_labels=\.\.\., nesting_dims=\.\.\.",
+        match="positional argument",
     ):
         Cascade.calibrate(logits, HAND_LABELS, HAND_DIMS)
     cascade = Cascade(HAND_DIMS, thresholds=[0.5, 0.5, 0.0])
-    with pytest.raises(TypeError, match=r"Cascade.report\(\).*labels=\.\.\."):
+    with pytest.raises(TypeError, match="positional argument"):
         cascade.report(logits, HAND_LABELS)
 
 

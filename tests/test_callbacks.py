@@ -235,8 +235,7 @@ def test_positional_arguments_raise():
     x, y = _data(n=8)
     with pytest.raises(
         TypeError,
-        match=r"RetrievalEvaluator\(\) takes `query_data`.*"
-        r"query_labels=\.\.\.",
+        match="positional argument",
     ):
         RetrievalEvaluator(x, y)
 

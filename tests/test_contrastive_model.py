@@ -199,7 +199,7 @@ def test_labels_with_raw_strings_raise(trained):
 
 def test_positional_head_raises():
     encoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
-    with pytest.raises(TypeError, match="keyword"):
+    with pytest.raises(TypeError, match="positional argument"):
         ContrastiveModel(encoder, None)
 
 

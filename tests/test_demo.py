@@ -181,6 +181,6 @@ def test_quick_run_refuses_more_than_one_seed(seeds, tmp_path):
 
 
 def test_run_takes_its_options_by_keyword_only(tmp_path):
-    with pytest.raises(TypeError, match="seeds=..., quick=..., log=..."):
+    with pytest.raises(TypeError, match="positional argument"):
         demo.run(str(tmp_path), 1)
     assert list(tmp_path.iterdir()) == []

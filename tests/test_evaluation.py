@@ -391,9 +391,9 @@ def test_non_finite_embeddings_raise_in_every_precision():
 
 def test_positional_arguments_raise():
     q, ql, c, cl = _good()
-    with pytest.raises(TypeError, match=r"query_labels=\.\.\., corpus_"):
+    with pytest.raises(TypeError, match="positional argument"):
         retrieval_metrics(q, ql, c, cl, [4])
-    with pytest.raises(TypeError, match=r"retrieval_metrics_from_relevance"):
+    with pytest.raises(TypeError, match="positional argument"):
         retrieval_metrics_from_relevance(q, c, [[0]] * 4, [4])
 
 

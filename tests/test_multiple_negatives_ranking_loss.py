@@ -180,11 +180,10 @@ def test_bad_arguments_raise(kwargs, error):
         MultipleNegativesRankingLoss(**kwargs)
 
 
-def test_positional_symmetric_raises_naming_the_keywords():
+def test_positional_symmetric_raises():
     with pytest.raises(
         TypeError,
-        match=r"MultipleNegativesRankingLoss\("
-        r"scale, symmetric=\.\.\.",
+        match="positional argument",
     ):
         MultipleNegativesRankingLoss(20.0, True)
 

@@ -89,11 +89,10 @@ def test_non_int_dim_raises(dim):
         truncate(np.ones((2, 4)), dim=dim)
 
 
-def test_positional_dim_raises_naming_the_keywords():
+def test_positional_dim_raises():
     with pytest.raises(
         TypeError,
-        match=r"truncate\(x, dim=\.\.\., "
-        r"normalize=\.\.\.\)",
+        match="positional argument",
     ):
         truncate(np.ones((2, 4)), 2)
 

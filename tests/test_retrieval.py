@@ -395,19 +395,18 @@ def test_old_positional_calls_raise_type_error(tmp_path):
     corpus, queries = data()
     with pytest.raises(
         TypeError,
-        match=r"FunnelIndex\(corpus_embeddings, "
-        r"stage_dims=\.\.\., shortlist=\.\.\.",
+        match="positional argument",
     ):
         FunnelIndex(corpus, (8, 48), (50,))
     index = FunnelIndex(
         corpus, stage_dims=(8, 48), shortlist=(50,), use_faiss=False
     )
-    with pytest.raises(TypeError, match=r"search\(queries, k=\.\.\.\)"):
+    with pytest.raises(TypeError, match="positional argument"):
         index.search(queries, 5)
     path = index.save(tmp_path / "i")
-    with pytest.raises(TypeError, match=r"load\(path, use_faiss=\.\.\.\)"):
+    with pytest.raises(TypeError, match="positional argument"):
         FunnelIndex.load(path, False)
-    with pytest.raises(TypeError, match="corpus_embeddings=..."):
+    with pytest.raises(TypeError, match="positional argument"):
         FunnelIndex.from_config(index.get_config(), corpus)
 
 

@@ -165,8 +165,7 @@ def test_string_labels_raise_asking_for_integer_ids():
 def test_positional_arguments_after_temperature_raise():
     with pytest.raises(
         TypeError,
-        match=r"SupervisedContrastiveLoss\("
-        r"temperature, reduction=\.\.\., name=\.\.\.",
+        match="positional argument",
     ):
         SupervisedContrastiveLoss(0.1, "sum")
 

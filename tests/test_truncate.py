@@ -52,8 +52,8 @@ def test_non_int_dim_raises_at_construction():
         Truncate(4.0)
 
 
-def test_positional_normalize_raises_naming_the_keyword():
-    with pytest.raises(TypeError, match=r"Truncate\(dim, normalize=\.\.\.\)"):
+def test_positional_normalize_raises():
+    with pytest.raises(TypeError, match="positional argument"):
         Truncate(4, True)
 
 

@@ -8,7 +8,6 @@ from keras_mrl._initializers import independent
 from keras_mrl._initializers import split_draw
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_positive_int
-from keras_mrl._validation import keyword_only
 from keras_mrl.nesting import default_nesting_dims
 from keras_mrl.nesting import validate_nesting_dims
 
@@ -88,7 +87,6 @@ class MatryoshkaDense(keras.layers.Layer):
     (4, 10)
     """
 
-    @keyword_only
     def __init__(
         self,
         units,

@@ -4,7 +4,6 @@ from keras import ops
 
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_finite
-from keras_mrl._validation import keyword_only
 from keras_mrl._validation import to_numpy
 
 # Newton-Schulz maps a singular value s to s (3 - s^2) / 2, which squares
@@ -142,7 +141,6 @@ class OrthogonalProjection(keras.layers.Layer):
     True
     """
 
-    @keyword_only
     def __init__(self, *, keep_orthogonal=True, **kwargs):
         super().__init__(**kwargs)
         self.keep_orthogonal = check_bool(keep_orthogonal, "keep_orthogonal")

@@ -2,7 +2,6 @@ import keras
 
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_dim
-from keras_mrl._validation import keyword_only
 from keras_mrl.ops import truncate
 
 
@@ -38,7 +37,6 @@ class Truncate(keras.layers.Layer):
     (2, 16)
     """
 
-    @keyword_only
     def __init__(self, dim, *, normalize=True, **kwargs):
         super().__init__(**kwargs)
         self.dim = check_dim(dim)

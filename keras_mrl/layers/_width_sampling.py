@@ -3,7 +3,6 @@ from keras import ops
 
 from keras_mrl._validation import check_optional_int
 from keras_mrl._validation import check_positive_int
-from keras_mrl._validation import keyword_only
 
 
 @keras.saving.register_keras_serializable(package="keras_mrl")
@@ -58,7 +57,6 @@ class WidthSampling(keras.layers.Layer):
     >>> _ = model.fit(x, y, epochs=1, verbose=0)
     """
 
-    @keyword_only
     def __init__(self, n_dims_per_step, *, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.n_dims_per_step = check_positive_int(

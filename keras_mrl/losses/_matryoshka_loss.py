@@ -7,7 +7,6 @@ from keras_mrl._modes import cuts_targets
 from keras_mrl._modes import granularity_views
 from keras_mrl._modes import stacked_targets
 from keras_mrl._validation import check_optional_bool
-from keras_mrl._validation import keyword_only
 from keras_mrl.losses._cross_entropy import is_sparse_logits_cross_entropy
 from keras_mrl.losses._cross_entropy import sparse_logits_cross_entropy
 from keras_mrl.losses._nested_loss import NestedLoss
@@ -115,7 +114,6 @@ class MatryoshkaLoss(keras.losses.Loss):
     0.0
     """
 
-    @keyword_only
     def __init__(
         self,
         loss,

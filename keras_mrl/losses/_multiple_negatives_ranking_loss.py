@@ -4,7 +4,6 @@ from keras import ops
 
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_positive_float
-from keras_mrl._validation import keyword_only
 from keras_mrl.losses._nested_loss import NestedLoss
 from keras_mrl.losses._nested_loss import compute_dtype
 from keras_mrl.losses._similarity import prefix_similarities
@@ -107,7 +106,6 @@ class MultipleNegativesRankingLoss(NestedLoss):
     0.0
     """
 
-    @keyword_only
     def __init__(
         self,
         scale=20.0,

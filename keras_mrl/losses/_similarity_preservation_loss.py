@@ -11,7 +11,6 @@ from keras import ops
 
 from keras_mrl._validation import check_loss_weight
 from keras_mrl._validation import check_positive_int
-from keras_mrl._validation import keyword_only
 from keras_mrl.losses._nested_loss import NestedLoss
 from keras_mrl.losses._nested_loss import compute_dtype
 from keras_mrl.losses._similarity import prefix_similarities
@@ -78,7 +77,6 @@ class SimilarityPreservationLoss(NestedLoss):
     True
     """
 
-    @keyword_only
     def __init__(
         self,
         top_k=10,

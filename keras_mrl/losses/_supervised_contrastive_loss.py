@@ -3,7 +3,6 @@ import numpy as np
 from keras import ops
 
 from keras_mrl._validation import check_positive_float
-from keras_mrl._validation import keyword_only
 from keras_mrl.losses._nested_loss import NestedLoss
 from keras_mrl.losses._nested_loss import compute_dtype
 from keras_mrl.losses._similarity import prefix_similarities
@@ -114,7 +113,6 @@ class SupervisedContrastiveLoss(NestedLoss):
     0.0001
     """
 
-    @keyword_only
     def __init__(
         self,
         temperature=0.1,

@@ -7,7 +7,6 @@ from keras_mrl._modes import cuts_targets
 from keras_mrl._modes import granularity_views
 from keras_mrl._modes import keras_mask
 from keras_mrl._validation import check_optional_bool
-from keras_mrl._validation import keyword_only
 from keras_mrl.layers._matryoshka_dense import MatryoshkaDense
 from keras_mrl.layers._matryoshka_dense import matryoshka_heads
 from keras_mrl.nesting import validate_nesting_dims
@@ -142,7 +141,6 @@ class MatryoshkaMetric(keras.metrics.Metric):
     {'acc@8': 0.0, 'acc@16': 1.0}
     """
 
-    @keyword_only
     def __init__(
         self,
         metric,

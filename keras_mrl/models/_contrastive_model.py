@@ -9,7 +9,6 @@ from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_optional_int
 from keras_mrl._validation import check_optional_positive_int
 from keras_mrl._validation import check_positive_int
-from keras_mrl._validation import keyword_only
 
 _NO_LABELS = (
     "ContrastiveModel needs no labels: its loss reads the stacked "
@@ -321,7 +320,6 @@ class ContrastiveModel(keras.Model):
     (8, 2, 4)
     """
 
-    @keyword_only
     def __init__(self, embedder, *, head=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(embedder, keras.Model):

@@ -15,7 +15,6 @@ from keras_mrl._norms import inverse_norm
 from keras_mrl._validation import check_finite_rows
 from keras_mrl._validation import check_loss_weight
 from keras_mrl._validation import check_positive_int
-from keras_mrl._validation import keyword_only
 from keras_mrl.losses._matryoshka_loss import MatryoshkaLoss
 from keras_mrl.losses._multiple_negatives_ranking_loss import (
     MultipleNegativesRankingLoss,
@@ -118,7 +117,6 @@ class MatryoshkaAdaptor(keras.Model):
     (64, 4)
     """
 
-    @keyword_only
     def __init__(
         self,
         dim,

@@ -11,7 +11,6 @@ from keras_mrl._validation import check_finite
 from keras_mrl._validation import check_optional_bool
 from keras_mrl._validation import check_optional_positive_int
 from keras_mrl._validation import check_positive_int
-from keras_mrl._validation import keyword_only
 from keras_mrl._validation import to_numpy
 from keras_mrl.nesting import validate_nesting_dims
 from keras_mrl.retrieval import _index_file
@@ -189,7 +188,6 @@ class FunnelIndex:
     [0, 1, 2]
     """
 
-    @keyword_only
     def __init__(
         self,
         corpus_embeddings,
@@ -352,7 +350,6 @@ class FunnelIndex:
         ]
         self._size += len(new)
 
-    @keyword_only
     def search(self, queries, *, k):
         """Returns the `k` best corpus vectors of each query, best first.
 
@@ -437,7 +434,6 @@ class FunnelIndex:
         }
 
     @classmethod
-    @keyword_only
     def from_config(cls, config, *, corpus_embeddings, calibration=None):
         """Builds the index `config` describes over `corpus_embeddings`.
 
@@ -497,7 +493,6 @@ class FunnelIndex:
         )
 
     @classmethod
-    @keyword_only
     def load(cls, path, *, use_faiss=None):
         """Reads an index written by `save`.
 

@@ -36,7 +36,6 @@ import numpy as np
 
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_optional_positive_int
-from keras_mrl._validation import keyword_only
 from keras_mrl.hub import _new_directory
 from keras_mrl.nesting import validate_nesting_dims
 
@@ -386,7 +385,6 @@ def _model_card(width, sequence_length, nesting_dims):
     return "\n".join(front + body)
 
 
-@keyword_only
 def export_sentence_transformer(
     embedder,
     *,

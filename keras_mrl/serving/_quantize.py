@@ -18,7 +18,6 @@ import numpy as np
 from keras_mrl._validation import check_choice
 from keras_mrl._validation import check_dim
 from keras_mrl._validation import check_finite
-from keras_mrl._validation import keyword_only
 from keras_mrl._validation import to_matrix
 from keras_mrl._validation import to_numpy
 
@@ -80,7 +79,6 @@ def _ranges(calibration, ranges, x, precision):
     return ranges
 
 
-@keyword_only
 def quantize(x, *, precision, calibration=None, ranges=None, dim=None):
     """Quantizes embeddings to int8, uint8 or packed bits, as numpy.
 
@@ -231,7 +229,6 @@ def hamming(queries, codes):
     return distances
 
 
-@keyword_only
 def hamming_distance(queries, *, corpus):
     """Returns the Hamming distance of every query code to every corpus code.
 
