@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BACKENDS := tensorflow jax torch
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format test-tensorflow test-jax test-torch test-notebooks bench clean
+.PHONY: demo test lint format docs test-tensorflow test-jax test-torch test-notebooks bench clean
 
 $(VENV)/.installed: requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +27,21 @@ format: $(VENV)/.installed
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-# The linter first; then the numpy-only modules' tests run under the first
-# backend only; every stage prints its time.
+# The documentation site (mkdocs.yml) in site/: the guides, the notebooks as
+# saved (not run) and the API reference from the docstrings. --strict makes
+# every warning, such as a broken link or docstring reference, an error.
+# NO_MKDOCS_2_WARNING silences the theme's notice about its own future.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+# The linter and the docs build first; then the numpy-only modules' tests
+# run under the first backend only; every stage prints its time, and a
+# stage that fails stops the run.
 test: $(VENV)/.installed
-	@start=$$(date +%s); $(MAKE) --no-print-directory lint; \
-	echo "=== lint took $$(( $$(date +%s) - start )) s ==="
+	@start=$$(date +%s); $(MAKE) --no-print-directory lint; status=$$?; \
+	echo "=== lint took $$(( $$(date +%s) - start )) s ==="; exit $$status
+	@start=$$(date +%s); $(MAKE) --no-print-directory docs; status=$$?; \
+	echo "=== docs took $$(( $$(date +%s) - start )) s ==="; exit $$status
 	@set -e; skip=""; for b in $(BACKENDS); do \
 	  start=$$(date +%s); echo "=== KERAS_BACKEND=$$b ==="; \
 	  KERAS_BACKEND=$$b KERAS_MRL_NUMPY_ONLY=$$skip \
@@ -51,4 +61,4 @@ test-notebooks: $(VENV)/.installed
 	else echo "no notebooks yet"; fi
 
 clean:
-	rm -rf $(VENV) demo_out build *.egg-info
+	rm -rf $(VENV) demo_out build site *.egg-info
