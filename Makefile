@@ -50,7 +50,8 @@ test: $(VENV)/.installed
 	  skip=skip; \
 	done
 	@start=$$(date +%s); $(MAKE) --no-print-directory test-notebooks; \
-	echo "=== notebooks took $$(( $$(date +%s) - start )) s ==="
+	status=$$?; \
+	echo "=== notebooks took $$(( $$(date +%s) - start )) s ==="; exit $$status
 
 test-%: $(VENV)/.installed
 	KERAS_BACKEND=$* $(PY) -m pytest tests $(PYTEST_ARGS)
