@@ -171,7 +171,7 @@ def test_layout_map_errors():
         matryoshka_layout_map(None, device_mesh=_mesh())
     with pytest.raises(TypeError, match="`device_mesh` must be a keras"):
         matryoshka_layout_map(_two_head_model(), device_mesh=None)
-    with pytest.raises(TypeError, match="device_mesh=..."):
+    with pytest.raises(TypeError, match="positional argument"):
         matryoshka_layout_map(_two_head_model(), _mesh())
 
 
@@ -229,7 +229,7 @@ def test_check_global_batch_bad_batch():
         check_global_batch(8.0)
     with pytest.raises(ValueError, match="positive"):
         check_global_batch(0)
-    with pytest.raises(TypeError, match="distribution=..."):
+    with pytest.raises(TypeError, match="positional argument"):
         check_global_batch(8, None)
 
 
