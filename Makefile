@@ -3,7 +3,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-BACKENDS := tensorflow jax torch
+BACKENDS := jax tensorflow torch
+# Two pytest workers: the machine's two cores. Each test file runs in one
+# worker, so a file's fixtures are built once.
+WORKERS ?= -n 2 --dist loadfile
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint format docs test-tensorflow test-jax test-torch test-notebooks bench clean
@@ -34,9 +37,10 @@ format: $(VENV)/.installed
 docs: $(VENV)/.installed
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
-# The linter and the docs build first; then the numpy-only modules' tests
-# run under the first backend only; every stage prints its time, and a
-# stage that fails stops the run.
+# The linter and the docs build first; then the suite under each backend,
+# where the tests marked `once` run under the first backend only; then the
+# notebooks. Every stage prints its time, and a stage that fails stops the
+# run.
 test: $(VENV)/.installed
 	@start=$$(date +%s); $(MAKE) --no-print-directory lint; status=$$?; \
 	echo "=== lint took $$(( $$(date +%s) - start )) s ==="; exit $$status
@@ -44,10 +48,10 @@ test: $(VENV)/.installed
 	echo "=== docs took $$(( $$(date +%s) - start )) s ==="; exit $$status
 	@set -e; skip=""; for b in $(BACKENDS); do \
 	  start=$$(date +%s); echo "=== KERAS_BACKEND=$$b ==="; \
-	  KERAS_BACKEND=$$b KERAS_MRL_NUMPY_ONLY=$$skip \
-	    $(PY) -m pytest tests $(PYTEST_ARGS); \
+	  KERAS_BACKEND=$$b KERAS_MRL_SKIP_ONCE=$$skip \
+	    $(PY) -m pytest tests $(WORKERS) $(PYTEST_ARGS); \
 	  echo "=== KERAS_BACKEND=$$b took $$(( $$(date +%s) - start )) s ==="; \
-	  skip=skip; \
+	  skip=1; \
 	done
 	@start=$$(date +%s); $(MAKE) --no-print-directory test-notebooks; \
 	status=$$?; \
@@ -58,7 +62,7 @@ test-%: $(VENV)/.installed
 
 test-notebooks: $(VENV)/.installed
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
-	  KERAS_BACKEND=tensorflow $(PY) -m pytest --nbmake notebooks; \
+	  KERAS_BACKEND=jax $(PY) -m pytest --nbmake $(WORKERS) notebooks; \
 	else echo "no notebooks yet"; fi
 
 clean:

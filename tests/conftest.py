@@ -8,18 +8,20 @@ import pytest
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "numpy_only: tests of the numpy-only modules (evaluation, retrieval, "
-        "adaptive), which give the same result under every backend; "
-        "`make test` runs them under the first backend only.",
+        "once: tests that give the same result under every backend (the "
+        "numpy modules, checks of the repository) or whose Keras parts "
+        "other tests check under every backend (the command line, the "
+        "demo, the benchmarks, the README and docs examples, the real "
+        "model); `make test` runs them under the first backend only.",
     )
 
 
 def pytest_collection_modifyitems(config, items):
-    # KERAS_MRL_NUMPY_ONLY=skip leaves out what another stage already ran.
-    if os.environ.get("KERAS_MRL_NUMPY_ONLY") != "skip":
+    # KERAS_MRL_SKIP_ONCE=1 leaves out what another stage already ran.
+    if not os.environ.get("KERAS_MRL_SKIP_ONCE"):
         return
-    kept = [item for item in items if "numpy_only" not in item.keywords]
-    deselected = [item for item in items if "numpy_only" in item.keywords]
+    kept = [item for item in items if not item.get_closest_marker("once")]
+    deselected = [item for item in items if item.get_closest_marker("once")]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept

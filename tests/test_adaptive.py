@@ -14,7 +14,7 @@ from keras_mrl.adaptive import _binomial_cdf
 from keras_mrl.adaptive import _loss_levels
 from keras_mrl.adaptive import _too_few_samples
 
-pytestmark = pytest.mark.numpy_only
+pytestmark = pytest.mark.once
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 

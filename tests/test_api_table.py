@@ -17,7 +17,7 @@ import re
 
 import pytest
 
-pytestmark = pytest.mark.numpy_only
+pytestmark = pytest.mark.once
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 _CALL = re.compile(r"`(keras_mrl(?:\.\w+)+)(\(.*?\))?`")

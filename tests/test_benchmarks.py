@@ -17,6 +17,9 @@ import keras
 import numpy as np
 import pytest
 
+# Scripts: their Keras parts are checked under every backend elsewhere.
+pytestmark = pytest.mark.once
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Milliseconds per step of the five heads that meet every goal of head.py:
 # tied/plain = 1.1, untied/plain = 2.0, naive/tied = 2.0.
@@ -253,7 +256,6 @@ def memory_budget():
     return _load("memory_budget.py")
 
 
-@pytest.mark.numpy_only
 def test_memory_budget_scores_one_relevant_document(memory_budget):
     ids = np.array([[5, 1, 2], [9, 8, 7], [3, 4, 0]])
     ndcg, recall = memory_budget.ranking_scores(ids, np.array([5, 7, 6]))
@@ -262,7 +264,6 @@ def test_memory_budget_scores_one_relevant_document(memory_budget):
     np.testing.assert_allclose(recall, 100 * 2 / 3)
 
 
-@pytest.mark.numpy_only
 def test_memory_budget_table_on_saved_embeddings(memory_budget, tmp_path):
     rng = np.random.default_rng(0)
     corpus = rng.normal(size=(1200, 384)).astype("float32")
@@ -291,7 +292,6 @@ def test_memory_budget_table_on_saved_embeddings(memory_budget, tmp_path):
     assert plot.stat().st_size > 0
 
 
-@pytest.mark.numpy_only
 def test_memory_budget_names_the_command_for_a_missing_directory(
     memory_budget, tmp_path
 ):

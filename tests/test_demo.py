@@ -18,6 +18,9 @@ import pytest
 from keras_mrl import cli
 from keras_mrl import demo
 
+# Scripts: their Keras parts are checked under every backend elsewhere.
+pytestmark = pytest.mark.once
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

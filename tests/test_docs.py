@@ -26,10 +26,14 @@ DOCS = [
     "docs/serving.md",
 ]
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() not in ("tensorflow", "jax"),
-    reason="the examples show jit_compile=True, which torch does not take",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        keras.backend.backend() not in ("tensorflow", "jax"),
+        reason="the examples show jit_compile=True, which torch does not take",
+    ),
+    # Examples: their Keras parts are checked per backend elsewhere.
+    pytest.mark.once,
+]
 
 
 def _python_blocks(path):

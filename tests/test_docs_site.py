@@ -21,7 +21,7 @@ import yaml
 
 import keras_mrl
 
-pytestmark = pytest.mark.numpy_only
+pytestmark = pytest.mark.once
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "docs" / "reference"

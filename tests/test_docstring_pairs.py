@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import docstring_pairs  # noqa: E402
 
 # Pure Python: the builder never touches a backend.
-pytestmark = pytest.mark.numpy_only
+pytestmark = pytest.mark.once
 
 TRAIN = ("json", "textwrap", "shutil", "difflib")
 VALIDATION = ("shutil",)

@@ -8,7 +8,7 @@ from keras_mrl._numpy_search import top_k
 from keras_mrl.evaluation import retrieval_metrics
 from keras_mrl.evaluation import retrieval_metrics_from_relevance
 
-pytestmark = pytest.mark.numpy_only
+pytestmark = pytest.mark.once
 
 
 def _metrics(q, ql, c, cl, dims, **kwargs):

@@ -9,6 +9,9 @@ import os
 import keras
 import pytest
 
+# Scripts: their Keras parts are checked under every backend elsewhere.
+pytestmark = pytest.mark.once
+
 PATH = os.path.join(
     os.path.dirname(os.path.dirname(__file__)), "benchmarks", "gpu.py"
 )

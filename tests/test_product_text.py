@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-pytestmark = pytest.mark.numpy_only
+pytestmark = pytest.mark.once
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SKIPPED_DIRS = {".git", ".venv", "build", "dist", "demo_out", "site"}

@@ -8,7 +8,7 @@ import pytest
 from keras_mrl.serving import hamming_distance
 from keras_mrl.serving import quantize
 
-pytestmark = pytest.mark.numpy_only
+pytestmark = pytest.mark.once
 
 PRECISIONS = ["float32", "int8", "uint8", "binary", "ubinary"]
 

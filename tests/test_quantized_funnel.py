@@ -10,7 +10,7 @@ from keras_mrl.retrieval import FunnelIndex
 from keras_mrl.retrieval import _first_stage
 from keras_mrl.retrieval import _quantized_stage
 
-pytestmark = pytest.mark.numpy_only
+pytestmark = pytest.mark.once
 
 HAS_FAISS = _first_stage.import_faiss() is not None
 needs_faiss = pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed")

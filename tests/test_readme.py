@@ -76,13 +76,13 @@ def _anchors(path):
     return anchors
 
 
-@pytest.mark.numpy_only
+@pytest.mark.once
 def test_python_blocks_are_found_and_online_ones_are_left_out():
     text = "```python\na = 1\n```\n```python-online\nb = 2\n```\n"
     assert _python_blocks(text) == ["a = 1\n"]
 
 
-@pytest.mark.numpy_only
+@pytest.mark.once
 def test_anchors_follow_github_headings(tmp_path):
     page = tmp_path / "page.md"
     page.write_text(
@@ -96,6 +96,7 @@ def test_anchors_follow_github_headings(tmp_path):
     }
 
 
+@pytest.mark.once
 @needs_xla
 @needs_hub
 def test_readme_examples_run_print_what_they_say_and_write_nothing(
@@ -122,7 +123,7 @@ def test_readme_examples_run_print_what_they_say_and_write_nothing(
     assert namespace["small_head"].kernel.shape == (64, 10)
 
 
-@pytest.mark.numpy_only
+@pytest.mark.once
 @pytest.mark.parametrize(
     "page", LINKING_PAGES, ids=[p.name for p in LINKING_PAGES]
 )
@@ -140,7 +141,7 @@ def test_local_links_point_to_files_and_headings_that_exist(page):
     assert not broken, broken
 
 
-@pytest.mark.numpy_only
+@pytest.mark.once
 def test_readme_lists_every_guide_and_notebook():
     listed = {target.resolve() for target, _ in _local_links(README)}
     shipped = {
@@ -153,6 +154,6 @@ def test_readme_lists_every_guide_and_notebook():
     )
 
 
-@pytest.mark.numpy_only
+@pytest.mark.once
 def test_readme_fits_in_200_lines():
     assert len(README.read_text().splitlines()) <= 200

@@ -10,7 +10,7 @@ import pathlib
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.numpy_only
+pytestmark = pytest.mark.once
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
