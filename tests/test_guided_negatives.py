@@ -414,8 +414,8 @@ def test_a_text_guide_reads_the_token_ids_of_the_embedders_preprocessor():
     embedded = guide.encode_text(queries + documents, verbose=0)
     guide_stack = np.stack([embedded[:8], embedded[8:]], axis=1)
     np.testing.assert_allclose(
-        float(model.compute_loss(x=x, y_pred=y_pred)),
-        float(_guided_loss()(guide_stack, y_pred)),
+        float(_np(model.compute_loss(x=x, y_pred=y_pred))),
+        float(_np(_guided_loss()(guide_stack, y_pred))),
         rtol=1e-5,
     )
     other = tiny_embedder(vocabulary=VOCABULARY + ["extra"])

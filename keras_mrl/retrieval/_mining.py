@@ -405,6 +405,10 @@ def mine_hard_negatives(
     ... )
     >>> bool((first != positives).any(axis=1).all())
     True
+    >>> unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+    >>> gap = (unit(anchors) * (unit(positives) - unit(first))).sum(axis=1)
+    >>> bool((gap >= 0.1 - 1e-6).all())
+    True
     """
     num_negatives = check_positive_int(num_negatives, "num_negatives")
     range_min = _check_count(range_min, "range_min", 0)
