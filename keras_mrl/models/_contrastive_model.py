@@ -9,6 +9,7 @@ from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_optional_int
 from keras_mrl._validation import check_optional_positive_int
 from keras_mrl._validation import check_positive_int
+from keras_mrl.losses import MatryoshkaLoss
 
 _NO_LABELS = (
     "ContrastiveModel needs no labels: its loss reads the stacked "
@@ -258,6 +259,70 @@ def _holds_strings(x):
     )
 
 
+def _vocabulary(model):
+    tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
+    get = getattr(tokenizer, "get_vocabulary", None)
+    return get() if callable(get) else None
+
+
+def _checked_guide(guide, embedder):
+    """Returns `guide`, frozen, after checking it can guide `embedder`."""
+    if guide is None:
+        return None
+    if not isinstance(guide, keras.Model):
+        raise TypeError(
+            "`guide` must be None or a keras.Model mapping the embedder's "
+            f"inputs to (B, D_guide) embeddings, got {type(guide).__name__}."
+        )
+    own = {id(v) for v in embedder.weights}
+    if guide is embedder or any(id(v) in own for v in guide.weights):
+        raise ValueError(
+            "`guide` must not be the embedder or share its weights: the "
+            "guide is frozen while the embedder trains. Pass a frozen copy, "
+            "e.g. the base model loaded again."
+        )
+    ours, theirs = _vocabulary(embedder), _vocabulary(guide)
+    if ours is not None and theirs is not None and ours != theirs:
+        raise ValueError(
+            "`guide` has another tokenizer vocabulary than the embedder "
+            f"({len(theirs)} tokens against {len(ours)}), but it reads the "
+            "token ids of the embedder's preprocessor. Use a guide with the "
+            "embedder's tokenizer."
+        )
+    guide.trainable = False
+    return guide
+
+
+def _reads_guide(loss):
+    """Whether `loss` masks by the guide embeddings it gets as `y_true`.
+
+    A loss declares it with a `guide_margin` that is not None, as
+    `MultipleNegativesRankingLoss` does; `MatryoshkaLoss` passes them on
+    whole unless told to cut its targets.
+    """
+    if isinstance(loss, MatryoshkaLoss):
+        return not loss.truncate_targets and _reads_guide(loss.loss)
+    return getattr(loss, "guide_margin", None) is not None
+
+
+def _check_reads_guide(loss, y):
+    if y is not None:
+        raise ValueError(
+            "A ContrastiveModel with a guide passes the guide's embeddings "
+            "to the loss as y_true, so its data must carry no labels; got "
+            f"a `y` of type {type(y).__name__}."
+        )
+    if loss is not None and not _reads_guide(loss):
+        raise ValueError(
+            f"ContrastiveModel has a guide, but its loss {loss!r} does not "
+            "read the guide embeddings, so the guide would cost a forward "
+            "pass per branch for nothing. Compile with keras_mrl.losses."
+            "MultipleNegativesRankingLoss(guide_margin=0.0), alone or in "
+            "MatryoshkaLoss (without truncate_targets=True, which would cut "
+            "the guide embeddings), or drop the guide."
+        )
+
+
 @keras.saving.register_keras_serializable(package="keras_mrl")
 class ContrastiveModel(keras.Model):
     """Trains an embedding model on (anchor, positive, negatives) inputs.
@@ -287,9 +352,26 @@ class ContrastiveModel(keras.Model):
     after the embedder; `encode` runs both. The head lives in this model
     (and its `.keras` file), not in the embedder's preset.
 
+    An optional `guide` model (GISTEmbed's guided in-batch negatives)
+    embeds every branch too, frozen, and the loss gets the stacked guide
+    embeddings `(B, 2 + n, D_guide)` as `y_true`:
+    `keras_mrl.losses.MultipleNegativesRankingLoss(guide_margin=...)`,
+    alone or inside `keras_mrl.losses.MatryoshkaLoss(...,
+    nesting_dims=...)`, masks the in-batch candidates the guide scores
+    above the anchor's positive minus the margin. The constructor sets
+    `guide.trainable = False`, and no gradient reaches it; it lives in
+    this model and its `.keras` file. The guide takes the embedder's
+    inputs as they reach the embedder (token ids, after the embedder's
+    preprocessor), so for text it must share the embedder's tokenizer: a
+    frozen copy of the base model is the usual guide. A loss that does
+    not read the guide embeddings raises on the first step rather than
+    leave the guide unused.
+
     Args:
         embedder: a Keras model mapping one input batch to `(B, D)`.
         head: optional Keras layer applied to the embeddings.
+        guide: optional Keras model mapping the same inputs to
+            `(B, D_guide)`; not the embedder, nor sharing its weights.
         **kwargs: `keras.Model` arguments, such as `name`.
 
     Call arguments:
@@ -318,9 +400,27 @@ class ContrastiveModel(keras.Model):
     >>> history = model.fit((anchors, positives), batch_size=4, verbose=0)
     >>> tuple(model.predict((anchors, positives), verbose=0).shape)
     (8, 2, 4)
+
+    A frozen copy of the encoder as the guide:
+
+    >>> guide = keras.models.clone_model(encoder)
+    >>> guide.set_weights(encoder.get_weights())
+    >>> guided = keras_mrl.models.ContrastiveModel(encoder, guide=guide)
+    >>> guided.compile(
+    ...     optimizer="adam",
+    ...     loss=keras_mrl.losses.MatryoshkaLoss(
+    ...         keras_mrl.losses.MultipleNegativesRankingLoss(
+    ...             guide_margin=0.0
+    ...         ),
+    ...         nesting_dims=[2, 4],
+    ...     ),
+    ... )
+    >>> history = guided.fit((anchors, positives), batch_size=4, verbose=0)
+    >>> guide.trainable, len(guided.trainable_weights)
+    (False, 2)
     """
 
-    def __init__(self, embedder, *, head=None, **kwargs):
+    def __init__(self, embedder, *, head=None, guide=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(embedder, keras.Model):
             raise TypeError(
@@ -334,6 +434,7 @@ class ContrastiveModel(keras.Model):
             )
         self.embedder = embedder
         self.head = head
+        self.guide = _checked_guide(guide, embedder)
         width = self._embedder_width()
         if head is not None and not head.built and width is not None:
             head.build((None, width))
@@ -358,6 +459,25 @@ class ContrastiveModel(keras.Model):
                 embedding = self.head(embedding, training=training)
             embeddings.append(embedding)
         return ops.stack(embeddings, axis=1)
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        """Keras' loss, given the guide's embeddings as `y` with a guide."""
+        if self.guide is not None and x is not None:
+            _check_reads_guide(self.loss, y)
+            y = ops.stop_gradient(
+                ops.stack(
+                    [
+                        self.guide(branch, training=False)
+                        for branch in _branches(x)
+                    ],
+                    axis=1,
+                )
+            )
+        return super().compute_loss(
+            x, y, y_pred, sample_weight, training=training
+        )
 
     def compute_output_shape(self, input_shape):
         shapes = _branches(input_shape)
@@ -595,6 +715,11 @@ class ContrastiveModel(keras.Model):
                     if self.head is None
                     else keras.saving.serialize_keras_object(self.head)
                 ),
+                "guide": (
+                    None
+                    if self.guide is None
+                    else keras.saving.serialize_keras_object(self.guide)
+                ),
             }
         )
         return config
@@ -606,4 +731,7 @@ class ContrastiveModel(keras.Model):
         head = config.pop("head", None)
         if head is not None:
             head = keras.saving.deserialize_keras_object(head)
-        return cls(embedder, head=head, **config)
+        guide = config.pop("guide", None)
+        if guide is not None:
+            guide = keras.saving.deserialize_keras_object(guide)
+        return cls(embedder, head=head, guide=guide, **config)
