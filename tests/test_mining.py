@@ -9,7 +9,7 @@ from keras_mrl.models import ContrastiveModel
 from keras_mrl.retrieval import _mining
 from keras_mrl.retrieval import mine_hard_negatives
 
-numpy_only = pytest.mark.numpy_only
+once = pytest.mark.once
 
 
 def _cosines(a, b):
@@ -90,7 +90,7 @@ def _circle(degrees):
     return np.stack([np.cos(radians), np.sin(radians)], 1).astype("float32")
 
 
-@numpy_only
+@once
 @pytest.mark.parametrize(
     "options",
     [
@@ -132,7 +132,7 @@ def test_top_negatives_match_a_brute_force_search(options):
     np.testing.assert_array_equal(_stack(branches), expected)
 
 
-@numpy_only
+@once
 def test_funnel_with_a_shortlist_of_the_whole_corpus_is_exact():
     queries, documents = _pairs(n=60, width=32)
     kept, expected = reference(
@@ -151,7 +151,7 @@ def test_funnel_with_a_shortlist_of_the_whole_corpus_is_exact():
     np.testing.assert_array_equal(funnel[0], queries[kept])
 
 
-@numpy_only
+@once
 @pytest.mark.parametrize(
     "width, stage_dims, shortlist", [(256, (64, 256), (100,)), (32, (32,), ())]
 )
@@ -197,7 +197,7 @@ def _mine_circle(**options):
     return np.round(angles).astype(int).tolist()
 
 
-@numpy_only
+@once
 @pytest.mark.parametrize(
     "options, angles",
     [
@@ -226,7 +226,7 @@ def test_each_filter_on_known_neighbours(options, angles):
     assert _mine_circle(**options) == angles
 
 
-@numpy_only
+@once
 def test_rows_with_too_few_negatives_are_dropped_or_raise(capsys):
     documents = _circle(ANGLES)
     anchors = _circle([0, 0.5, 180])
@@ -266,7 +266,7 @@ class _TableEmbedder:
         return np.stack([self.table[t] for t in texts])
 
 
-@numpy_only
+@once
 def test_the_positive_its_duplicates_and_the_anchor_are_never_negatives():
     rng = np.random.default_rng(0)
     words = ["q", "p", "twin", "d1", "d2", "d3", "q2", "p2"]
@@ -297,7 +297,7 @@ def test_the_positive_its_duplicates_and_the_anchor_are_never_negatives():
     assert sorted(embedder.embedded) == sorted(words)
 
 
-@numpy_only
+@once
 def test_equal_vectors_are_one_document():
     queries, documents = _pairs(n=12, width=8)
     # Document 3 repeated in the corpus, and document 4 equal to the
@@ -319,7 +319,7 @@ def test_equal_vectors_are_one_document():
     assert (row == documents[3]).all(axis=1).sum() == 1
 
 
-@numpy_only
+@once
 def test_random_sampling_is_deterministic_with_a_seed():
     queries, documents = _pairs(n=50)
     options = dict(
@@ -342,7 +342,7 @@ def test_random_sampling_is_deterministic_with_a_seed():
         assert places == sorted(set(places))
 
 
-@numpy_only
+@once
 def test_text_lists_come_back_as_lists_ready_for_fit_branches():
     rng = np.random.default_rng(0)
     table = {f"t{i}": rng.normal(size=4) for i in range(12)}
@@ -389,7 +389,7 @@ def test_keras_models_embed_by_predict_or_encode_and_the_result_trains():
     assert np.isfinite(history.history["loss"][0])
 
 
-@numpy_only
+@once
 def test_verbose_0_prints_nothing(capsys):
     queries, documents = _pairs(n=10)
     mine_hard_negatives(queries, documents, num_negatives=2, verbose=0)
@@ -401,7 +401,7 @@ def test_verbose_0_prints_nothing(capsys):
 _Q, _D = _pairs(n=10, width=4)
 
 
-@numpy_only
+@once
 @pytest.mark.parametrize(
     "args, options, error, match",
     [
@@ -467,7 +467,7 @@ def test_bad_arguments_raise_naming_the_value(args, options, error, match):
         mine_hard_negatives(*args, **{"verbose": 0, **options})
 
 
-@numpy_only
+@once
 def test_an_embedder_that_returns_the_wrong_shape_raises():
     class Flat:
         def encode(self, texts):
