@@ -36,8 +36,8 @@ import numpy as np
 
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_optional_positive_int
+from keras_mrl._validation import validate_nesting_dims
 from keras_mrl.hub import _new_directory
-from keras_mrl.nesting import validate_nesting_dims
 
 _POOLING = ("mean", "cls", "max")
 _SPECIAL = ("unk", "sep", "pad", "cls", "mask")
