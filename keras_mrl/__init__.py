@@ -10,7 +10,7 @@ from keras_mrl import adaptive
 from keras_mrl import callbacks
 from keras_mrl import distribution
 from keras_mrl import evaluation
-from keras_mrl import hub
+from keras_mrl import integrations
 from keras_mrl import layers
 from keras_mrl import losses
 from keras_mrl import metrics
@@ -25,7 +25,7 @@ __all__ = [
     "callbacks",
     "distribution",
     "evaluation",
-    "hub",
+    "integrations",
     "layers",
     "losses",
     "metrics",

@@ -267,16 +267,16 @@ def _read_pairs(path):
 
 def _load_embedder(path):
     """Loads a sentence-transformers or KerasHub preset directory."""
-    import keras_mrl.hub
+    from keras_mrl.integrations import sentence_transformers as st
 
     if os.path.isfile(os.path.join(path, "metadata.json")):
         import keras_hub
 
         # A preset fine-tuned from a sentence-transformers directory holds
         # this tokenizer; reading the class registers it for loading.
-        keras_mrl.hub.HuggingFaceBertTokenizer
+        st.HuggingFaceBertTokenizer
         return keras_hub.models.TextEmbedder.from_preset(path)
-    return keras_mrl.hub.load_sentence_transformer(path)
+    return st.load(path)
 
 
 def _per_width(embedder, queries, documents, dims, batch_size):
@@ -440,9 +440,9 @@ def _run_finetune(args, prog):
 def _write_preset(embedder, out, results):
     """Writes the embedder's preset and `results.json` as the directory
     `out` (absent or empty), built beside it and renamed at the end."""
-    from keras_mrl.hub import _new_directory
+    from keras_mrl._files import new_directory
 
-    staging = _new_directory(
+    staging = new_directory(
         os.path.dirname(os.path.abspath(out)), ".keras-mrl-finetune-"
     )
     try:
