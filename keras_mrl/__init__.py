@@ -8,6 +8,7 @@ Each public symbol has one path, in the module of its kind:
 
 from keras_mrl import adaptive
 from keras_mrl import callbacks
+from keras_mrl import datasets
 from keras_mrl import distribution
 from keras_mrl import evaluation
 from keras_mrl import integrations
@@ -23,6 +24,7 @@ from keras_mrl import serving
 __all__ = [
     "adaptive",
     "callbacks",
+    "datasets",
     "distribution",
     "evaluation",
     "integrations",

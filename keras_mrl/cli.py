@@ -18,6 +18,11 @@ with `save_to_preset` (plus `results.json`) to OUT. The inputs are checked
 before anything is trained and OUT is filled in a staging directory that
 is renamed at the end, so a failed run leaves no OUT behind; OUT gets the
 permissions the umask gives a new directory.
+
+`keras-mrl docstring-pairs --out DIR` writes the (query, document) pairs
+of `keras_mrl.datasets.docstring_pairs` (built from the docstrings of the
+installed packages, in a fresh process) as `train.jsonl`,
+`validation.jsonl` and `test.jsonl`, the input of `finetune --pairs`.
 """
 
 import argparse
@@ -94,6 +99,7 @@ def build_parser():
     )
     demo.set_defaults(run=_run_demo)
     _add_finetune(commands)
+    _add_docstring_pairs(commands)
     return parser
 
 
@@ -232,6 +238,52 @@ def _add_finetune(commands):
         "--seed", type=int, default=0, help="seed of the split and the training"
     )
     finetune.set_defaults(run=_run_finetune)
+
+
+def _add_docstring_pairs(commands):
+    pairs = commands.add_parser(
+        "docstring-pairs",
+        help="write (query, document) pairs from installed docstrings",
+        description=(
+            "Build the (query, document) pairs of "
+            "keras_mrl.datasets.docstring_pairs from the docstrings of the "
+            "installed packages (train: numpy, scikit-learn, keras, jax and "
+            "standard-library modules; validation: matplotlib; test: scipy) "
+            "in a fresh process, and write train.jsonl, validation.jsonl "
+            "and test.jsonl to --out, the input of `keras-mrl finetune "
+            "--pairs`."
+        ),
+    )
+    pairs.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="directory for the three .jsonl files (created if missing)",
+    )
+    pairs.set_defaults(run=_run_docstring_pairs)
+
+
+def _run_docstring_pairs(args, prog):
+    problem = _writable_dir(args.out)
+    if problem:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    from keras_mrl.datasets import docstring_pairs
+
+    try:
+        splits = docstring_pairs.build_in_subprocess()
+    except (RuntimeError, ValueError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    for name, pairs in splits.items():
+        path = os.path.join(args.out, f"{name}.jsonl")
+        with open(path, "w", encoding="utf-8") as file:
+            file.writelines(
+                json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs
+            )
+        packages = len({pair["package"] for pair in pairs})
+        print(f"{path}: {len(pairs)} pairs from {packages} packages")
+    return 0
 
 
 def _read_pairs(path):

@@ -311,8 +311,8 @@ def all_minilm_l6_v2_directory(*, cache_dir=None):
 
     Returns:
         The path of the extracted directory, for
-        `keras_mrl.integrations.sentence_transformers.load` or
-        `sentence_transformers.SentenceTransformer`.
+            `keras_mrl.integrations.sentence_transformers.load` or
+            `sentence_transformers.SentenceTransformer`.
 
     Raises:
         ImportError: when the wheel is not installed.
