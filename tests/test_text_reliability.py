@@ -175,6 +175,18 @@ def test_tokenizer_survives_keras_save_and_load(tiny_dir, tmp_path):
     assert np.abs(again.encode(TEXTS) - model.encode(TEXTS)).max() <= 1e-6
 
 
+def test_tokenizer_is_named_by_its_public_path():
+    cls = st.HuggingFaceBertTokenizer
+    assert f"{cls.__module__}.{cls.__qualname__}" == (
+        "keras_mrl.integrations.sentence_transformers.HuggingFaceBertTokenizer"
+    )
+    assert st.HuggingFaceBertTokenizer is cls  # built once
+    assert (
+        keras.saving.get_registered_object("keras_mrl>HuggingFaceBertTokenizer")
+        is cls
+    )
+
+
 def test_tokenizer_config_round_trips():
     tokenizer = st.HuggingFaceBertTokenizer(
         TINY_VOCABULARY,

@@ -35,10 +35,10 @@ Example:
 ... # doctest: +SKIP
 """
 
+from keras_mrl.integrations import _st_tokenizer
 from keras_mrl.integrations._st_export import export
 from keras_mrl.integrations._st_load import all_minilm_l6_v2_directory
 from keras_mrl.integrations._st_load import load
-from keras_mrl.integrations._st_tokenizer import tokenizer_class
 
 # HuggingFaceBertTokenizer is built on first access (module `__getattr__`).
 __all__ = [  # noqa: F822
@@ -51,5 +51,5 @@ __all__ = [  # noqa: F822
 
 def __getattr__(name):
     if name == "HuggingFaceBertTokenizer":
-        return tokenizer_class()
+        return _st_tokenizer.tokenizer_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
