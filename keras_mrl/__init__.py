@@ -8,9 +8,10 @@ Each public symbol has one path, in the module of its kind:
 
 from keras_mrl import adaptive
 from keras_mrl import callbacks
+from keras_mrl import datasets
 from keras_mrl import distribution
 from keras_mrl import evaluation
-from keras_mrl import hub
+from keras_mrl import integrations
 from keras_mrl import layers
 from keras_mrl import losses
 from keras_mrl import metrics
@@ -23,9 +24,10 @@ from keras_mrl import serving
 __all__ = [
     "adaptive",
     "callbacks",
+    "datasets",
     "distribution",
     "evaluation",
-    "hub",
+    "integrations",
     "layers",
     "losses",
     "metrics",

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from keras_mrl._validation import check_finite
-from keras_mrl.nesting import validate_nesting_dims
+from keras_mrl._validation import validate_nesting_dims
 
 __all__ = ["Cascade"]
 

@@ -9,9 +9,9 @@ from keras_mrl._validation import check_optional_bool
 from keras_mrl._validation import check_optional_positive_int
 from keras_mrl._validation import check_positive_int
 from keras_mrl._validation import label_vector
+from keras_mrl._validation import validate_nesting_dims
 from keras_mrl.evaluation import retrieval_metrics
 from keras_mrl.nesting import default_nesting_dims
-from keras_mrl.nesting import validate_nesting_dims
 
 __all__ = ["RetrievalEvaluator"]
 

@@ -18,6 +18,11 @@ with `save_to_preset` (plus `results.json`) to OUT. The inputs are checked
 before anything is trained and OUT is filled in a staging directory that
 is renamed at the end, so a failed run leaves no OUT behind; OUT gets the
 permissions the umask gives a new directory.
+
+`keras-mrl docstring-pairs --out DIR` writes the (query, document) pairs
+of `keras_mrl.datasets.docstring_pairs` (built from the docstrings of the
+installed packages, in a fresh process) as `train.jsonl`,
+`validation.jsonl` and `test.jsonl`, the input of `finetune --pairs`.
 """
 
 import argparse
@@ -94,6 +99,7 @@ def build_parser():
     )
     demo.set_defaults(run=_run_demo)
     _add_finetune(commands)
+    _add_docstring_pairs(commands)
     return parser
 
 
@@ -234,6 +240,52 @@ def _add_finetune(commands):
     finetune.set_defaults(run=_run_finetune)
 
 
+def _add_docstring_pairs(commands):
+    pairs = commands.add_parser(
+        "docstring-pairs",
+        help="write (query, document) pairs from installed docstrings",
+        description=(
+            "Build the (query, document) pairs of "
+            "keras_mrl.datasets.docstring_pairs from the docstrings of the "
+            "installed packages (train: numpy, scikit-learn, keras, jax and "
+            "standard-library modules; validation: matplotlib; test: scipy) "
+            "in a fresh process, and write train.jsonl, validation.jsonl "
+            "and test.jsonl to --out, the input of `keras-mrl finetune "
+            "--pairs`."
+        ),
+    )
+    pairs.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="directory for the three .jsonl files (created if missing)",
+    )
+    pairs.set_defaults(run=_run_docstring_pairs)
+
+
+def _run_docstring_pairs(args, prog):
+    problem = _writable_dir(args.out)
+    if problem:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    from keras_mrl.datasets import docstring_pairs
+
+    try:
+        splits = docstring_pairs.build_in_subprocess()
+    except (RuntimeError, ValueError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    for name, pairs in splits.items():
+        path = os.path.join(args.out, f"{name}.jsonl")
+        with open(path, "w", encoding="utf-8") as file:
+            file.writelines(
+                json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs
+            )
+        packages = len({pair["package"] for pair in pairs})
+        print(f"{path}: {len(pairs)} pairs from {packages} packages")
+    return 0
+
+
 def _read_pairs(path):
     """Returns `(queries, documents)`, or raises ValueError with a line."""
     queries, documents = [], []
@@ -267,16 +319,16 @@ def _read_pairs(path):
 
 def _load_embedder(path):
     """Loads a sentence-transformers or KerasHub preset directory."""
-    import keras_mrl.hub
+    from keras_mrl.integrations import sentence_transformers as st
 
     if os.path.isfile(os.path.join(path, "metadata.json")):
         import keras_hub
 
         # A preset fine-tuned from a sentence-transformers directory holds
         # this tokenizer; reading the class registers it for loading.
-        keras_mrl.hub.HuggingFaceBertTokenizer
+        st.HuggingFaceBertTokenizer
         return keras_hub.models.TextEmbedder.from_preset(path)
-    return keras_mrl.hub.load_sentence_transformer(path)
+    return st.load(path)
 
 
 def _per_width(embedder, queries, documents, dims, batch_size):
@@ -440,9 +492,9 @@ def _run_finetune(args, prog):
 def _write_preset(embedder, out, results):
     """Writes the embedder's preset and `results.json` as the directory
     `out` (absent or empty), built beside it and renamed at the end."""
-    from keras_mrl.hub import _new_directory
+    from keras_mrl._files import new_directory
 
-    staging = _new_directory(
+    staging = new_directory(
         os.path.dirname(os.path.abspath(out)), ".keras-mrl-finetune-"
     )
     try:

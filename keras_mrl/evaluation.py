@@ -24,7 +24,7 @@ from keras_mrl._validation import check_finite
 from keras_mrl._validation import check_positive_int
 from keras_mrl._validation import label_vector
 from keras_mrl._validation import to_matrix
-from keras_mrl.nesting import validate_nesting_dims
+from keras_mrl._validation import validate_nesting_dims
 
 __all__ = ["retrieval_metrics", "retrieval_metrics_from_relevance"]
 

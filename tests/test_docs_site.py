@@ -3,9 +3,13 @@ and notebook, once.
 
 `make docs` builds the site (mkdocs.yml) with --strict; these checks read
 its sources only. The API reference lives in docs/reference/, one page per
-public module, each symbol a `::: keras_mrl.module.Name` directive, except
-`keras_mrl.hub.HuggingFaceBertTokenizer`, which is built at run time (it
-needs KerasHub) and is documented in prose under its own heading.
+public package, each symbol a `::: keras_mrl.module.Name` directive (the
+symbols of a public submodule, such as
+`keras_mrl.integrations.sentence_transformers.load`, on their package's
+page), except
+`keras_mrl.integrations.sentence_transformers.HuggingFaceBertTokenizer`,
+which is built at run time (it needs KerasHub) and is documented in prose
+under its own heading.
 """
 
 import collections
@@ -29,8 +33,8 @@ DIRECTIVE = re.compile(r"^::: *(\S+) *$", re.MULTILINE)
 # Symbols that static analysis cannot see, each with the page and the
 # heading that document it.
 PROSE = {
-    "keras_mrl.hub.HuggingFaceBertTokenizer": (
-        "hub.md",
+    "keras_mrl.integrations.sentence_transformers.HuggingFaceBertTokenizer": (
+        "integrations.md",
         "## HuggingFaceBertTokenizer",
     )
 }
@@ -44,13 +48,18 @@ def _load(path):
     return module
 
 
-def _public_symbols():
-    """Every `keras_mrl.module.Name` of the public modules' `__all__`."""
-    return {
-        f"keras_mrl.{module}.{name}"
-        for module in keras_mrl.__all__
-        for name in importlib.import_module(f"keras_mrl.{module}").__all__
-    }
+def _public_symbols(path="keras_mrl"):
+    """Every `keras_mrl.module.Name` of the public modules' `__all__`, and
+    of the public submodules they list, at any depth."""
+    module = importlib.import_module(path)
+    symbols = set()
+    for name in module.__all__:
+        # vars(), not getattr(): a lazily built symbol stays unbuilt.
+        if isinstance(vars(module).get(name), types.ModuleType):
+            symbols |= _public_symbols(f"{path}.{name}")
+        else:
+            symbols.add(f"{path}.{name}")
+    return symbols
 
 
 def _documented(pages):
@@ -95,18 +104,19 @@ def test_problems_name_missing_repeated_and_private_symbols():
 
 
 def test_documented_reads_directives_and_the_prose_heading(tmp_path):
-    (tmp_path / "hub.md").write_text(
-        "# keras_mrl.hub\n\n::: keras_mrl.hub.load_sentence_transformer\n\n"
-        "## HuggingFaceBertTokenizer\n\nText naming "
-        "::: keras_mrl.hub.all_minilm_l6_v2_directory inline.\n"
+    (tmp_path / "integrations.md").write_text(
+        "# keras_mrl.integrations\n\n"
+        "::: keras_mrl.integrations.sentence_transformers.load\n\n"
+        "## HuggingFaceBertTokenizer\n\nText naming ::: "
+        "keras_mrl.integrations.sentence_transformers.export inline.\n"
     )
     (tmp_path / "ops.md").write_text(
         "::: keras_mrl.ops.truncate\n    options:\n      heading_level: 3\n"
     )
     pages = sorted(tmp_path.glob("*.md"))
     assert sorted(_documented(pages)) == [
-        "keras_mrl.hub.HuggingFaceBertTokenizer",
-        "keras_mrl.hub.load_sentence_transformer",
+        "keras_mrl.integrations.sentence_transformers.HuggingFaceBertTokenizer",
+        "keras_mrl.integrations.sentence_transformers.load",
         "keras_mrl.ops.truncate",
     ]
 
@@ -171,7 +181,10 @@ def test_links_to_notebooks_point_at_their_pages_on_the_site():
         "[a](../notebooks/01_quickstart.ipynb) [b](serving.md#int8) "
         "[c](../notebooks/03_embeddings_retrieval.ipynb#top)"
     )
-    for src_uri, prefix in (("demo.md", ""), ("reference/hub.md", "../")):
+    for src_uri, prefix in (
+        ("demo.md", ""),
+        ("reference/integrations.md", "../"),
+    ):
         page = types.SimpleNamespace(
             file=types.SimpleNamespace(src_uri=src_uri)
         )

@@ -1,12 +1,18 @@
-"""benchmarks/docstring_pairs.py on a few standard-library modules (fast)."""
+"""keras_mrl.datasets.docstring_pairs on a few standard-library modules.
 
-import os
+Pure Python: the builder never touches a backend. The full default build
+(`keras-mrl docstring-pairs`) takes half a minute, so the command is
+checked here on a stand-in build; docs/text_finetune.md states its counts.
+"""
+
+import json
+import subprocess
 import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
-import docstring_pairs  # noqa: E402
+from keras_mrl import cli
+from keras_mrl.datasets import docstring_pairs
 
 # Pure Python: the builder never touches a backend.
 pytestmark = pytest.mark.once
@@ -18,7 +24,9 @@ TEST = ("pathlib", "fractions")
 
 @pytest.fixture(scope="module")
 def splits():
-    return docstring_pairs.build(TRAIN, VALIDATION, TEST, seed=0)
+    return docstring_pairs.build(
+        TRAIN, validation=VALIDATION, test=TEST, seed=0
+    )
 
 
 def test_splits_share_no_package(splits):
@@ -44,7 +52,7 @@ def test_query_is_the_summary_and_document_the_rest(splits):
     pair = next(
         p for p in splits["train"] if p["name"] == "difflib.get_close_matches"
     )
-    summary, rest = docstring_pairs.split_docstring(
+    summary, rest = docstring_pairs._split_docstring(
         difflib.get_close_matches.__doc__
     )
     assert (
@@ -60,13 +68,40 @@ def test_query_is_the_summary_and_document_the_rest(splits):
 
 
 def test_build_is_deterministic(splits):
-    again = docstring_pairs.build(TRAIN, VALIDATION, TEST, seed=0)
+    again = docstring_pairs.build(
+        TRAIN, validation=VALIDATION, test=TEST, seed=0
+    )
     assert again == splits
-    other_seed = docstring_pairs.build(TRAIN, VALIDATION, TEST, seed=1)
+    other_seed = docstring_pairs.build(
+        TRAIN, validation=VALIDATION, test=TEST, seed=1
+    )
     assert other_seed != splits
     assert sorted(p["query"] for p in other_seed["train"]) == sorted(
         p["query"] for p in splits["train"]
     )
+
+
+def test_build_in_subprocess_gives_the_pairs_of_build(splits):
+    assert (
+        docstring_pairs.build_in_subprocess(
+            TRAIN, validation=VALIDATION, test=TEST, seed=0
+        )
+        == splits
+    )
+
+
+def test_a_failed_subprocess_raises_with_its_stderr(monkeypatch):
+    monkeypatch.setattr(
+        subprocess,
+        "run",
+        lambda *args, **kwargs: subprocess.CompletedProcess(
+            args, 1, stdout="", stderr="ImportError: no module"
+        ),
+    )
+    with pytest.raises(
+        RuntimeError, match=r"(?s)exit status 1.*ImportError: no module"
+    ):
+        docstring_pairs.build_in_subprocess(["json"], validation=[], test=[])
 
 
 def test_repeated_texts_keep_the_first_only(monkeypatch):
@@ -88,26 +123,131 @@ def test_repeated_texts_keep_the_first_only(monkeypatch):
     module = Module()
     module.first, module.second = first, second
     monkeypatch.setattr(docstring_pairs, "_modules", lambda name: [module])
-    pairs = docstring_pairs.collect(["fake"])
+    pairs = docstring_pairs._collect(["fake"])
     assert [p["name"] for p in pairs] == ["fake.first"]
 
 
-def test_overlapping_packages_raise():
-    with pytest.raises(ValueError, match="both train and test"):
-        docstring_pairs.build(("json",), (), ("json",))
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"test": ("json",)}, ValueError, r"\['json'\].*both `train` and"),
+        ({"validation": ("csv",)}, ValueError, r"\['csv'\] are not training"),
+        ({"test": ("not_a_package_here",)}, ValueError, "not installed"),
+        ({"train": ()}, ValueError, "at least one package"),
+        ({"train": "json"}, TypeError, "list of package names"),
+        ({"test": ["json.tool"]}, TypeError, "'json.tool'"),
+        ({"validation": [None]}, TypeError, "None"),
+        ({"seed": 1.5}, TypeError, "`seed` must be an int"),
+        ({"seed": True}, TypeError, "`seed` must be an int"),
+    ],
+)
+def test_bad_arguments_raise_in_both_builders(kwargs, error, match):
+    kwargs = {"train": ("json",), "validation": (), "test": (), **kwargs}
+    train = kwargs.pop("train")
+    with pytest.raises(error, match=match):
+        docstring_pairs.build(train, **kwargs)
+    with pytest.raises(error, match=match):
+        docstring_pairs.build_in_subprocess(train, **kwargs)
 
 
-def test_validation_outside_train_raises():
-    with pytest.raises(ValueError, match="not training packages"):
-        docstring_pairs.build(("json",), ("csv",), ("textwrap",))
+def test_packages_after_the_first_are_keyword_only():
+    with pytest.raises(TypeError, match="positional argument"):
+        docstring_pairs.build(("json",), (), ("textwrap",))
+
+
+def test_split_for_picks_training_and_evaluation_pairs(splits):
+    train, evaluation = docstring_pairs.split_for(splits, split="validation")
+    assert (train, evaluation) == (splits["train"], splits["validation"])
+    train, evaluation = docstring_pairs.split_for(splits, split="test")
+    assert train == splits["train"] + splits["validation"]
+    assert evaluation == splits["test"]
+
+
+@pytest.mark.parametrize(
+    "splits, split, error, match",
+    [
+        (
+            {"train": [], "validation": [], "test": []},
+            "tset",
+            ValueError,
+            "'validation' or 'test', got 'tset'",
+        ),
+        ({"train": [], "test": []}, "test", ValueError, "'validation'"),
+        ([[], [], []], "test", TypeError, "list"),
+    ],
+)
+def test_split_for_refuses_other_splits(splits, split, error, match):
+    with pytest.raises(error, match=match):
+        docstring_pairs.split_for(splits, split=split)
 
 
 def test_unusable_docstrings_give_none():
-    assert docstring_pairs.split_docstring(None) is None
-    assert docstring_pairs.split_docstring("Short.") is None
+    assert docstring_pairs._split_docstring(None) is None
+    assert docstring_pairs._split_docstring("Short.") is None
     assert (
-        docstring_pairs.split_docstring(
+        docstring_pairs._split_docstring(
             "A summary line that is fine.\n\nbut rest too short"
         )
         is None
     )
+
+
+def test_command_writes_the_three_splits(monkeypatch, tmp_path, capsys):
+    built = {
+        "train": [{"query": "q é", "document": "d", "package": "a"}] * 2,
+        "validation": [{"query": "v", "document": "d", "package": "b"}],
+        "test": [],
+    }
+    monkeypatch.setattr(docstring_pairs, "build_in_subprocess", lambda: built)
+    out = tmp_path / "pairs"
+    assert cli.main(["docstring-pairs", "--out", str(out)]) == 0
+    for name, pairs in built.items():
+        text = (out / f"{name}.jsonl").read_text(encoding="utf-8")
+        assert [json.loads(line) for line in text.splitlines()] == pairs
+    assert "q é" in (out / "train.jsonl").read_text(encoding="utf-8")
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [
+        f"{out / 'train.jsonl'}: 2 pairs from 1 packages",
+        f"{out / 'validation.jsonl'}: 1 pairs from 1 packages",
+        f"{out / 'test.jsonl'}: 0 pairs from 0 packages",
+    ]
+
+
+def test_command_failure_is_one_line(monkeypatch, tmp_path, capsys):
+    def fail():
+        raise RuntimeError("Building the docstring pairs failed")
+
+    monkeypatch.setattr(docstring_pairs, "build_in_subprocess", fail)
+    status = cli.main(["docstring-pairs", "--out", str(tmp_path)])
+    assert status == cli.EXIT_FAILURE
+    assert capsys.readouterr().err == (
+        "keras-mrl docstring-pairs: error: Building the docstring pairs "
+        "failed\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_command_refuses_an_out_that_is_a_file(tmp_path, capsys):
+    path = tmp_path / "file"
+    path.write_text("")
+    status = cli.main(["docstring-pairs", "--out", str(path)])
+    assert status == cli.EXIT_USAGE
+    assert "is not a writable directory" in capsys.readouterr().err
+
+
+def test_the_module_file_runs_as_a_script_without_keras_mrl(tmp_path):
+    # build_in_subprocess runs the file so; keras_mrl must stay unimported.
+    spec = {"train": ["json"], "validation": [], "test": [], "seed": 0}
+    code = (
+        "import runpy, sys; "
+        f"runpy.run_path({docstring_pairs.__file__!r}, run_name='__main__'); "
+        "print(sorted(m for m in sys.modules if m.startswith('keras')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
+    assert (tmp_path / "train.jsonl").read_text().count("\n") > 5

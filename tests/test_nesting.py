@@ -1,9 +1,12 @@
 import pytest
 
 from keras_mrl._blocks import block_bounds
+from keras_mrl._validation import validate_nesting_dims
+from keras_mrl._validation import validate_weights
 from keras_mrl.nesting import default_nesting_dims
-from keras_mrl.nesting import validate_nesting_dims
-from keras_mrl.nesting import validate_weights
+
+# Pure Python: the widths and their checks touch no backend.
+pytestmark = pytest.mark.once
 
 
 def test_default_nesting_dims_is_the_papers_list_for_2048():

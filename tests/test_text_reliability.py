@@ -1,6 +1,7 @@
-"""The text path's edge cases: what keras_mrl.hub loads, refuses and writes.
+"""The text path's edge cases: what keras_mrl.integrations.sentence_transformers
+loads, refuses and writes.
 
-test_export's tiny random BERT is exported once as a sentence-transformers
+test_st_export's tiny random BERT is exported once as a sentence-transformers
 directory; each test copies it and changes one file. The references are
 sentence-transformers' and Hugging Face tokenizers' reading of the same
 directory.
@@ -19,15 +20,14 @@ keras_hub = pytest.importorskip("keras_hub")
 pytest.importorskip("safetensors")
 
 from _tiny_bert import pairs  # noqa: E402
-from test_export import POSITIONS  # noqa: E402
-from test_export import TINY_VOCABULARY  # noqa: E402
-from test_export import UNICODE_TEXTS  # noqa: E402
-from test_export import _st  # noqa: E402
-from test_export import _tiny  # noqa: E402
+from test_st_export import POSITIONS  # noqa: E402
+from test_st_export import TINY_VOCABULARY  # noqa: E402
+from test_st_export import UNICODE_TEXTS  # noqa: E402
+from test_st_export import _sentence_transformer  # noqa: E402
+from test_st_export import _tiny  # noqa: E402
 
 import keras_mrl  # noqa: E402
-import keras_mrl.hub  # noqa: E402
-from keras_mrl.serving._export import export_sentence_transformer  # noqa
+from keras_mrl.integrations import sentence_transformers as st  # noqa: E402
 
 WIDTH = 16
 TEXTS = pairs(6)[0] + UNICODE_TEXTS
@@ -35,9 +35,7 @@ TEXTS = pairs(6)[0] + UNICODE_TEXTS
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    return export_sentence_transformer(
-        _tiny(), path=tmp_path_factory.mktemp("tiny") / "model"
-    )
+    return st.export(_tiny(), path=tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture
@@ -68,9 +66,9 @@ def test_pooling_mode_of_the_newer_config_format_is_read(model_dir, mode):
             "include_prompt": True,
         },
     )
-    embedder = keras_mrl.hub.load_sentence_transformer(model_dir)
+    embedder = st.load(model_dir)
     assert embedder.pooling_mode == mode
-    theirs = _st(str(model_dir)).encode(TEXTS)
+    theirs = _sentence_transformer(str(model_dir)).encode(TEXTS)
     assert np.abs(_keras(embedder) - theirs).max() <= 1e-5
 
 
@@ -95,7 +93,7 @@ def test_unsupported_pooling_raises_naming_it(model_dir, config, named):
         dict(config, word_embedding_dimension=WIDTH),
     )
     with pytest.raises(ValueError) as error:
-        keras_mrl.hub.load_sentence_transformer(model_dir)
+        st.load(model_dir)
     message = str(error.value)
     assert named in message and "'mean', 'cls', 'max'" in message, message
     assert "1_Pooling" in message
@@ -106,9 +104,9 @@ def test_directory_without_modules_json_is_read_as_sentence_transformers(
 ):
     # sentence-transformers then pools by mean and does not normalise.
     os.remove(model_dir / "modules.json")
-    embedder = keras_mrl.hub.load_sentence_transformer(model_dir)
+    embedder = st.load(model_dir)
     assert (embedder.pooling_mode, embedder.normalize) == ("mean", False)
-    theirs = _st(str(model_dir)).encode(TEXTS)
+    theirs = _sentence_transformer(str(model_dir)).encode(TEXTS)
     assert np.abs(np.linalg.norm(theirs, axis=1) - 1).max() > 0.1
     assert np.abs(_keras(embedder) - theirs).max() <= 1e-4
 
@@ -138,9 +136,7 @@ def test_tokenizer_gives_the_hugging_face_ids(model_dir, options):
     (model_dir / "tokenizer.json").write_text(json.dumps(spec))
     hf = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     expected = [hf.encode(text, add_special_tokens=False).ids for text in TEXTS]
-    tokenizer = keras_mrl.hub.load_sentence_transformer(
-        model_dir
-    ).preprocessor.tokenizer
+    tokenizer = st.load(model_dir).preprocessor.tokenizer
     assert tokenizer.normalizer == dict(spec["normalizer"])
     python = [[int(i) for i in row] for row in tokenizer(TEXTS)]
     graph = next(
@@ -159,36 +155,44 @@ def test_tokenizer_gives_the_hugging_face_ids(model_dir, options):
 
 
 def test_tokenizer_survives_save_to_preset(tiny_dir, tmp_path):
-    embedder = keras_mrl.hub.load_sentence_transformer(tiny_dir)
+    embedder = st.load(tiny_dir)
     embedder.save_to_preset(str(tmp_path / "preset"))
     again = keras_hub.models.TextEmbedder.from_preset(str(tmp_path / "preset"))
     tokenizer = again.preprocessor.tokenizer
-    assert isinstance(tokenizer, keras_mrl.hub.HuggingFaceBertTokenizer)
+    assert isinstance(tokenizer, st.HuggingFaceBertTokenizer)
     assert tokenizer.normalizer == embedder.preprocessor.tokenizer.normalizer
     assert np.abs(_keras(again) - _keras(embedder)).max() <= 1e-6
 
 
 def test_tokenizer_survives_keras_save_and_load(tiny_dir, tmp_path):
-    model = keras_mrl.models.ContrastiveModel(
-        keras_mrl.hub.load_sentence_transformer(tiny_dir)
-    )
+    model = keras_mrl.models.ContrastiveModel(st.load(tiny_dir))
     model.save(tmp_path / "model.keras")
     again = keras.saving.load_model(tmp_path / "model.keras")
     assert isinstance(
         again.embedder.preprocessor.tokenizer,
-        keras_mrl.hub.HuggingFaceBertTokenizer,
+        st.HuggingFaceBertTokenizer,
     )
     assert np.abs(again.encode(TEXTS) - model.encode(TEXTS)).max() <= 1e-6
 
 
+def test_tokenizer_is_named_by_its_public_path():
+    cls = st.HuggingFaceBertTokenizer
+    assert f"{cls.__module__}.{cls.__qualname__}" == (
+        "keras_mrl.integrations.sentence_transformers.HuggingFaceBertTokenizer"
+    )
+    assert st.HuggingFaceBertTokenizer is cls  # built once
+    assert (
+        keras.saving.get_registered_object("keras_mrl>HuggingFaceBertTokenizer")
+        is cls
+    )
+
+
 def test_tokenizer_config_round_trips():
-    tokenizer = keras_mrl.hub.HuggingFaceBertTokenizer(
+    tokenizer = st.HuggingFaceBertTokenizer(
         TINY_VOCABULARY,
         normalizer={"type": "BertNormalizer", "lowercase": False},
     )
-    again = keras_mrl.hub.HuggingFaceBertTokenizer.from_config(
-        tokenizer.get_config()
-    )
+    again = st.HuggingFaceBertTokenizer.from_config(tokenizer.get_config())
     again.set_vocabulary(TINY_VOCABULARY)
     assert again.normalizer == tokenizer.normalizer
     assert again.normalizer["strip_accents"] is None
@@ -203,7 +207,7 @@ def test_tokenizer_docstring_example_runs():
     finder = doctest.DocTestFinder(recurse=False)
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
     tests = finder.find(
-        keras_mrl.hub.HuggingFaceBertTokenizer, globs={"keras_mrl": keras_mrl}
+        st.HuggingFaceBertTokenizer, globs={"keras_mrl": keras_mrl}
     )
     for test in tests:
         runner.run(test)
@@ -237,7 +241,7 @@ def test_tokenizer_docstring_example_runs():
 )
 def test_bad_tokenizer_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        keras_mrl.hub.HuggingFaceBertTokenizer(TINY_VOCABULARY, **kwargs)
+        st.HuggingFaceBertTokenizer(TINY_VOCABULARY, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -261,13 +265,13 @@ def test_unsupported_tokenizer_json_raises(model_dir, change, match):
     change(spec)
     (model_dir / "tokenizer.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match=match):
-        keras_mrl.hub.load_sentence_transformer(model_dir)
+        st.load(model_dir)
 
 
 def test_loading_leaves_the_directory_as_it_was(model_dir):
     os.remove(model_dir / "vocab.txt")
     before = sorted(os.listdir(model_dir))
-    keras_mrl.hub.load_sentence_transformer(model_dir)
+    st.load(model_dir)
     assert sorted(os.listdir(model_dir)) == before
 
 
@@ -277,22 +281,18 @@ def test_loading_leaves_the_directory_as_it_was(model_dir):
 @pytest.mark.parametrize("length", [1, 2])
 def test_sequence_length_without_room_for_text_raises(tiny_dir, length):
     with pytest.raises(ValueError, match=f"at least 3.*got {length}"):
-        keras_mrl.hub.load_sentence_transformer(
-            tiny_dir, sequence_length=length
-        )
+        st.load(tiny_dir, sequence_length=length)
 
 
 def test_sequence_length_of_3_tells_texts_apart(tiny_dir):
-    embedder = keras_mrl.hub.load_sentence_transformer(
-        tiny_dir, sequence_length=3
-    )
+    embedder = st.load(tiny_dir, sequence_length=3)
     first, second = _keras(embedder, ["sum", "mean"])
     assert np.abs(first - second).max() > 1e-3
 
 
 def test_sequence_length_beyond_the_positions_raises(tiny_dir):
     with pytest.raises(ValueError, match=f"17, exceeds the {POSITIONS} "):
-        keras_mrl.hub.load_sentence_transformer(tiny_dir, sequence_length=17)
+        st.load(tiny_dir, sequence_length=17)
 
 
 def test_max_seq_length_beyond_the_positions_raises(model_dir):
@@ -304,7 +304,7 @@ def test_max_seq_length_beyond_the_positions_raises(model_dir):
         ValueError,
         match=f"sentence_bert_config.json.*40, exceeds the {POSITIONS} ",
     ):
-        keras_mrl.hub.load_sentence_transformer(model_dir)
+        st.load(model_dir)
 
 
 # --- Broken files. ---
@@ -323,7 +323,7 @@ def test_max_seq_length_beyond_the_positions_raises(model_dir):
 def test_broken_json_raises_naming_the_file(model_dir, name):
     (model_dir / name).write_text('{"model_type": "bert",')
     with pytest.raises(ValueError) as error:
-        keras_mrl.hub.load_sentence_transformer(model_dir)
+        st.load(model_dir)
     message = str(error.value)
     assert str(model_dir / name) in message and "not valid JSON" in message
 
@@ -331,7 +331,7 @@ def test_broken_json_raises_naming_the_file(model_dir, name):
 def test_config_that_is_not_an_object_raises(model_dir):
     (model_dir / "config.json").write_text("[]")
     with pytest.raises(ValueError, match="config.json.*JSON object"):
-        keras_mrl.hub.load_sentence_transformer(model_dir)
+        st.load(model_dir)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
@@ -346,7 +346,7 @@ def test_broken_safetensors_raise_naming_the_file(model_dir, damage):
         }[damage]
     )
     with pytest.raises(ValueError) as error:
-        keras_mrl.hub.load_sentence_transformer(model_dir)
+        st.load(model_dir)
     message = str(error.value)
     assert str(weights) in message and "safetensors" in message, message
 
@@ -356,7 +356,7 @@ def test_config_missing_a_key_raises_naming_it(model_dir):
     del config["num_hidden_layers"]
     _write_json(model_dir / "config.json", config)
     with pytest.raises(ValueError, match="'num_hidden_layers'"):
-        keras_mrl.hub.load_sentence_transformer(model_dir)
+        st.load(model_dir)
 
 
 # --- Permissions of what is written. ---
@@ -382,8 +382,8 @@ def _modes(path):
 
 
 def test_export_gets_the_umask_permissions(tiny_dir, tmp_path, umask_022):
-    embedder = keras_mrl.hub.load_sentence_transformer(tiny_dir)
-    path = export_sentence_transformer(embedder, path=tmp_path / "out")
+    embedder = st.load(tiny_dir)
+    path = st.export(embedder, path=tmp_path / "out")
     modes = _modes(path)
     assert modes["."] == modes["1_Pooling"] == 0o755
     assert modes["model.safetensors"] == modes["tokenizer.json"] == 0o644
@@ -391,7 +391,7 @@ def test_export_gets_the_umask_permissions(tiny_dir, tmp_path, umask_022):
 
 def test_extracted_model_gets_the_umask_permissions(tmp_path, umask_022):
     try:
-        path = keras_mrl.hub.all_minilm_l6_v2_directory(cache_dir=str(tmp_path))
+        path = st.all_minilm_l6_v2_directory(cache_dir=str(tmp_path))
     except ImportError as error:
         pytest.skip(f"the offline model wheel is not installed: {error}")
     modes = _modes(path)
@@ -410,9 +410,7 @@ def test_extracted_model_gets_the_umask_permissions(tmp_path, umask_022):
     ],
 )
 def test_encode_of_no_texts_is_an_empty_array(tiny_dir, head, width):
-    model = keras_mrl.models.ContrastiveModel(
-        keras_mrl.hub.load_sentence_transformer(tiny_dir), head=head
-    )
+    model = keras_mrl.models.ContrastiveModel(st.load(tiny_dir), head=head)
     embeddings = model.encode([])
     assert isinstance(embeddings, np.ndarray)
     assert embeddings.shape == (0, width)

@@ -8,8 +8,8 @@ from keras_mrl._initializers import independent
 from keras_mrl._initializers import split_draw
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_positive_int
+from keras_mrl._validation import validate_nesting_dims
 from keras_mrl.nesting import default_nesting_dims
-from keras_mrl.nesting import validate_nesting_dims
 
 # The arguments stored as Keras objects, each with its serializer.
 _SERIALIZED = {

@@ -7,13 +7,13 @@ from keras_mrl._modes import cuts_targets
 from keras_mrl._modes import granularity_views
 from keras_mrl._modes import stacked_targets
 from keras_mrl._validation import check_optional_bool
+from keras_mrl._validation import validate_nesting_dims
+from keras_mrl._validation import validate_weights
 from keras_mrl.losses._cross_entropy import is_sparse_logits_cross_entropy
 from keras_mrl.losses._cross_entropy import sparse_logits_cross_entropy
 from keras_mrl.losses._nested_loss import NestedLoss
 from keras_mrl.losses._nested_loss import compute_dtype
 from keras_mrl.losses._nested_loss import fill_missing_targets
-from keras_mrl.nesting import validate_nesting_dims
-from keras_mrl.nesting import validate_weights
 
 
 def _as_loss(loss):

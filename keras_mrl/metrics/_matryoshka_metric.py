@@ -7,9 +7,9 @@ from keras_mrl._modes import cuts_targets
 from keras_mrl._modes import granularity_views
 from keras_mrl._modes import keras_mask
 from keras_mrl._validation import check_optional_bool
+from keras_mrl._validation import validate_nesting_dims
 from keras_mrl.layers._matryoshka_dense import MatryoshkaDense
 from keras_mrl.layers._matryoshka_dense import matryoshka_heads
-from keras_mrl.nesting import validate_nesting_dims
 
 # Names whose meaning Keras' `compile` picks from the loss and the labels;
 # a wrapped metric cannot see those, so it asks for an explicit name.

@@ -15,6 +15,7 @@ from keras_mrl._norms import inverse_norm
 from keras_mrl._validation import check_finite_rows
 from keras_mrl._validation import check_loss_weight
 from keras_mrl._validation import check_positive_int
+from keras_mrl._validation import validate_nesting_dims
 from keras_mrl.losses._matryoshka_loss import MatryoshkaLoss
 from keras_mrl.losses._multiple_negatives_ranking_loss import (
     MultipleNegativesRankingLoss,
@@ -23,7 +24,6 @@ from keras_mrl.losses._similarity_preservation_loss import (
     SimilarityPreservationLoss,
 )
 from keras_mrl.nesting import default_nesting_dims
-from keras_mrl.nesting import validate_nesting_dims
 
 
 def _is_pair(x):

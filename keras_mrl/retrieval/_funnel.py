@@ -12,7 +12,7 @@ from keras_mrl._validation import check_optional_bool
 from keras_mrl._validation import check_optional_positive_int
 from keras_mrl._validation import check_positive_int
 from keras_mrl._validation import to_numpy
-from keras_mrl.nesting import validate_nesting_dims
+from keras_mrl._validation import validate_nesting_dims
 from keras_mrl.retrieval import _index_file
 from keras_mrl.retrieval._codes import bytes_per_vector
 from keras_mrl.retrieval._codes import check_precisions

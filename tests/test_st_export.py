@@ -1,4 +1,5 @@
-"""keras_mrl.serving.export_sentence_transformer against sentence-transformers.
+"""keras_mrl.integrations.sentence_transformers.export against
+sentence-transformers.
 
 The reference is the Keras model itself: the exported directory, loaded by
 `sentence_transformers.SentenceTransformer`, must encode texts to the
@@ -7,8 +8,9 @@ weight drawn at random, so that a bias or a norm mapped to the wrong place
 changes the vectors; the real all-MiniLM-L6-v2 runs once, under
 TensorFlow (the first backend of `make test`). Texts that KerasHub's own
 normalisation splits otherwise than Hugging Face's (`UNICODE_TEXTS`) encode
-alike on both sides when the Keras tokenizer is keras_mrl.hub's
-`HuggingFaceBertTokenizer`, as a loaded directory's is.
+alike on both sides when the Keras tokenizer is a
+`keras_mrl.integrations.sentence_transformers.HuggingFaceBertTokenizer`,
+as a loaded directory's is.
 """
 
 import functools
@@ -32,8 +34,7 @@ from _tiny_bert import pairs  # noqa: E402
 from _tiny_bert import tiny_embedder  # noqa: E402
 
 import keras_mrl  # noqa: E402
-import keras_mrl.hub  # noqa: E402
-from keras_mrl.serving._export import export_sentence_transformer  # noqa
+from keras_mrl.integrations import sentence_transformers as st  # noqa: E402
 
 # An accented word and its plain form: KerasHub keeps accents, Hugging
 # Face's BERT tokenizer strips them by default when it lowercases. The
@@ -91,7 +92,7 @@ POSITIONS = 16
 
 def _tiny(pooling_mode="mean", normalize=True, normalizer=None):
     """The tiny BERT with random weights; with a Hugging Face `normalizer`,
-    its tokenizer is a keras_mrl.hub.HuggingFaceBertTokenizer."""
+    its tokenizer is a HuggingFaceBertTokenizer."""
     embedder = tiny_embedder(
         SEQUENCE_LENGTH,
         vocabulary=TINY_VOCABULARY,
@@ -101,7 +102,7 @@ def _tiny(pooling_mode="mean", normalize=True, normalizer=None):
         normalize=normalize,
     )
     if normalizer is not None:
-        tokenizer = keras_mrl.hub.HuggingFaceBertTokenizer(
+        tokenizer = st.HuggingFaceBertTokenizer(
             TINY_VOCABULARY, normalizer=normalizer
         )
         embedder = keras_hub.models.BertTextEmbedder(
@@ -130,10 +131,12 @@ def _keras(embedder, head=None, normalize=True, texts=TEXTS):
     return x
 
 
-def _st(path, **kwargs):
-    st = pytest.importorskip("sentence_transformers")
+def _sentence_transformer(path, **kwargs):
+    sentence_transformers = pytest.importorskip("sentence_transformers")
     pytest.importorskip("torch")
-    return st.SentenceTransformer(path, device="cpu", **kwargs)
+    return sentence_transformers.SentenceTransformer(
+        path, device="cpu", **kwargs
+    )
 
 
 def _module_types(path):
@@ -152,7 +155,7 @@ def tiny():
 
 
 def test_round_trip_encodes_the_keras_vectors(tiny, tmp_path):
-    path = export_sentence_transformer(tiny, path=tmp_path / "model")
+    path = st.export(tiny, path=tmp_path / "model")
     assert sorted(os.listdir(path)) == sorted(
         [
             "1_Pooling",
@@ -175,14 +178,14 @@ def test_round_trip_encodes_the_keras_vectors(tiny, tmp_path):
         == SEQUENCE_LENGTH
     )
     ours = _keras(tiny)
-    theirs = _st(path).encode(TEXTS)
+    theirs = _sentence_transformer(path).encode(TEXTS)
     np.testing.assert_allclose(np.linalg.norm(theirs, axis=1), 1, atol=1e-5)
     assert np.abs(theirs - ours).max() <= 1e-5
 
 
 def test_exported_tokenizer_gives_the_keras_token_ids(tiny, tmp_path):
     tokenizers = pytest.importorskip("tokenizers")
-    path = export_sentence_transformer(tiny, path=tmp_path / "model")
+    path = st.export(tiny, path=tmp_path / "model")
     hf = tokenizers.Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
     keras_ids = keras.ops.convert_to_numpy(
         tiny.preprocessor(TEXTS)["token_ids"]
@@ -204,7 +207,7 @@ def test_round_trip_encodes_unicode_texts_alike(tmp_path):
             "strip_accents": False,
         }
     )
-    path = export_sentence_transformer(embedder, path=tmp_path / "model")
+    path = st.export(embedder, path=tmp_path / "model")
     tokenizer = embedder.preprocessor.tokenizer
     normalizer = _read_json(path, "tokenizer.json")["normalizer"]
     assert normalizer == tokenizer.normalizer
@@ -213,24 +216,28 @@ def test_round_trip_encodes_unicode_texts_alike(tmp_path):
         hf.encode(text, add_special_tokens=False).ids for text in UNICODE_TEXTS
     ]
     ours = _keras(embedder, texts=UNICODE_TEXTS)
-    assert np.abs(_st(path).encode(UNICODE_TEXTS) - ours).max() <= 1e-5
+    assert (
+        np.abs(_sentence_transformer(path).encode(UNICODE_TEXTS) - ours).max()
+        <= 1e-5
+    )
 
 
 def test_loaded_export_encodes_unicode_texts_as_sentence_transformers(
     tiny, tmp_path
 ):
-    path = export_sentence_transformer(tiny, path=tmp_path / "model")
-    loaded = keras_mrl.hub.load_sentence_transformer(path)
+    path = st.export(tiny, path=tmp_path / "model")
+    loaded = st.load(path)
     ours = _keras(loaded, texts=UNICODE_TEXTS)
-    assert np.abs(_st(path).encode(UNICODE_TEXTS) - ours).max() <= 1e-5
+    assert (
+        np.abs(_sentence_transformer(path).encode(UNICODE_TEXTS) - ours).max()
+        <= 1e-5
+    )
 
 
 @pytest.mark.parametrize("pooling_mode", ["cls", "max"])
 def test_other_poolings_without_normalisation(pooling_mode, tmp_path):
     embedder = _tiny(pooling_mode=pooling_mode, normalize=False)
-    path = export_sentence_transformer(
-        embedder, path=tmp_path / "model", normalize=False
-    )
+    path = st.export(embedder, path=tmp_path / "model", normalize=False)
     assert _module_types(path) == ["Transformer", "Pooling"]
     pooling = _read_json(path, "1_Pooling/config.json")
     assert pooling[
@@ -238,7 +245,7 @@ def test_other_poolings_without_normalisation(pooling_mode, tmp_path):
         + ("" if pooling_mode == "cls" else "s")
     ]
     ours = _keras(embedder, normalize=False)
-    theirs = _st(path).encode(TEXTS)
+    theirs = _sentence_transformer(path).encode(TEXTS)
     assert np.abs(np.linalg.norm(theirs, axis=1) - 1).max() > 0.1
     assert np.abs(theirs - ours).max() <= 1e-4
 
@@ -246,7 +253,7 @@ def test_other_poolings_without_normalisation(pooling_mode, tmp_path):
 def test_orthogonal_head_is_a_dense_module_and_truncates(tiny, tmp_path):
     head = keras_mrl.layers.OrthogonalProjection()
     head.adapt(_keras(tiny))
-    path = export_sentence_transformer(
+    path = st.export(
         tiny, path=tmp_path / "model", head=head, nesting_dims=[4, 8, 16]
     )
     assert _module_types(path) == [
@@ -258,8 +265,12 @@ def test_orthogonal_head_is_a_dense_module_and_truncates(tiny, tmp_path):
     ]
     assert _read_json(path, "3_Dense/config.json")["bias"] is False
     ours = _keras(tiny, head)
-    assert np.abs(_st(path).encode(TEXTS) - ours).max() <= 1e-5
-    short = _st(path, truncate_dim=4).encode(TEXTS, normalize_embeddings=True)
+    assert (
+        np.abs(_sentence_transformer(path).encode(TEXTS) - ours).max() <= 1e-5
+    )
+    short = _sentence_transformer(path, truncate_dim=4).encode(
+        TEXTS, normalize_embeddings=True
+    )
     prefix = ours[:, :4] / np.linalg.norm(ours[:, :4], axis=1, keepdims=True)
     assert short.shape == (len(TEXTS), 4)
     assert np.abs(short - prefix).max() <= 1e-5
@@ -270,19 +281,15 @@ def test_contrastive_model_exports_its_dense_head_with_bias(tiny, tmp_path):
     head.build((None, 16))
     head.bias.assign(np.linspace(-1, 1, 8).astype("float32"))
     model = keras_mrl.models.ContrastiveModel(tiny, head=head)
-    path = export_sentence_transformer(
-        model, path=tmp_path / "model", nesting_dims=[4, 8]
-    )
+    path = st.export(model, path=tmp_path / "model", nesting_dims=[4, 8])
     assert _read_json(path, "3_Dense/config.json")["bias"] is True
-    theirs = _st(path).encode(TEXTS)
+    theirs = _sentence_transformer(path).encode(TEXTS)
     assert theirs.shape == (len(TEXTS), 8)
     assert np.abs(theirs - _keras(tiny, head)).max() <= 1e-5
 
 
 def test_nesting_dims_are_recorded(tiny, tmp_path):
-    path = export_sentence_transformer(
-        tiny, path=tmp_path / "model", nesting_dims=[4, 8, 16]
-    )
+    path = st.export(tiny, path=tmp_path / "model", nesting_dims=[4, 8, 16])
     assert _read_json(path, "config.json")["matryoshka_dimensions"] == [
         4,
         8,
@@ -293,13 +300,13 @@ def test_nesting_dims_are_recorded(tiny, tmp_path):
     ] == [4, 8, 16]
     with open(os.path.join(path, "README.md"), encoding="utf-8") as file:
         assert "matryoshka_dimensions: [4, 8, 16]" in file.read()
-    plain = export_sentence_transformer(tiny, path=tmp_path / "plain")
+    plain = st.export(tiny, path=tmp_path / "plain")
     assert "matryoshka_dimensions" not in _read_json(plain, "config.json")
 
 
 def test_export_loads_back_into_keras(tiny, tmp_path):
-    path = export_sentence_transformer(tiny, path=tmp_path / "model")
-    again = keras_mrl.hub.load_sentence_transformer(path)
+    path = st.export(tiny, path=tmp_path / "model")
+    again = st.load(path)
     assert again.preprocessor.sequence_length == SEQUENCE_LENGTH
     assert np.abs(_keras(again) - _keras(tiny)).max() <= 1e-6
 
@@ -307,8 +314,8 @@ def test_export_loads_back_into_keras(tiny, tmp_path):
 def test_embedder_without_preprocessor_takes_a_tokenizer(tiny, tmp_path):
     bare = keras_hub.models.BertTextEmbedder(tiny.backbone)
     with pytest.raises(ValueError, match="tokenizer"):
-        export_sentence_transformer(bare, path=tmp_path / "a")
-    path = export_sentence_transformer(
+        st.export(bare, path=tmp_path / "a")
+    path = st.export(
         bare, path=tmp_path / "b", tokenizer=tiny.preprocessor.tokenizer
     )
     # Without a preprocessor the backbone's length is the limit.
@@ -320,16 +327,16 @@ def test_overwrite_replaces_and_otherwise_refuses(tiny, tmp_path):
     target.mkdir()
     (target / "old.txt").write_text("old")
     with pytest.raises(ValueError, match="overwrite=True"):
-        export_sentence_transformer(tiny, path=target)
+        st.export(tiny, path=target)
     assert os.listdir(target) == ["old.txt"]
-    export_sentence_transformer(tiny, path=target, overwrite=True)
+    st.export(tiny, path=target, overwrite=True)
     assert "old.txt" not in os.listdir(target)
     assert os.listdir(tmp_path) == ["model"]  # no staging directory left
 
 
 def test_empty_directory_is_filled(tiny, tmp_path):
     (tmp_path / "model").mkdir()
-    path = export_sentence_transformer(tiny, path=tmp_path / "model")
+    path = st.export(tiny, path=tmp_path / "model")
     assert "model.safetensors" in os.listdir(path)
 
 
@@ -341,33 +348,29 @@ def test_failed_export_leaves_nothing(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(safetensors.numpy, "save", fail)
     with pytest.raises(OSError, match="disk full"):
-        export_sentence_transformer(tiny, path=tmp_path / "model")
+        st.export(tiny, path=tmp_path / "model")
     assert os.listdir(tmp_path) == []
 
 
 def test_path_that_is_a_file_raises(tiny, tmp_path):
     (tmp_path / "model").write_text("")
     with pytest.raises(ValueError, match="not a directory"):
-        export_sentence_transformer(
-            tiny, path=tmp_path / "model", overwrite=True
-        )
+        st.export(tiny, path=tmp_path / "model", overwrite=True)
 
 
 def test_non_bert_embedder_raises(tmp_path):
     encoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(TypeError, match="BertTextEmbedder"):
-        export_sentence_transformer(encoder, path=tmp_path / "model")
+        st.export(encoder, path=tmp_path / "model")
 
 
 def test_widths_wider_than_the_output_raise(tiny, tmp_path):
     with pytest.raises(ValueError, match="wider than"):
-        export_sentence_transformer(
-            tiny, path=tmp_path / "model", nesting_dims=[8, 32]
-        )
+        st.export(tiny, path=tmp_path / "model", nesting_dims=[8, 32])
     head = keras.layers.Dense(8)
     head.build((None, 16))
     with pytest.raises(ValueError, match="wider than"):
-        export_sentence_transformer(
+        st.export(
             tiny,
             path=tmp_path / "model",
             head=head,
@@ -381,37 +384,37 @@ def test_bad_heads_raise(tiny, tmp_path):
     narrow = keras.layers.Dense(4)
     narrow.build((None, 8))
     with pytest.raises(ValueError, match="width 8"):
-        export_sentence_transformer(tiny, path=path, head=narrow)
+        st.export(tiny, path=path, head=narrow)
     relu = keras.layers.Dense(4, activation="relu")
     relu.build((None, 16))
     with pytest.raises(ValueError, match="'relu'"):
-        export_sentence_transformer(tiny, path=path, head=relu)
+        st.export(tiny, path=path, head=relu)
     with pytest.raises(TypeError, match="OrthogonalProjection"):
-        export_sentence_transformer(tiny, path=path, head=keras.layers.ReLU())
+        st.export(tiny, path=path, head=keras.layers.ReLU())
     with pytest.raises(ValueError, match="not built"):
-        export_sentence_transformer(tiny, path=path, head=keras.layers.Dense(4))
+        st.export(tiny, path=path, head=keras.layers.Dense(4))
     model = keras_mrl.models.ContrastiveModel(tiny)
     with pytest.raises(ValueError, match="its own head"):
-        export_sentence_transformer(model, path=path, head=narrow)
+        st.export(model, path=path, head=narrow)
 
 
 def test_bad_scalars_raise(tiny, tmp_path):
     path = tmp_path / "model"
     with pytest.raises(TypeError, match="normalize"):
-        export_sentence_transformer(tiny, path=path, normalize="yes")
+        st.export(tiny, path=path, normalize="yes")
     with pytest.raises(TypeError, match="overwrite"):
-        export_sentence_transformer(tiny, path=path, overwrite=1)
+        st.export(tiny, path=path, overwrite=1)
     with pytest.raises(ValueError, match="position embeddings"):
-        export_sentence_transformer(tiny, path=path, sequence_length=17)
+        st.export(tiny, path=path, sequence_length=17)
     with pytest.raises(ValueError, match="sequence_length"):
-        export_sentence_transformer(tiny, path=path, sequence_length=0)
+        st.export(tiny, path=path, sequence_length=0)
     with pytest.raises(ValueError, match="at least 3.*got 2"):
-        export_sentence_transformer(tiny, path=path, sequence_length=2)
+        st.export(tiny, path=path, sequence_length=2)
 
 
 def test_path_is_keyword_only(tiny, tmp_path):
     with pytest.raises(TypeError, match="positional argument"):
-        export_sentence_transformer(tiny, str(tmp_path / "model"))
+        st.export(tiny, str(tmp_path / "model"))
 
 
 # --- The real model. ---
@@ -424,24 +427,22 @@ def test_path_is_keyword_only(tiny, tmp_path):
 )
 def test_all_minilm_l6_v2_round_trip(tmp_path):
     try:
-        source = keras_mrl.hub.all_minilm_l6_v2_directory(
-            cache_dir=str(tmp_path / "hub")
+        source = st.all_minilm_l6_v2_directory(
+            cache_dir=str(tmp_path / "models")
         )
     except ImportError as error:
         pytest.skip(f"the offline model wheel is not installed: {error}")
     sentences = first_lines((functools, inspect, itertools, random, string), 24)
-    embedder = keras_mrl.hub.load_sentence_transformer(
-        source, sequence_length=64
-    )
+    embedder = st.load(source, sequence_length=64)
     ours = keras.ops.convert_to_numpy(
         embedder.encode_text(sentences, verbose=0)
     )
-    path = export_sentence_transformer(
+    path = st.export(
         embedder,
         path=tmp_path / "model",
         nesting_dims=[32, 64, 128, 256, 384],
     )
-    model = _st(path)
+    model = _sentence_transformer(path)
     assert model.max_seq_length == 64
     theirs = model.encode(sentences)
     assert theirs.shape == (24, 384)
@@ -453,10 +454,10 @@ def test_all_minilm_l6_v2_round_trip(tmp_path):
     assert np.abs(short - prefix).max() <= 1e-3
 
 
-def test_hub_refuses_a_directory_with_a_dense_head(tiny, tmp_path):
+def test_load_refuses_a_directory_with_a_dense_head(tiny, tmp_path):
     # KerasHub's converter would skip the head and give other vectors.
     head = keras.layers.Dense(8, use_bias=False)
     head.build((None, 16))
-    path = export_sentence_transformer(tiny, path=tmp_path / "model", head=head)
+    path = st.export(tiny, path=tmp_path / "model", head=head)
     with pytest.raises(ValueError, match="'Dense' module"):
-        keras_mrl.hub.load_sentence_transformer(path)
+        st.load(path)

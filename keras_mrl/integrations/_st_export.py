@@ -12,8 +12,7 @@ sentence-transformers is needed to export.
 Two details make sentence-transformers compute what Keras computes:
 KerasHub's BERT uses the tanh approximation of GELU, so `config.json` says
 `gelu_new`; and the tokenizer normalises texts as the Keras one does. A
-`keras_mrl.hub.HuggingFaceBertTokenizer` (what
-`keras_mrl.hub.load_sentence_transformer` gives) is written with its own
+`HuggingFaceBertTokenizer` (what `load` gives) is written with its own
 `BertNormalizer`, and both sides give the same token ids but for the few
 characters its docstring names. A plain KerasHub `BertTokenizer` is
 written with its `lowercase` and `strip_accents` explicit (Hugging Face's
@@ -34,10 +33,11 @@ import tempfile
 
 import numpy as np
 
+from keras_mrl._files import new_directory
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_optional_positive_int
-from keras_mrl.hub import _new_directory
-from keras_mrl.nesting import validate_nesting_dims
+from keras_mrl._validation import validate_nesting_dims
+from keras_mrl.integrations._st_tokenizer import tokenizer_class
 
 _POOLING = ("mean", "cls", "max")
 _SPECIAL = ("unk", "sep", "pad", "cls", "mask")
@@ -81,8 +81,8 @@ def _check_embedder(embedder, keras_hub):
     if not isinstance(embedder, keras_hub.models.BertTextEmbedder):
         raise TypeError(
             "`embedder` must be a keras_hub.models.BertTextEmbedder (for "
-            "instance from keras_mrl.hub.load_sentence_transformer) or a "
-            "keras_mrl.models.ContrastiveModel around one, got "
+            "instance from keras_mrl.integrations.sentence_transformers."
+            "load) or a keras_mrl.models.ContrastiveModel around one, got "
             f"{type(embedder).__name__}."
         )
     if embedder.pooling_mode not in _POOLING:
@@ -250,9 +250,7 @@ def _tokenizer_files(tokenizer, sequence_length):
         "cls": tokenizer.cls_token,
         "mask": tokenizer.mask_token,
     }
-    from keras_mrl.hub import HuggingFaceBertTokenizer
-
-    if isinstance(tokenizer, HuggingFaceBertTokenizer):
+    if isinstance(tokenizer, tokenizer_class()):
         normalizer = dict(tokenizer.normalizer)
     else:
         normalizer = {
@@ -363,7 +361,7 @@ def _model_card(width, sequence_length, nesting_dims):
         "",
         f"A BERT sentence embedder of {width} dimensions (inputs of up to "
         f"{sequence_length} tokens), fine-tuned in Keras and exported by "
-        "`keras_mrl.serving.export_sentence_transformer`.",
+        "`keras_mrl.integrations.sentence_transformers.export`.",
         "",
     ]
     if nesting_dims is not None:
@@ -385,7 +383,7 @@ def _model_card(width, sequence_length, nesting_dims):
     return "\n".join(front + body)
 
 
-def export_sentence_transformer(
+def export(
     embedder,
     *,
     path,
@@ -411,17 +409,21 @@ def export_sentence_transformer(
     cutting.
 
     The exported tokenizer gives the Keras tokenizer's ids on every text
-    when that is a `keras_mrl.hub.HuggingFaceBertTokenizer` (but for the
-    characters its docstring names); a plain KerasHub `BertTokenizer`
-    still splits some texts differently (see this module's docstring):
-    non-breaking spaces, zero-width, soft-hyphen and control characters,
-    ligatures and full-width letters, special tokens written in a text.
+    when that is a
+    `keras_mrl.integrations.sentence_transformers.HuggingFaceBertTokenizer`
+    (but for the characters its docstring names); a plain KerasHub
+    `BertTokenizer` still splits some texts differently: KerasHub
+    lowercases by Unicode case folding (ligatures and full-width letters
+    become ASCII letters), keeps a non-breaking space inside a word,
+    splits words at zero-width, soft-hyphen and control characters, which
+    Hugging Face drops, and reads a special token written in a text
+    ("[SEP]") as plain text.
 
     The directory is written next to `path` and renamed at the end, so an
     interrupted export leaves no half-written model; it gets the
     permissions the umask gives a new directory. A directory without a
     `Dense` module loads back into Keras with
-    `keras_mrl.hub.load_sentence_transformer`.
+    `keras_mrl.integrations.sentence_transformers.load`.
 
     Args:
         embedder: a `keras_hub.models.BertTextEmbedder`, or a
@@ -471,7 +473,8 @@ def export_sentence_transformer(
     >>> embedder = keras_hub.models.BertTextEmbedder(
     ...     backbone, keras_hub.models.BertTextEmbedderPreprocessor(
     ...         tokenizer, sequence_length=16))
-    >>> path = keras_mrl.serving.export_sentence_transformer(
+    >>> from keras_mrl.integrations import sentence_transformers as st
+    >>> path = st.export(
     ...     embedder, path=os.path.join(tempfile.mkdtemp(), "model"),
     ...     nesting_dims=[4, 8])
     >>> sorted(os.listdir(path))[:4]
@@ -587,7 +590,7 @@ def export_sentence_transformer(
 
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    building = _new_directory(parent, ".export-")
+    building = new_directory(parent, ".export-")
     try:
         for name, text in files.items():
             os.makedirs(
