@@ -19,6 +19,9 @@ import pytest
 from keras_mrl import cli
 from keras_mrl import demo
 
+# The command line: its Keras parts are checked under every backend elsewhere.
+pytestmark = pytest.mark.once
+
 FF = np.array([0.80, 0.90, 0.95, 0.96, 0.97, 0.97])
 
 

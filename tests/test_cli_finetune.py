@@ -16,6 +16,9 @@ pytest.importorskip("tensorflow")
 from _tiny_bert import pairs  # noqa: E402
 from _tiny_bert import tiny_embedder  # noqa: E402
 
+# The command line: its Keras parts are checked under every backend elsewhere.
+pytestmark = pytest.mark.once
+
 WIDTH = 16
 
 

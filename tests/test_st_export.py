@@ -36,6 +36,9 @@ from _tiny_bert import tiny_embedder  # noqa: E402
 import keras_mrl  # noqa: E402
 from keras_mrl.integrations import sentence_transformers as st  # noqa: E402
 
+# The real MiniLM, exported: once, whatever the backend.
+pytestmark = pytest.mark.once
+
 # An accented word and its plain form: KerasHub keeps accents, Hugging
 # Face's BERT tokenizer strips them by default when it lowercases. The
 # other words are those of UNICODE_TEXTS, whole and as continuations, so

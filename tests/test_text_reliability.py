@@ -29,6 +29,9 @@ from test_st_export import _tiny  # noqa: E402
 import keras_mrl  # noqa: E402
 from keras_mrl.integrations import sentence_transformers as st  # noqa: E402
 
+# Files, tokenizer and loader checks: backend-independent.
+pytestmark = pytest.mark.once
+
 WIDTH = 16
 TEXTS = pairs(6)[0] + UNICODE_TEXTS
 
