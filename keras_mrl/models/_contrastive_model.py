@@ -10,6 +10,8 @@ from keras_mrl._validation import check_optional_int
 from keras_mrl._validation import check_optional_positive_int
 from keras_mrl._validation import check_positive_int
 from keras_mrl.losses import MatryoshkaLoss
+from keras_mrl.models._length_buckets import resolve_buckets
+from keras_mrl.models._length_buckets import trim
 
 _NO_LABELS = (
     "ContrastiveModel needs no labels: its loss reads the stacked "
@@ -347,6 +349,14 @@ class ContrastiveModel(keras.Model):
     or in none. `fit` and `evaluate` take no `y`, and `validation_split`
     holds out the last rows of any branches, raw strings included.
 
+    Raw strings are padded in length buckets: each batch of each branch is
+    cut to the smallest of `length_buckets` that holds its longest text
+    (sentence-transformers pads to the longest text itself; a bucket keeps
+    shapes static, so XLA compiles at most one program per bucket).
+    `encode` also sorts its texts by length, as sentence-transformers
+    does, and returns the vectors in input order. Padding is masked, so
+    buckets change the vectors by float rounding only.
+
     An optional `head` layer (for instance
     `keras_mrl.layers.OrthogonalProjection`) is applied to every embedding
     after the embedder; `encode` runs both. The head lives in this model
@@ -372,6 +382,12 @@ class ContrastiveModel(keras.Model):
         head: optional Keras layer applied to the embeddings.
         guide: optional Keras model mapping the same inputs to
             `(B, D_guide)`; not the embedder, nor sharing its weights.
+        length_buckets: the lengths raw-string batches are padded to:
+            `"auto"` (16, 32, 64, ... up to the preprocessor's
+            `sequence_length`), a list of ints (the `sequence_length` is
+            added as the last), or None to pad every batch to the
+            `sequence_length`. Only used with a KerasHub-style
+            preprocessor, whose output has a `"padding_mask"`.
         **kwargs: `keras.Model` arguments, such as `name`.
 
     Call arguments:
@@ -420,7 +436,15 @@ class ContrastiveModel(keras.Model):
     (False, 2)
     """
 
-    def __init__(self, embedder, *, head=None, guide=None, **kwargs):
+    def __init__(
+        self,
+        embedder,
+        *,
+        head=None,
+        guide=None,
+        length_buckets="auto",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not isinstance(embedder, keras.Model):
             raise TypeError(
@@ -435,6 +459,11 @@ class ContrastiveModel(keras.Model):
         self.embedder = embedder
         self.head = head
         self.guide = _checked_guide(guide, embedder)
+        self.length_buckets = length_buckets
+        self._buckets = resolve_buckets(
+            length_buckets,
+            getattr(self.preprocessor, "sequence_length", None),
+        )
         width = self._embedder_width()
         if head is not None and not head.built and width is not None:
             head.build((None, width))
@@ -499,14 +528,21 @@ class ContrastiveModel(keras.Model):
 
         Returns:
             `(x, y, sample_weight)` packed as Keras packs them, with `x`
-            preprocessed (unchanged without a preprocessor).
+            preprocessed (unchanged without a preprocessor) and each
+            branch cut to its length bucket.
         """
         if self.preprocessor is not None:
             if isinstance(x, dict):
-                x = {k: self.preprocessor(v) for k, v in x.items()}
+                x = {k: self._preprocess(v) for k, v in x.items()}
             else:
-                x = tuple(self.preprocessor(v) for v in _branches(x))
+                x = tuple(self._preprocess(v) for v in _branches(x))
         return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+
+    def _preprocess(self, texts):
+        inputs = self.preprocessor(texts)
+        if self._buckets is None:
+            return inputs
+        return trim(inputs, self._buckets)
 
     def _unpack_element(self, *element):
         # A dataset of raw pairs may yield the branches themselves, which
@@ -666,12 +702,19 @@ class ContrastiveModel(keras.Model):
         return super().predict(x, batch_size, *args, **kwargs)
 
     def encode(self, x, *, batch_size=32, verbose=0):
-        """Embeds one batch of inputs with the embedder, then the head.
+        """Embeds inputs with the embedder, then the head.
+
+        Raw strings (with a preprocessor) are sorted by length, longest
+        first as in sentence-transformers, tokenized in a `tf.data`
+        pipeline that runs ahead of the model, cut to their length bucket
+        and embedded by the embedder's compiled predict function; the
+        vectors come back in input order. Other inputs go through
+        `predict`.
 
         Args:
             x: inputs of the embedder (raw strings with a preprocessor).
-            batch_size: int, the `predict` batch size.
-            verbose: `predict`'s verbosity.
+            batch_size: int, the number of inputs embedded at once.
+            verbose: 0 for silence, 1 for a progress bar.
 
         Returns:
             A numpy array `(N, D)`; a float32 `(0, D)` for no inputs.
@@ -685,12 +728,39 @@ class ContrastiveModel(keras.Model):
         x = _check_branch(x, "`x`")
         if _num_rows(x) == 0:
             return np.zeros((0, self._output_width()), "float32")
-        embeddings = self.embedder.predict(
-            x, batch_size=batch_size, verbose=verbose
-        )
+        if self.preprocessor is not None and _holds_strings(x):
+            embeddings = self._encode_texts(list(x), batch_size, verbose)
+        else:
+            embeddings = self.embedder.predict(
+                x, batch_size=batch_size, verbose=verbose
+            )
         if self.head is None:
             return np.asarray(embeddings)
         return ops.convert_to_numpy(self.head(embeddings))
+
+    def _encode_texts(self, texts, batch_size, verbose):
+        import tensorflow as tf
+
+        # Longest first: similar lengths share a batch and a bucket, and
+        # the largest program is compiled before the others.
+        order = np.argsort([-len(text) for text in texts], kind="stable")
+        batches = (
+            tf.data.Dataset.from_tensor_slices([texts[i] for i in order])
+            .batch(batch_size)
+            .map(self._preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+        progress = keras.utils.Progbar(len(texts), verbose=verbose)
+        parts = []
+        for batch in batches.as_numpy_iterator():
+            # keras.Model's own predict_on_batch: a KerasHub task's would
+            # run its preprocessor again on the token ids.
+            embedded = keras.Model.predict_on_batch(self.embedder, batch)
+            parts.append(np.asarray(embedded))
+            progress.add(len(parts[-1]))
+        embeddings = np.empty_like(np.concatenate(parts))
+        embeddings[order] = np.concatenate(parts)
+        return embeddings
 
     def _output_width(self):
         """The width `D` of `encode`'s embeddings, after the head."""
@@ -720,6 +790,7 @@ class ContrastiveModel(keras.Model):
                     if self.guide is None
                     else keras.saving.serialize_keras_object(self.guide)
                 ),
+                "length_buckets": self.length_buckets,
             }
         )
         return config
