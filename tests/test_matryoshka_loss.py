@@ -44,6 +44,32 @@ def test_stacked_mode_is_weighted_sum_of_per_granularity_losses(rng):
     )
 
 
+def test_column_labels_score_as_labels_in_both_modes(rng):
+    logits = rng.normal(size=(6, 3, 5)).astype("float32")
+    labels = rng.integers(0, 5, size=6)
+    stacked = keras_mrl.losses.MatryoshkaLoss(_sparse_ce())
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(stacked.call(labels[:, None], logits)),
+        sum(_np_sparse_ce(labels, logits[:, g]) for g in range(3)),
+        rtol=1e-5,
+    )
+    embedding = logits[:, 0]
+    prefix = keras_mrl.losses.MatryoshkaLoss(_sparse_ce(), nesting_dims=[3, 5])
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(prefix.call(labels[:, None] % 3, embedding)),
+        _np_sparse_ce(labels % 3, embedding[:, :3])
+        + _np_sparse_ce(labels % 3, embedding),
+        rtol=1e-5,
+    )
+
+
+def test_labels_of_another_batch_raise_instead_of_broadcasting():
+    # One label against six rows would broadcast in a one-hot product.
+    loss = keras_mrl.losses.MatryoshkaLoss(_sparse_ce(), nesting_dims=[3, 5])
+    with pytest.raises(ValueError, match=r"target.shape=.*\b1\b.*6"):
+        loss.call(np.array([1]), np.zeros((6, 5), "float32"))
+
+
 def test_default_weights_are_one_and_strings_and_functions_work(rng):
     y_pred = rng.normal(size=(6, 4, 3)).astype("float32")
     y_true = rng.integers(0, 3, size=6)

@@ -7,6 +7,7 @@ from keras_mrl._modes import cuts_targets
 from keras_mrl._modes import granularity_views
 from keras_mrl._modes import stacked_targets
 from keras_mrl._validation import check_optional_bool
+from keras_mrl.losses._cross_entropy import fits_sparse_logits
 from keras_mrl.losses._cross_entropy import is_sparse_logits_cross_entropy
 from keras_mrl.losses._cross_entropy import sparse_logits_cross_entropy
 from keras_mrl.losses._nested_loss import NestedLoss
@@ -35,7 +36,9 @@ def _as_loss(loss):
 
 def _per_example(loss, y_true, y_pred):
     # The unreduced `call` of a Loss object; a loss function is unreduced.
-    if is_sparse_logits_cross_entropy(loss) and y_pred.shape[-1] is not None:
+    if is_sparse_logits_cross_entropy(loss) and fits_sparse_logits(
+        y_true, y_pred
+    ):
         return sparse_logits_cross_entropy(y_true, y_pred)
     if isinstance(loss, keras.losses.Loss):
         return loss.call(y_true, y_pred)
