@@ -159,6 +159,55 @@ def test_prefix_mode_passes_the_whole_target_when_told(rng):
         np.testing.assert_allclose(float(value), y_true.mean(), rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "target_width, truncate_targets, cut",
+    [(16, None, True), (4, None, False), (16, False, False), (32, True, True)],
+)
+def test_a_custom_metric_gets_its_target_cut_by_the_shape_rule(
+    rng, target_width, truncate_targets, cut
+):
+    y_pred = rng.normal(size=(6, 16)).astype("float32")
+    y_true = rng.normal(size=(6, target_width)).astype("float32")
+    metric = keras_mrl.metrics.MatryoshkaMetric(
+        _mean_target, nesting_dims=DIMS, truncate_targets=truncate_targets
+    )
+    metric.update_state(y_true, y_pred)
+    for m, value in zip(DIMS, metric.result().values()):
+        expected = y_true[:, :m].mean() if cut else y_true.mean()
+        np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+
+
+def test_a_target_wider_than_the_embedding_asks_for_truncate_targets(rng):
+    metric = keras_mrl.metrics.MatryoshkaMetric(_mean_target, nesting_dims=DIMS)
+    with pytest.raises(
+        ValueError,
+        match=r"MatryoshkaMetric.*wider than the embedding: y_true of shape "
+        r"\(6, 32\), y_pred of shape \(6, 16\).*truncate_targets=True",
+    ):
+        metric.update_state(
+            np.zeros((6, 32), "float32"), np.zeros((6, 16), "float32")
+        )
+
+
+def test_truncate_targets_true_on_labels_raises(rng):
+    # Cut like an embedding, 6 labels would become 4 at width 4.
+    metric = keras_mrl.metrics.MatryoshkaMetric(
+        _accuracy(), nesting_dims=DIMS, truncate_targets=True
+    )
+    with pytest.raises(
+        ValueError, match=r"truncate_targets=True.*y_true has shape \(6,\)"
+    ):
+        metric.update_state(np.zeros(6), np.zeros((6, 16), "float32"))
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_truncate_targets_in_stacked_mode_raises(value):
+    with pytest.raises(ValueError, match="stacked mode passes y_true whole"):
+        keras_mrl.metrics.MatryoshkaMetric(
+            _accuracy(), head=DIMS, truncate_targets=value
+        )
+
+
 def test_an_unregistered_function_metric_works():
     def mean_prediction(y_true, y_pred):
         return ops.mean(y_pred, axis=-1)
@@ -189,7 +238,7 @@ def test_labels_are_never_cut(rng):
             np.testing.assert_allclose(float(value), expected)
 
 
-def test_prefix_mode_cuts_targets_of_elementwise_metrics_by_default(rng):
+def test_prefix_mode_cuts_a_teacher_as_wide_as_the_embedding(rng):
     y_pred = rng.normal(size=(5, 8)).astype("float32")
     teacher = rng.normal(size=(5, 8)).astype("float32")
     for metric in (keras.metrics.MeanSquaredError(name="mse"), "mse"):

@@ -17,12 +17,11 @@ _AMBIGUOUS_NAMES = ("accuracy", "acc", "crossentropy", "ce")
 
 
 def _as_metric(metric):
-    """Returns `(copy, cuts)` for a metric argument.
+    """Returns `(copy, name)` for a metric argument.
 
-    `copy(name)` builds an independent metric of that name, and `cuts` is
-    whether it compares coordinates. A function (or a name that resolves
-    to one) is wrapped in a `MeanMetricWrapper`; whether it compares
-    coordinates is decided on the function itself, before it is wrapped.
+    `copy(name)` builds an independent metric of that name, and `name` is
+    the metric's own. A function (or a name that resolves to one) is
+    wrapped in a `MeanMetricWrapper`.
     """
     if isinstance(metric, type):
         raise TypeError(
@@ -46,7 +45,7 @@ def _as_metric(metric):
         def copy(name):
             return type(metric).from_config({**config, "name": name})
 
-        return copy, metric.name, cuts_targets(metric, None)
+        return copy, metric.name
     if callable(metric):
         # A plain function (registered or not, a lambda too) is wrapped
         # anew for every width, as Keras' `compile` wraps it.
@@ -54,7 +53,7 @@ def _as_metric(metric):
             return keras.metrics.MeanMetricWrapper(metric, name=name)
 
         name = getattr(metric, "__name__", "metric")
-        return copy, name, cuts_targets(metric, None)
+        return copy, name
     raise TypeError(
         "`metric` must be a keras.metrics.Metric, a metric name such as "
         f"'sparse_categorical_accuracy', or a function; got {metric!r}."
@@ -101,17 +100,20 @@ class MatryoshkaMetric(keras.metrics.Metric):
     history and `evaluate` list `acc@16` before `acc@8`: read the values by
     key (`evaluate(..., return_dict=True)`), not by position.
 
-    The mode follows the same rule as `keras_mrl.losses.MatryoshkaLoss`:
+    The mode follows the same rule as `keras_mrl.losses.MatryoshkaLoss`,
+    and the wrapped metric gets the same `y_true_g`:
 
     - stacked mode (no `nesting_dims`): `y_pred` is the stacked output
       `(batch, ..., G, units)` of the MatryoshkaDense passed as `head`, from
       which the metric learns the widths that name its logs. Another `G`
       raises;
     - prefix mode (`nesting_dims=[...]`): `y_pred` is an embedding
-      `(..., D)`, cut to each width; `y_true` is cut too for Keras'
-      coordinate-by-coordinate metrics (MSE, MAE, MSLE, RMSE, cosine
-      similarity, log-cosh), as the loss does, unless `truncate_targets`
-      says otherwise.
+      `(..., D)`, cut to each width. `y_true` is cut too when it is as wide
+      as the embedding (the rank of `y_pred` and the same static last
+      dimension), and passed whole otherwise (class ids, a column of
+      labels). A target of `y_pred`'s rank that is wider than the
+      embedding, or whose width is unknown, raises and asks for
+      `truncate_targets`, which overrides the rule both ways.
 
     A Keras mask on `y_pred` (MatryoshkaDense propagates its input's mask)
     weights every granularity's update, as it does a plain metric's.
@@ -124,7 +126,7 @@ class MatryoshkaMetric(keras.metrics.Metric):
             output the metric reads, a model holding exactly one, or that
             head's list of widths (what `get_config` stores).
         truncate_targets: optional bool, whether prefix mode also cuts
-            `y_true`; see above for the default.
+            `y_true`; None (the default) follows the shapes, as above.
         name: optional name; defaults to the wrapped metric's name, which
             also prefixes every log key.
         **kwargs: other `keras.metrics.Metric` arguments.
@@ -151,7 +153,7 @@ class MatryoshkaMetric(keras.metrics.Metric):
         name=None,
         **kwargs,
     ):
-        copy, default_name, cuts = _as_metric(metric)
+        copy, default_name = _as_metric(metric)
         if (nesting_dims is None) == (head is None):
             raise ValueError(
                 "MatryoshkaMetric reads either a MatryoshkaDense head's "
@@ -169,7 +171,13 @@ class MatryoshkaMetric(keras.metrics.Metric):
         self.truncate_targets = check_optional_bool(
             truncate_targets, "truncate_targets"
         )
-        self._cuts = cuts if truncate_targets is None else truncate_targets
+        if truncate_targets is not None and self.nesting_dims is None:
+            raise ValueError(
+                f"MatryoshkaMetric got truncate_targets={truncate_targets} "
+                "with `head`: stacked mode passes y_true whole to every "
+                "granularity, and only prefix mode (`nesting_dims`) cuts it. "
+                "Leave truncate_targets out."
+            )
         self._copy, self._default_name = copy, default_name
         # One independent copy per width, named for the logs. The metric
         # passed is not kept: its variables would sit unused in the state.
@@ -189,10 +197,16 @@ class MatryoshkaMetric(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = ops.convert_to_tensor(y_pred)
-        if self.nesting_dims is None:
+        dims = self.nesting_dims
+        cut = False
+        if dims is None:
             check_stacked(y_pred, len(self.head), "MatryoshkaMetric")
         else:
-            check_prefix(y_pred, self.nesting_dims, "MatryoshkaMetric")
+            check_prefix(y_pred, dims, "MatryoshkaMetric")
+            y_true = ops.convert_to_tensor(y_true)
+            cut = cuts_targets(
+                y_true, y_pred, dims, self.truncate_targets, "MatryoshkaMetric"
+            )
         mask = keras_mask(y_pred)
         if mask is not None:
             mask = ops.cast(mask, self.dtype)
@@ -203,9 +217,7 @@ class MatryoshkaMetric(keras.metrics.Metric):
                 while len(sample_weight.shape) < len(mask.shape):
                     sample_weight = ops.expand_dims(sample_weight, -1)
                 sample_weight = sample_weight * mask
-        views = granularity_views(
-            y_true, y_pred, self.nesting_dims, len(self.widths), self._cuts
-        )
+        views = granularity_views(y_true, y_pred, dims, len(self.widths), cut)
         for metric, (target, pred) in zip(self._granularity_metrics, views):
             metric.update_state(target, pred, sample_weight=sample_weight)
 
