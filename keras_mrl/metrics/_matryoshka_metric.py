@@ -7,8 +7,6 @@ from keras_mrl._modes import cuts_targets
 from keras_mrl._modes import granularity_views
 from keras_mrl._modes import keras_mask
 from keras_mrl._validation import check_optional_bool
-from keras_mrl.layers._matryoshka_dense import MatryoshkaDense
-from keras_mrl.layers._matryoshka_dense import matryoshka_heads
 from keras_mrl.nesting import validate_nesting_dims
 
 # Names whose meaning Keras' `compile` picks from the loss and the labels;
@@ -60,33 +58,17 @@ def _as_metric(metric):
     )
 
 
-def _head_widths(head):
-    """The widths of the head whose stacked output a metric reads."""
-    if isinstance(head, keras.Model):
-        heads = matryoshka_heads(head)
-        if len(heads) != 1:
-            raise ValueError(
-                "MatryoshkaMetric(head=model) needs a model holding exactly "
-                f"one MatryoshkaDense, got {len(heads)} in {head.name!r}. "
-                "Pass the head layer itself."
-            )
-        head = heads[0]
-    if isinstance(head, MatryoshkaDense):
-        widths = head.nesting_dims
-        if widths is None:
-            raise ValueError(
-                f"MatryoshkaMetric(head=...) needs the widths of head "
-                f"{head.name!r}, which are chosen when it is built: build "
-                "the model first (e.g. start it with keras.Input), or give "
-                "the head `nesting_dims`."
-            )
-        return list(widths)
-    if isinstance(head, (list, tuple)):
-        return list(validate_nesting_dims(head, name="head"))
-    raise TypeError(
-        "`head` must be a keras_mrl.layers.MatryoshkaDense, a model holding "
-        "one, or "
-        f"the head's list of widths; got {head!r}."
+def _check_head_nesting_dims(head_nesting_dims):
+    """The stacked head's widths, which name the metric's values."""
+    if isinstance(head_nesting_dims, keras.layers.Layer):
+        raise TypeError(
+            "`head_nesting_dims` takes the widths of the head whose stacked "
+            f"output the metric reads, not the layer {head_nesting_dims.name!r}"
+            ": pass its widths, head_nesting_dims=head.nesting_dims (for a "
+            "model, model.get_layer(NAME).nesting_dims)."
+        )
+    return list(
+        validate_nesting_dims(head_nesting_dims, name="head_nesting_dims")
     )
 
 
@@ -103,10 +85,11 @@ class MatryoshkaMetric(keras.metrics.Metric):
     The mode follows the same rule as `keras_mrl.losses.MatryoshkaLoss`,
     and the wrapped metric gets the same `y_true_g`:
 
-    - stacked mode (no `nesting_dims`): `y_pred` is the stacked output
-      `(batch, ..., G, units)` of the MatryoshkaDense passed as `head`, from
-      which the metric learns the widths that name its logs. Another `G`
-      raises;
+    - stacked mode (`head_nesting_dims`, the `nesting_dims` of the
+      `keras_mrl.layers.MatryoshkaDense` whose output the metric reads):
+      `y_pred` is the stacked `(batch, ..., G, units)`, granularity `g` is
+      `y_pred[..., g, :]` against `y_true` itself, and the head's widths
+      name the logs. Another `G` raises;
     - prefix mode (`nesting_dims=[...]`): `y_pred` is an embedding
       `(..., D)`, cut to each width. `y_true` is cut too when it is as wide
       as the embedding (the rank of `y_pred` and the same static last
@@ -122,9 +105,8 @@ class MatryoshkaMetric(keras.metrics.Metric):
         metric: a `keras.metrics.Metric` instance, a metric name, or a
             function.
         nesting_dims: the widths of prefix mode; None for stacked mode.
-        head: stacked mode only: the `keras_mrl.layers.MatryoshkaDense` whose
-            output the metric reads, a model holding exactly one, or that
-            head's list of widths (what `get_config` stores).
+        head_nesting_dims: stacked mode only: the widths of the head whose
+            stacked output the metric reads, its `head.nesting_dims`.
         truncate_targets: optional bool, whether prefix mode also cuts
             `y_true`; None (the default) follows the shapes, as above.
         name: optional name; defaults to the wrapped metric's name, which
@@ -135,7 +117,8 @@ class MatryoshkaMetric(keras.metrics.Metric):
 
     >>> head = keras_mrl.layers.MatryoshkaDense(2, nesting_dims=[8, 16])
     >>> metric = keras_mrl.metrics.MatryoshkaMetric(
-    ...     keras.metrics.SparseCategoricalAccuracy(name="acc"), head=head
+    ...     keras.metrics.SparseCategoricalAccuracy(name="acc"),
+    ...     head_nesting_dims=head.nesting_dims,
     ... )
     >>> y_pred = np.array([[[0.9, 0.1], [0.2, 0.8]]])  # (1, 2 widths, 2)
     >>> metric.update_state(np.array([1]), y_pred)
@@ -148,35 +131,44 @@ class MatryoshkaMetric(keras.metrics.Metric):
         metric,
         *,
         nesting_dims=None,
-        head=None,
+        head_nesting_dims=None,
         truncate_targets=None,
         name=None,
         **kwargs,
     ):
         copy, default_name = _as_metric(metric)
-        if (nesting_dims is None) == (head is None):
+        super().__init__(name=name or default_name, **kwargs)
+        if (nesting_dims is None) == (head_nesting_dims is None):
             raise ValueError(
                 "MatryoshkaMetric reads either a MatryoshkaDense head's "
-                "stacked output (pass `head=` the head) or an embedding cut "
-                "into prefixes (pass `nesting_dims=`), exactly one of them; "
-                f"got nesting_dims={nesting_dims!r} and head={head!r}."
+                "stacked output (pass `head_nesting_dims=` the head's "
+                "nesting_dims) or an embedding cut into prefixes (pass "
+                "`nesting_dims=`), exactly one of them; got "
+                f"nesting_dims={nesting_dims!r} and "
+                f"head_nesting_dims={head_nesting_dims!r}. A head built "
+                "with the default widths has nesting_dims None until it is "
+                "built: build the model first (e.g. start it with "
+                "keras.Input)."
             )
-        super().__init__(name=name or default_name, **kwargs)
         self.nesting_dims = (
             None
             if nesting_dims is None
             else list(validate_nesting_dims(nesting_dims))
         )
-        self.head = None if head is None else _head_widths(head)
+        self.head_nesting_dims = (
+            None
+            if head_nesting_dims is None
+            else _check_head_nesting_dims(head_nesting_dims)
+        )
         self.truncate_targets = check_optional_bool(
             truncate_targets, "truncate_targets"
         )
         if truncate_targets is not None and self.nesting_dims is None:
             raise ValueError(
                 f"MatryoshkaMetric got truncate_targets={truncate_targets} "
-                "with `head`: stacked mode passes y_true whole to every "
-                "granularity, and only prefix mode (`nesting_dims`) cuts it. "
-                "Leave truncate_targets out."
+                "with `head_nesting_dims`: stacked mode passes y_true whole "
+                "to every granularity, and only prefix mode (`nesting_dims`) "
+                "cuts it. Leave truncate_targets out."
             )
         self._copy, self._default_name = copy, default_name
         # One independent copy per width, named for the logs. The metric
@@ -188,7 +180,7 @@ class MatryoshkaMetric(keras.metrics.Metric):
     @property
     def widths(self):
         """The widths whose values the metric reports, in order."""
-        return self.nesting_dims or self.head
+        return self.nesting_dims or self.head_nesting_dims
 
     @property
     def metric(self):
@@ -200,7 +192,9 @@ class MatryoshkaMetric(keras.metrics.Metric):
         dims = self.nesting_dims
         cut = False
         if dims is None:
-            check_stacked(y_pred, len(self.head), "MatryoshkaMetric")
+            check_stacked(
+                y_pred, len(self.head_nesting_dims), "MatryoshkaMetric"
+            )
         else:
             check_prefix(y_pred, dims, "MatryoshkaMetric")
             y_true = ops.convert_to_tensor(y_true)
@@ -234,7 +228,7 @@ class MatryoshkaMetric(keras.metrics.Metric):
             {
                 "metric": keras.metrics.serialize(self.metric),
                 "nesting_dims": self.nesting_dims,
-                "head": self.head,
+                "head_nesting_dims": self.head_nesting_dims,
                 "truncate_targets": self.truncate_targets,
             }
         )
