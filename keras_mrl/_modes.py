@@ -6,115 +6,152 @@ choose the mode by the same rule: `nesting_dims` given means prefix mode.
 - stacked mode: `y_pred` is `MatryoshkaDense`'s `(batch, ..., G, units)`,
   and granularity `g` is `y_pred[..., g, :]` against the unchanged `y_true`;
 - prefix mode: `y_pred` is an embedding `(..., D)`, and granularity `g` is
-  the prefix `y_pred[..., :m_g]`; `y_true` is cut the same way when the
-  inner loss or metric compares coordinates (a teacher embedding in
-  distillation), see `cuts_targets`.
+  the prefix `y_pred[..., :m_g]`; `y_true` is cut the same way when it is
+  as wide as the embedding (a teacher embedding in distillation), see
+  `cuts_targets`.
+
+Both decisions read shapes, never the type of the inner loss or metric.
 """
 
 import keras
 from keras import ops
 
-# Keras' losses and metrics that compare y_true and y_pred coordinate by
-# coordinate: in prefix mode their target is an embedding as wide as the
-# prediction, so it is cut with the prediction. This is the one place that
-# maps Keras' built-ins; a loss of ours declares `cuts_targets` itself.
-_ELEMENTWISE = (
-    keras.losses.MeanSquaredError,
-    keras.losses.MeanAbsoluteError,
-    keras.losses.MeanSquaredLogarithmicError,
-    keras.losses.CosineSimilarity,
-    keras.losses.Huber,
-    keras.losses.LogCosh,
-    keras.metrics.MeanSquaredError,
-    keras.metrics.MeanAbsoluteError,
-    keras.metrics.MeanSquaredLogarithmicError,
-    keras.metrics.RootMeanSquaredError,
-    keras.metrics.CosineSimilarity,
-    keras.metrics.LogCoshError,
-    keras.losses.mean_squared_error,
-    keras.losses.mean_absolute_error,
-    keras.losses.mean_squared_logarithmic_error,
-    keras.losses.cosine_similarity,
-    keras.losses.huber,
-    keras.losses.log_cosh,
-)
+
+def _shape(x):
+    return tuple(x.shape)
 
 
-# Keras' losses whose per-example value reduces the last axis only, so they
-# score a stacked `(..., G, units)` in one call, one value per granularity.
-# The sparse ones take class ids, which are repeated over the G axis; the
-# others take targets with the units axis, repeated the same way.
-_SPARSE_LAST_AXIS = (
-    keras.losses.SparseCategoricalCrossentropy,
-    keras.losses.sparse_categorical_crossentropy,
-)
-_DENSE_LAST_AXIS = (
-    keras.losses.CategoricalCrossentropy,
-    keras.losses.BinaryCrossentropy,
-    keras.losses.MeanSquaredError,
-    keras.losses.MeanAbsoluteError,
-    keras.losses.Huber,
-    keras.losses.LogCosh,
-    keras.losses.KLDivergence,
-    keras.losses.categorical_crossentropy,
-    keras.losses.binary_crossentropy,
-    keras.losses.mean_squared_error,
-    keras.losses.mean_absolute_error,
-    keras.losses.huber,
-    keras.losses.log_cosh,
-    keras.losses.kl_divergence,
-)
+def cuts_targets(y_true, y_pred, nesting_dims, truncate_targets, owner):
+    """Whether prefix mode cuts `y_true` to each width along with `y_pred`.
 
+    A target as wide as the embedding is cut with it: it has the rank of
+    `y_pred` and the same static last dimension. A target of another rank
+    (class ids) or narrower (a column of labels) is passed whole. What the
+    shapes cannot settle raises instead of guessing: a target of the same
+    rank that is wider than the embedding (a wider teacher, or something
+    else), or one whose last dimension, or the embedding's, is unknown.
 
-def _is_one_of(obj, kinds):
-    return any(
-        obj is kind or (isinstance(kind, type) and isinstance(obj, kind))
-        for kind in kinds
+    Args:
+        y_true: the targets.
+        y_pred: the embedding `(..., D)`.
+        nesting_dims: the widths of prefix mode.
+        truncate_targets: the user's choice, which overrides the shape
+            rule; None to follow it. True needs a target of `y_pred`'s
+            rank at least `nesting_dims[-1]` wide.
+        owner: the class name, for the messages.
+    """
+    if truncate_targets is False:
+        return False
+    true_shape, pred_shape = _shape(y_true), _shape(y_pred)
+    same_rank = len(true_shape) == len(pred_shape)
+    true_width = true_shape[-1] if true_shape else None
+    if truncate_targets:
+        if not same_rank or (
+            true_width is not None and true_width < nesting_dims[-1]
+        ):
+            raise ValueError(
+                f"{owner} got truncate_targets=True, which cuts y_true to "
+                f"each of the widths {list(nesting_dims)}, but y_true has "
+                f"shape {true_shape} against y_pred of shape {pred_shape}. "
+                "A target to cut must have the rank of y_pred and be at "
+                f"least {nesting_dims[-1]} wide; pass truncate_targets=False "
+                "(or leave it out) to pass y_true whole."
+            )
+        return True
+    if not same_rank:
+        return False
+    width = pred_shape[-1]
+    if true_width is None or width is None:
+        problem = "unknown widths"
+    elif true_width > width:
+        problem = "a target wider than the embedding"
+    else:
+        return true_width == width
+    raise ValueError(
+        f"{owner} cuts y_true with each prefix when it is as wide as y_pred "
+        f"and passes it whole when it is narrower, but got {problem}: "
+        f"y_true of shape {true_shape}, y_pred of shape {pred_shape}. Pass "
+        "truncate_targets=True to cut y_true to each of the widths "
+        f"{list(nesting_dims)} (a teacher embedding), or "
+        "truncate_targets=False to pass it whole."
     )
 
 
-def stacked_targets(loss, y_true, y_pred):
-    """`y_true` repeated over the G axis of a stacked `y_pred`, or None.
+def _granularity_axis(y_true, y_pred):
+    """Where `y_true` takes the G axis of a stacked `y_pred`, or None.
 
-    One call of a last-axis loss on the whole `(..., G, units)` replaces G
-    calls on its slices: one fused softmax cross-entropy instead of G, the
-    same numbers. None means `loss` is not known to reduce the last axis
-    only, or `y_true` does not have a shape it can be repeated from.
+    Class ids have the rank of `y_pred` minus 2 and take it last; targets
+    with a units axis (one-hot, probabilities, regression values, or a
+    trailing 1) have the rank minus 1 and take it before that axis.
     """
-    if y_true is None:
-        return None
-    true_rank, pred_rank = len(y_true.shape), len(y_pred.shape)
-    if _is_one_of(loss, _SPARSE_LAST_AXIS):
-        if true_rank == pred_rank - 1 and y_true.shape[-1] == 1:
-            y_true = ops.squeeze(y_true, axis=-1)
-            true_rank -= 1
-        if true_rank != pred_rank - 2:
-            return None
-        return ops.broadcast_to(
-            ops.expand_dims(y_true, -1), ops.shape(y_pred)[:-1]
-        )
-    if _is_one_of(loss, _DENSE_LAST_AXIS) and true_rank == pred_rank - 1:
-        return ops.broadcast_to(ops.expand_dims(y_true, -2), ops.shape(y_pred))
-    return None
+    offset = len(_shape(y_pred)) - len(_shape(y_true))
+    return {2: -1, 1: -2}.get(offset)
 
 
-def cuts_targets(loss_or_metric, truncate_targets):
-    """Whether prefix mode cuts `y_true` along with `y_pred`.
+def repeat_over_granularities(y_true, y_pred, num_stacked):
+    """`y_true` with the G axis of a stacked `y_pred`.
+
+    Granularity `g` of the result is `y_true` itself, so one call of a loss
+    on the result and the whole `(..., G, units)` scores every granularity
+    as G calls on the slices would, where `fuses_granularities` says so.
+    """
+    axis = _granularity_axis(y_true, y_pred) + len(_shape(y_true)) + 1
+    shape = tuple(ops.shape(y_true))
+    return ops.broadcast_to(
+        ops.expand_dims(y_true, axis),
+        shape[:axis] + (num_stacked,) + shape[axis:],
+    )
+
+
+class _PerExample(keras.Operation):
+    # `Operation.compute_output_spec` traces `call` on each backend's own
+    # shape-only tensors (jax.eval_shape, a TensorFlow FuncGraph, torch's
+    # meta device), so a loss written with backend ops is traced too.
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
+
+
+def fuses_granularities(per_example, y_true, y_pred):
+    """Whether one call of `per_example` scores a whole stacked `y_pred`.
+
+    True when `per_example`, given the targets of
+    `repeat_over_granularities` and the whole `(..., G, units)`, returns
+    values of shape `y_pred.shape[:-1]`: it reduced the last axis only, so
+    its value at `[..., g]` is granularity `g`'s. The shapes are traced,
+    not computed, with a stand-in for `G` that equals no other dimension,
+    so that a loss reducing another axis of the same size is not taken for
+    one that reduces the last. Targets whose rank has no place for the G
+    axis, a loss that reduces every axis (such as `keras.losses.Dice`) and
+    one that cannot be traced are not fused.
 
     Args:
-        loss_or_metric: the inner loss or metric, or the function a metric
-            was built from.
-        truncate_targets: the user's choice; None for the inner object's
-            own declaration (`cuts_targets` attribute) or, for Keras'
-            built-ins, True exactly for the coordinate-by-coordinate ones.
-            The decision never looks at tensor sizes.
+        per_example: `fn(y_true, y_pred)` returning unreduced values.
+        y_true: the targets.
+        y_pred: the stacked prediction.
     """
-    if truncate_targets is not None:
-        return truncate_targets
-    declared = getattr(loss_or_metric, "cuts_targets", None)
-    if declared is not None:
-        return bool(declared)
-    return _is_one_of(loss_or_metric, _ELEMENTWISE)
+    true_shape, pred_shape = _shape(y_true), _shape(y_pred)
+    axis = _granularity_axis(y_true, y_pred)
+    if axis is None:
+        return False
+    axis += len(true_shape) + 1
+    taken = set(true_shape) | set(pred_shape)
+    size = next(n for n in range(2, len(taken) + 3) if n not in taken)
+    probe_true = true_shape[:axis] + (size,) + true_shape[axis:]
+    probe_pred = pred_shape[:-2] + (size,) + pred_shape[-1:]
+    try:
+        values = _PerExample(per_example).compute_output_spec(
+            keras.KerasTensor(probe_true, y_true.dtype),
+            keras.KerasTensor(probe_pred, y_pred.dtype),
+        )
+    except Exception:
+        # A loss that cannot be traced at this shape is called once per
+        # granularity instead, where any real error of its own surfaces.
+        return False
+    return tuple(getattr(values, "shape", ())) == probe_pred[:-1]
 
 
 def keras_mask(x):

@@ -1,7 +1,8 @@
 """Matryoshka distillation: a student matches a teacher's prefixes.
 
 `keras_mrl.losses.MatryoshkaLoss` in prefix mode cuts the teacher embedding
-(y_true) with the student's (y_pred) for Keras' coordinate-wise losses.
+(y_true) with the student's (y_pred) when it is as wide; a wider teacher is
+cut when `truncate_targets=True` says so.
 """
 
 import keras
@@ -83,13 +84,24 @@ def test_wider_teacher_is_cut_to_the_student_prefixes(inner, reference):
     rng = np.random.default_rng(2)
     teacher = rng.normal(size=(8, 32)).astype("float32")
     student = rng.normal(size=(8, 16)).astype("float32")
-    loss = MatryoshkaLoss(inner, nesting_dims=DIMS, weights=WEIGHTS)
+    loss = MatryoshkaLoss(
+        inner, nesting_dims=DIMS, weights=WEIGHTS, truncate_targets=True
+    )
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(loss.call(teacher, student)),
         reference(teacher, student, DIMS, WEIGHTS),
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+def test_wider_teacher_without_truncate_targets_raises():
+    # Whether 32 columns are a teacher to cut is not in the shapes.
+    loss = MatryoshkaLoss(keras.losses.MeanSquaredError(), nesting_dims=DIMS)
+    with pytest.raises(
+        ValueError, match=r"\(8, 32\).*\(8, 16\).*truncate_targets=True"
+    ):
+        loss(np.zeros((8, 32), "float32"), np.zeros((8, 16), "float32"))
 
 
 @pytest.mark.parametrize(

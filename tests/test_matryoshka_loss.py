@@ -1,3 +1,5 @@
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -42,6 +44,128 @@ def test_stacked_mode_is_weighted_sum_of_per_granularity_losses(rng):
     np.testing.assert_allclose(
         float(loss(y_true, y_pred)), per_example.mean(), rtol=1e-5
     )
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype("float32")
+
+
+# inner loss, targets, predictions, whether one call scores every granularity
+STACKED_LOSSES = {
+    "sparse_ce_logits": (_sparse_ce, "labels", "logits", True),
+    "sparse_ce_column": (_sparse_ce, "labels_column", "logits", True),
+    "sparse_ce_probs": (
+        keras.losses.SparseCategoricalCrossentropy,
+        "labels",
+        "probabilities",
+        True,
+    ),
+    "sparse_ce_fn": (
+        lambda: keras.losses.sparse_categorical_crossentropy,
+        "labels",
+        "probabilities",
+        True,
+    ),
+    "ce": (
+        lambda: keras.losses.CategoricalCrossentropy(from_logits=True),
+        "one_hot",
+        "logits",
+        True,
+    ),
+    "bce": (
+        lambda: keras.losses.BinaryCrossentropy(from_logits=True),
+        "multi_hot",
+        "logits",
+        True,
+    ),
+    "mse": (keras.losses.MeanSquaredError, "dense", "logits", True),
+    "mse_column": (
+        keras.losses.MeanSquaredError,
+        "dense_column",
+        "logits",
+        True,
+    ),
+    "kld": (keras.losses.KLDivergence, "probabilities", "probabilities", True),
+    "huber": (keras.losses.Huber, "dense", "logits", True),
+    # Dice reduces every axis: one value per call, not per example.
+    "dice": (keras.losses.Dice, "probabilities", "probabilities", False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STACKED_LOSSES))
+def test_stacked_mode_fused_and_looped_equal_each_granularity_s_loss(
+    rng, monkeypatch, name
+):
+    make_inner, targets, predictions, fused = STACKED_LOSSES[name]
+    logits = rng.normal(size=(6, 3, 5)).astype("float32")
+    y_pred = {"logits": logits, "probabilities": _softmax(logits)}[predictions]
+    labels = rng.integers(0, 5, size=6)
+    y_true = {
+        "labels": labels,
+        "labels_column": labels[:, None],
+        "one_hot": np.eye(5, dtype="float32")[labels],
+        "multi_hot": (rng.random((6, 5)) > 0.5).astype("float32"),
+        "dense": rng.normal(size=(6, 5)).astype("float32"),
+        "dense_column": rng.normal(size=(6, 1)).astype("float32"),
+        "probabilities": _softmax(rng.normal(size=(6, 5))),
+    }[targets]
+    inner = make_inner()
+    call = inner.call if isinstance(inner, keras.losses.Loss) else inner
+    weights = [1.0, 0.5, 2.0]
+    loop = sum(
+        w * ops.convert_to_numpy(call(y_true, y_pred[:, g]))
+        for g, w in enumerate(weights)
+    )
+    loss = keras_mrl.losses.MatryoshkaLoss(inner, weights=weights)
+    values = ops.convert_to_numpy(loss.call(y_true, y_pred))
+    assert list(loss._fusable.values()) == [fused]
+    np.testing.assert_allclose(values, loop, rtol=1e-5, atol=1e-6)
+    # The same loss forced through the loop over granularities.
+    monkeypatch.setattr(
+        keras_mrl.losses._matryoshka_loss,
+        "fuses_granularities",
+        lambda *args: False,
+    )
+    looped = keras_mrl.losses.MatryoshkaLoss(inner, weights=weights)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(looped.call(y_true, y_pred)),
+        values,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_column_labels_score_as_labels_in_both_modes(rng):
+    logits = rng.normal(size=(6, 3, 5)).astype("float32")
+    labels = rng.integers(0, 5, size=6)
+    stacked = keras_mrl.losses.MatryoshkaLoss(_sparse_ce())
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(stacked.call(labels[:, None], logits)),
+        sum(_np_sparse_ce(labels, logits[:, g]) for g in range(3)),
+        rtol=1e-5,
+    )
+    embedding = logits[:, 0]
+    prefix = keras_mrl.losses.MatryoshkaLoss(_sparse_ce(), nesting_dims=[3, 5])
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(prefix.call(labels[:, None] % 3, embedding)),
+        _np_sparse_ce(labels % 3, embedding[:, :3])
+        + _np_sparse_ce(labels % 3, embedding),
+        rtol=1e-5,
+    )
+
+
+@pytest.mark.parametrize(
+    "nesting_dims", [None, [3, 5]], ids=["stacked", "prefix"]
+)
+def test_labels_of_another_batch_raise_instead_of_broadcasting(nesting_dims):
+    # One label against six rows would broadcast in a one-hot product.
+    shape = (6, 5) if nesting_dims else (6, 3, 5)
+    loss = keras_mrl.losses.MatryoshkaLoss(
+        _sparse_ce(), nesting_dims=nesting_dims
+    )
+    with pytest.raises(ValueError, match=r"target.shape=.*\b1\b.*6"):
+        loss.call(np.array([1]), np.zeros(shape, "float32"))
 
 
 def test_default_weights_are_one_and_strings_and_functions_work(rng):
@@ -117,19 +241,85 @@ def _squared_error(y_true, y_pred):
     return ops.mean(ops.square(y_true - y_pred), axis=-1)
 
 
-@pytest.mark.parametrize("teacher_width", [8, 16])
-def test_unknown_loss_with_a_teacher_asks_for_truncate_targets(
-    rng, teacher_width
+@pytest.mark.parametrize(
+    "target_width, truncate_targets, expected",
+    [
+        (8, None, (2 + 200) + (8 + 800)),  # as wide as y_pred: cut
+        (4, None, (2 + 400) + (8 + 400)),  # narrower: whole
+        (8, False, (2 + 800) + (8 + 800)),
+        (16, True, (2 + 200) + (8 + 800)),
+        (8, True, (2 + 200) + (8 + 800)),
+    ],
+)
+def test_a_custom_loss_gets_its_target_cut_by_the_shape_rule(
+    rng, target_width, truncate_targets, expected
 ):
+    y_pred = rng.normal(size=(6, 8)).astype("float32")
+    y_true = rng.normal(size=(6, target_width)).astype("float32")
+    loss = keras_mrl.losses.MatryoshkaLoss(
+        _first_target_plus_width,
+        nesting_dims=[2, 8],
+        truncate_targets=truncate_targets,
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(loss.call(y_true, y_pred)), expected
+    )
+
+
+def test_a_target_wider_than_the_embedding_asks_for_truncate_targets(rng):
     student = rng.normal(size=(6, 8)).astype("float32")
-    teacher = rng.normal(size=(6, teacher_width)).astype("float32")
+    teacher = rng.normal(size=(6, 16)).astype("float32")
     loss = keras_mrl.losses.MatryoshkaLoss(_squared_error, nesting_dims=[4, 8])
     with pytest.raises(
         ValueError,
-        match=rf"y_true of shape \(6, {teacher_width}\).*"
-        r"truncate_targets=True.*truncate_targets=False",
+        match=r"wider than the embedding: y_true of shape \(6, 16\), "
+        r"y_pred of shape \(6, 8\).*truncate_targets=True.*"
+        r"truncate_targets=False",
     ):
         loss(teacher, student)
+
+
+@pytest.mark.parametrize("target_shape", [(6, 4), (6,)])
+def test_truncate_targets_true_on_a_target_it_cannot_cut_raises(
+    rng, target_shape
+):
+    # Cut to width 8, a 4-wide target stays 4 wide, and labels would lose
+    # examples: both would score something else than what was asked.
+    loss = keras_mrl.losses.MatryoshkaLoss(
+        _squared_error, nesting_dims=[4, 8], truncate_targets=True
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"truncate_targets=True.*y_true has shape "
+        + re.escape(str(target_shape))
+        + r" against y_pred of shape \(6, 8\).*at least 8 wide",
+    ):
+        loss(np.zeros(target_shape, "float32"), np.zeros((6, 8), "float32"))
+
+
+class _TargetWidth(keras_mrl.losses.NestedLoss):
+    """Returns the width of the y_true it gets, for every prefix."""
+
+    def call_prefixes(self, y_true, y_pred, nesting_dims):
+        width = ops.cast(ops.shape(y_true)[-1], "float32")
+        return [ops.zeros_like(y_pred[:, 0]) + width for _ in nesting_dims]
+
+
+def test_a_nested_loss_gets_the_whole_target(rng):
+    # As wide as the embedding, the target of a plain loss would be cut.
+    y = rng.normal(size=(4, 8)).astype("float32")
+    loss = keras_mrl.losses.MatryoshkaLoss(_TargetWidth(), nesting_dims=[2, 8])
+    np.testing.assert_allclose(ops.convert_to_numpy(loss.call(y, y)), 16.0)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_truncate_targets_raises_where_it_would_do_nothing(value):
+    with pytest.raises(ValueError, match=r"_TargetWidth\).*call_prefixes"):
+        keras_mrl.losses.MatryoshkaLoss(
+            _TargetWidth(), nesting_dims=[2, 8], truncate_targets=value
+        )
+    with pytest.raises(ValueError, match="without `nesting_dims`"):
+        keras_mrl.losses.MatryoshkaLoss(_sparse_ce(), truncate_targets=value)
 
 
 def test_truncate_targets_true_cuts_a_wider_teacher(rng):
@@ -395,3 +585,21 @@ def test_stacked_mode_with_unknown_granularity_count_asks_for_weights():
 
     with pytest.raises(ValueError, match=r"\(4, None, 5\).*weights"):
         loss.call(np.zeros(4), Unknown())
+
+
+def test_a_custom_loss_that_mixes_the_granularity_axis_is_not_fused():
+    def mixes_axis_1(y_true, y_pred):
+        # A per-example shape, (batch, G), but values mixed across G.
+        return -ops.sum(ops.log_softmax(y_pred, axis=1), axis=-1)
+
+    rng = np.random.default_rng(0)
+    y_pred = rng.normal(size=(4, 3, 5)).astype("float32")
+    y_true = rng.integers(0, 5, size=(4,)).astype("int32")
+    loss = keras_mrl.losses.MatryoshkaLoss(mixes_axis_1)
+    expected = sum(
+        ops.convert_to_numpy(mixes_axis_1(y_true, y_pred[:, g, :]))
+        for g in range(3)
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(loss.call(y_true, y_pred)), expected, rtol=1e-5
+    )

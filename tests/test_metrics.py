@@ -29,7 +29,9 @@ def _classifier(dims=DIMS, units=3):
 def test_component_stacked_mode(rng):
     x = rng.normal(size=(8, 16)).astype("float32")
     y = rng.integers(0, 3, size=8)
-    metric = keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=_classifier())
+    metric = keras_mrl.metrics.MatryoshkaMetric(
+        _accuracy(), head_nesting_dims=DIMS
+    )
 
     def model():
         return _classifier(), keras_mrl.losses.MatryoshkaLoss(_sparse_ce())
@@ -58,7 +60,9 @@ def test_component_prefix_mode(rng):
 def test_stacked_mode_matches_numpy_per_granularity(rng):
     y_pred = rng.normal(size=(20, 3, 5)).astype("float32")
     y_true = rng.integers(0, 5, size=20)
-    metric = keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=DIMS)
+    metric = keras_mrl.metrics.MatryoshkaMetric(
+        _accuracy(), head_nesting_dims=DIMS
+    )
     metric.update_state(y_true[:10], y_pred[:10])
     metric.update_state(y_true[10:], y_pred[10:])
     result = {k: float(v) for k, v in metric.result().items()}
@@ -72,55 +76,51 @@ def test_stacked_mode_matches_numpy_per_granularity(rng):
     assert all(float(v) == 0.0 for v in metric.result().values())
 
 
-def test_head_layer_gives_its_widths_after_build():
+def test_head_nesting_dims_are_the_head_s_widths_after_build():
     head = keras_mrl.layers.MatryoshkaDense(3)
+    # Before build a default head has no widths yet.
     with pytest.raises(ValueError, match="build the model first"):
-        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=head)
-    head.build((None, 32))
-    metric = keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=head)
-    assert metric.widths == [8, 16, 32]
-    assert metric.get_config()["head"] == [8, 16, 32]
-    unbuilt = keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[2, 4])
-    assert keras_mrl.metrics.MatryoshkaMetric(
-        _accuracy(), head=unbuilt
-    ).widths == [2, 4]
-
-
-def test_head_model_must_hold_exactly_one_matryoshka_dense():
-    assert (
         keras_mrl.metrics.MatryoshkaMetric(
-            _accuracy(), head=_classifier()
-        ).widths
-        == DIMS
+            _accuracy(), head_nesting_dims=head.nesting_dims
+        )
+    head.build((None, 32))
+    metric = keras_mrl.metrics.MatryoshkaMetric(
+        _accuracy(), head_nesting_dims=head.nesting_dims
     )
-    inputs = keras.Input((16,))
-    plain = keras.Model(inputs, keras.layers.Dense(3)(inputs))
-    with pytest.raises(ValueError, match="exactly one MatryoshkaDense, got 0"):
-        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=plain)
-    two = keras.Model(
-        inputs,
-        [
-            keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[4, 16])(inputs),
-            keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[8, 16])(inputs),
-        ],
-    )
-    with pytest.raises(ValueError, match="exactly one MatryoshkaDense, got 2"):
-        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=two)
+    assert metric.widths == metric.head_nesting_dims == [8, 16, 32]
+    assert metric.get_config()["head_nesting_dims"] == [8, 16, 32]
+    assert "head" not in metric.get_config()
+
+
+@pytest.mark.parametrize("holder", ["layer", "model"])
+def test_a_layer_for_head_nesting_dims_raises_with_the_fix(holder):
+    head = keras_mrl.layers.MatryoshkaDense(3, nesting_dims=[4, 16])
+    value = head if holder == "layer" else _classifier()
+    with pytest.raises(
+        TypeError,
+        match=r"widths of the head.*not the layer.*"
+        r"head_nesting_dims=head\.nesting_dims",
+    ):
+        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head_nesting_dims=value)
 
 
 def test_head_with_other_widths_than_the_prediction_raises():
-    metric = keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=[1, 2, 3])
+    metric = keras_mrl.metrics.MatryoshkaMetric(
+        _accuracy(), head_nesting_dims=[1, 2, 3]
+    )
     with pytest.raises(ValueError, match=r"3 granularities.*\(2, 2, 5\)"):
         metric.update_state(np.zeros(2), np.zeros((2, 2, 5), "float32"))
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{}, {"head": DIMS, "nesting_dims": DIMS}], ids=["none", "both"]
+    "kwargs",
+    [{}, {"head_nesting_dims": DIMS, "nesting_dims": DIMS}],
+    ids=["none", "both"],
 )
-def test_head_or_nesting_dims_exactly_one(kwargs):
+def test_head_nesting_dims_or_nesting_dims_exactly_one(kwargs):
     with pytest.raises(
         ValueError,
-        match=r"pass `head=`.*pass "
+        match=r"pass `head_nesting_dims=`.*pass "
         r"`nesting_dims=`.*exactly one",
     ):
         keras_mrl.metrics.MatryoshkaMetric(_accuracy(), **kwargs)
@@ -159,6 +159,55 @@ def test_prefix_mode_passes_the_whole_target_when_told(rng):
         np.testing.assert_allclose(float(value), y_true.mean(), rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "target_width, truncate_targets, cut",
+    [(16, None, True), (4, None, False), (16, False, False), (32, True, True)],
+)
+def test_a_custom_metric_gets_its_target_cut_by_the_shape_rule(
+    rng, target_width, truncate_targets, cut
+):
+    y_pred = rng.normal(size=(6, 16)).astype("float32")
+    y_true = rng.normal(size=(6, target_width)).astype("float32")
+    metric = keras_mrl.metrics.MatryoshkaMetric(
+        _mean_target, nesting_dims=DIMS, truncate_targets=truncate_targets
+    )
+    metric.update_state(y_true, y_pred)
+    for m, value in zip(DIMS, metric.result().values()):
+        expected = y_true[:, :m].mean() if cut else y_true.mean()
+        np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+
+
+def test_a_target_wider_than_the_embedding_asks_for_truncate_targets(rng):
+    metric = keras_mrl.metrics.MatryoshkaMetric(_mean_target, nesting_dims=DIMS)
+    with pytest.raises(
+        ValueError,
+        match=r"MatryoshkaMetric.*wider than the embedding: y_true of shape "
+        r"\(6, 32\), y_pred of shape \(6, 16\).*truncate_targets=True",
+    ):
+        metric.update_state(
+            np.zeros((6, 32), "float32"), np.zeros((6, 16), "float32")
+        )
+
+
+def test_truncate_targets_true_on_labels_raises(rng):
+    # Cut like an embedding, 6 labels would become 4 at width 4.
+    metric = keras_mrl.metrics.MatryoshkaMetric(
+        _accuracy(), nesting_dims=DIMS, truncate_targets=True
+    )
+    with pytest.raises(
+        ValueError, match=r"truncate_targets=True.*y_true has shape \(6,\)"
+    ):
+        metric.update_state(np.zeros(6), np.zeros((6, 16), "float32"))
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_truncate_targets_in_stacked_mode_raises(value):
+    with pytest.raises(ValueError, match="stacked mode passes y_true whole"):
+        keras_mrl.metrics.MatryoshkaMetric(
+            _accuracy(), head_nesting_dims=DIMS, truncate_targets=value
+        )
+
+
 def test_an_unregistered_function_metric_works():
     def mean_prediction(y_true, y_pred):
         return ops.mean(y_pred, axis=-1)
@@ -189,7 +238,7 @@ def test_labels_are_never_cut(rng):
             np.testing.assert_allclose(float(value), expected)
 
 
-def test_prefix_mode_cuts_targets_of_elementwise_metrics_by_default(rng):
+def test_prefix_mode_cuts_a_teacher_as_wide_as_the_embedding(rng):
     y_pred = rng.normal(size=(5, 8)).astype("float32")
     teacher = rng.normal(size=(5, 8)).astype("float32")
     for metric in (keras.metrics.MeanSquaredError(name="mse"), "mse"):
@@ -210,18 +259,20 @@ def test_sample_weight_is_forwarded(rng):
     y_pred = rng.normal(size=(4, 3, 5)).astype("float32")
     y_true = y_pred[:, 0].argmax(-1)
     y_true[:2] = (y_true[:2] + 1) % 5  # two wrong at granularity 0
-    metric = keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=DIMS)
+    metric = keras_mrl.metrics.MatryoshkaMetric(
+        _accuracy(), head_nesting_dims=DIMS
+    )
     metric.update_state(y_true, y_pred, sample_weight=np.array([0, 0, 1, 1]))
     assert float(metric.result()["acc@4"]) == pytest.approx(1.0)
 
 
 def test_names_default_to_the_wrapped_metric():
     metric = keras_mrl.metrics.MatryoshkaMetric(
-        "sparse_categorical_accuracy", head=[2, 4]
+        "sparse_categorical_accuracy", head_nesting_dims=[2, 4]
     )
     assert metric.name == "sparse_categorical_accuracy"
     named = keras_mrl.metrics.MatryoshkaMetric(
-        _accuracy(), head=[2, 4], name="top1"
+        _accuracy(), head_nesting_dims=[2, 4], name="top1"
     )
     assert set(named.result()) == {"top1@2", "top1@4"}
 
@@ -230,18 +281,24 @@ def test_errors():
     with pytest.raises(ValueError, match="increasing"):
         keras_mrl.metrics.MatryoshkaMetric(_accuracy(), nesting_dims=[8, 4])
     with pytest.raises(ValueError, match="increasing"):
-        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=[8, 4])
+        keras_mrl.metrics.MatryoshkaMetric(
+            _accuracy(), head_nesting_dims=[8, 4]
+        )
     with pytest.raises(TypeError, match="metric"):
-        keras_mrl.metrics.MatryoshkaMetric(3, head=[4])
-    with pytest.raises(TypeError, match="`head` must be"):
-        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head="head")
+        keras_mrl.metrics.MatryoshkaMetric(3, head_nesting_dims=[4])
+    with pytest.raises(TypeError, match="`head_nesting_dims` must be"):
+        keras_mrl.metrics.MatryoshkaMetric(
+            _accuracy(), head_nesting_dims="head"
+        )
     prefix = keras_mrl.metrics.MatryoshkaMetric(_accuracy(), nesting_dims=DIMS)
     with pytest.raises(ValueError, match="8 wide"):
         prefix.update_state(np.zeros(2), np.zeros((2, 8), "float32"))
 
 
 def test_stacked_mode_on_an_embedding_asks_for_nesting_dims():
-    metric = keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=DIMS)
+    metric = keras_mrl.metrics.MatryoshkaMetric(
+        _accuracy(), head_nesting_dims=DIMS
+    )
     with pytest.raises(ValueError, match=r"\(2, 16\).*pass `nesting_dims`"):
         metric.update_state(np.zeros(2), np.zeros((2, 16), "float32"))
 
@@ -261,7 +318,7 @@ def test_metric_class_instead_of_instance_raises():
         r"SparseCategoricalAccuracy\(\.\.\.\)",
     ):
         keras_mrl.metrics.MatryoshkaMetric(
-            keras.metrics.SparseCategoricalAccuracy, head=DIMS
+            keras.metrics.SparseCategoricalAccuracy, head_nesting_dims=DIMS
         )
 
 
@@ -276,7 +333,7 @@ def test_truncate_targets_takes_bools_only(value):
 def test_config_round_trip():
     for metric in (
         keras_mrl.metrics.MatryoshkaMetric(_accuracy(), nesting_dims=DIMS),
-        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=_classifier()),
+        keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head_nesting_dims=DIMS),
     ):
         clone = keras_mrl.metrics.MatryoshkaMetric.from_config(
             metric.get_config()
@@ -292,7 +349,11 @@ def test_per_width_keys_in_fit_and_evaluate_logs(rng):
     model.compile(
         optimizer="adam",
         loss=keras_mrl.losses.MatryoshkaLoss(_sparse_ce()),
-        metrics=[keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=model)],
+        metrics=[
+            keras_mrl.metrics.MatryoshkaMetric(
+                _accuracy(), head_nesting_dims=DIMS
+            )
+        ],
         jit_compile=jit_compile(),
     )
     history = model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0)
@@ -313,7 +374,11 @@ def test_evaluate_logs_sort_keys_as_strings_and_map_them_right(rng):
     model = _classifier()
     model.compile(
         loss=keras_mrl.losses.MatryoshkaLoss(_sparse_ce()),
-        metrics=[keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=model)],
+        metrics=[
+            keras_mrl.metrics.MatryoshkaMetric(
+                _accuracy(), head_nesting_dims=DIMS
+            )
+        ],
         jit_compile=False,
     )
     logs = model.evaluate(x, y, verbose=0, return_dict=True)
@@ -335,7 +400,11 @@ def test_masked_timesteps_do_not_count(rng):
     model = keras.Model(inputs, head(features))
     model.compile(
         loss=keras_mrl.losses.MatryoshkaLoss(_sparse_ce()),
-        metrics=[keras_mrl.metrics.MatryoshkaMetric(_accuracy(), head=head)],
+        metrics=[
+            keras_mrl.metrics.MatryoshkaMetric(
+                _accuracy(), head_nesting_dims=head.nesting_dims
+            )
+        ],
         jit_compile=jit_compile(),
     )
     preds = model.predict(tokens, verbose=0)  # (6, 5, 2, 3)
@@ -353,4 +422,4 @@ def test_masked_timesteps_do_not_count(rng):
 @pytest.mark.parametrize("name", ["accuracy", "acc"])
 def test_ambiguous_metric_names_ask_for_an_explicit_one(name):
     with pytest.raises(ValueError, match="sparse_categorical_accuracy"):
-        keras_mrl.metrics.MatryoshkaMetric(name, head=[4])
+        keras_mrl.metrics.MatryoshkaMetric(name, head_nesting_dims=[4])

@@ -128,7 +128,8 @@ def test_losses_and_metrics_reduce_in_float32(policy):
     assert _dtype(supcon(labels % 2, embedding)) == "float32"
 
     metric = keras_mrl.metrics.MatryoshkaMetric(
-        keras.metrics.SparseCategoricalAccuracy(name="acc"), head=DIMS
+        keras.metrics.SparseCategoricalAccuracy(name="acc"),
+        head_nesting_dims=DIMS,
     )
     metric.update_state(labels, stacked)
     result = metric.result()
@@ -234,7 +235,7 @@ def test_classifier_fits_with_xla(policy):
             "head": [
                 keras_mrl.metrics.MatryoshkaMetric(
                     keras.metrics.SparseCategoricalAccuracy(name="acc"),
-                    head=DIMS,
+                    head_nesting_dims=DIMS,
                 )
             ]
         },

@@ -1,70 +1,78 @@
+import re
+
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
 from keras_mrl import _modes
-from keras_mrl.losses import MultipleNegativesRankingLoss
-from keras_mrl.losses import NestedLoss
-from keras_mrl.losses import SupervisedContrastiveLoss
 
 
-class _TeacherLoss(NestedLoss):
-    """A NestedLoss that declares its targets an embedding to cut."""
-
-    cuts_targets = True
-
-    def call_prefixes(self, y_true, y_pred, nesting_dims):
-        return [ops.mean(y_pred, axis=-1)]
-
-
-COORDINATE_WISE = [
-    keras.losses.MeanSquaredError(),
-    keras.losses.MeanAbsoluteError(),
-    keras.losses.MeanSquaredLogarithmicError(),
-    keras.losses.CosineSimilarity(),
-    keras.losses.Huber(),
-    keras.losses.LogCosh(),
-    keras.losses.get("mse"),
-    keras.losses.get("cosine_similarity"),
-    keras.metrics.MeanSquaredError(),
-    keras.metrics.RootMeanSquaredError(),
-    keras.metrics.CosineSimilarity(),
-    keras.metrics.LogCoshError(),
-    _TeacherLoss(),
-]
-LABELS = [
-    keras.losses.SparseCategoricalCrossentropy(),
-    keras.losses.CategoricalCrossentropy(),
-    keras.losses.get("sparse_categorical_crossentropy"),
-    keras.metrics.SparseCategoricalAccuracy(),
-    keras.metrics.get("sparse_top_k_categorical_accuracy"),
-    MultipleNegativesRankingLoss(),
-    SupervisedContrastiveLoss(),
-    lambda y_true, y_pred: y_pred,
-]
+def _cuts(true_shape, pred_shape, truncate_targets=None, dims=(4, 8)):
+    # Symbolic tensors: the rule reads static shapes only.
+    return _modes.cuts_targets(
+        keras.KerasTensor(true_shape),
+        keras.KerasTensor(pred_shape),
+        dims,
+        truncate_targets,
+        "L",
+    )
 
 
-def _id(obj):
-    return getattr(obj, "name", getattr(obj, "__name__", type(obj).__name__))
+@pytest.mark.parametrize(
+    "true_shape, pred_shape, cut",
+    [
+        ((None, 8), (None, 8), True),  # a teacher as wide as the embedding
+        ((3, 5, 8), (3, 5, 8), True),
+        ((None,), (None, 8), False),  # class ids
+        ((None, 1), (None, 8), False),  # a column of labels
+        ((None, 4), (None, 8), False),  # narrower: passed whole
+        ((None, 8), (None, 3, 8), False),  # another rank
+    ],
+)
+def test_a_target_as_wide_as_the_embedding_is_cut(true_shape, pred_shape, cut):
+    assert _cuts(true_shape, pred_shape) is cut
+    assert _cuts(true_shape, pred_shape, False) is False
 
 
-@pytest.mark.parametrize("inner", COORDINATE_WISE, ids=_id)
-def test_coordinate_wise_losses_and_metrics_cut_targets(inner):
-    assert _modes.cuts_targets(inner, None) is True
-    assert _modes.cuts_targets(inner, False) is False
+@pytest.mark.parametrize(
+    "true_shape, pred_shape, problem",
+    [
+        ((None, 16), (None, 8), "a target wider than the embedding"),
+        ((None, None), (None, 8), "unknown widths"),
+        ((None, 8), (None, None), "unknown widths"),
+    ],
+)
+def test_what_the_shapes_cannot_settle_raises(true_shape, pred_shape, problem):
+    with pytest.raises(
+        ValueError,
+        match=rf"L cuts y_true.*{problem}: y_true of shape "
+        + re.escape(str(true_shape))
+        + r".*truncate_targets=True.*\[4, 8\].*"
+        "truncate_targets=False",
+    ):
+        _cuts(true_shape, pred_shape)
+    assert _cuts(true_shape, pred_shape, False) is False
 
 
-@pytest.mark.parametrize("inner", LABELS, ids=_id)
-def test_label_losses_and_unknown_functions_do_not_cut(inner):
-    assert _modes.cuts_targets(inner, None) is False
-    assert _modes.cuts_targets(inner, True) is True
+@pytest.mark.parametrize(
+    "true_shape", [(None, 16), (None, 8), (None, None)], ids=str
+)
+def test_truncate_targets_true_cuts_a_wide_or_unknown_target(true_shape):
+    assert _cuts(true_shape, (None, 8), True) is True
 
 
-def test_nested_losses_declare_it_as_a_class_attribute():
-    assert NestedLoss.cuts_targets is False
-    assert MultipleNegativesRankingLoss.cuts_targets is False
-    assert _TeacherLoss.cuts_targets is True
+@pytest.mark.parametrize(
+    "true_shape", [(None, 4), (None,), (None, 2, 8)], ids=str
+)
+def test_truncate_targets_true_raises_for_a_target_it_cannot_cut(true_shape):
+    with pytest.raises(
+        ValueError,
+        match=r"truncate_targets=True.*\[4, 8\].*y_true has shape "
+        + re.escape(str(true_shape))
+        + r".*y_pred of shape \(None, 8\).*at least 8 wide",
+    ):
+        _cuts(true_shape, (None, 8), True)
 
 
 def test_check_stacked():
@@ -102,52 +110,66 @@ def test_granularity_views():
     assert all(target is labels for target, _ in kept)
 
 
-@pytest.mark.parametrize(
-    "inner, targets",
-    [
-        ("sparse", "labels"),
-        ("sparse", "labels_column"),
-        ("sparse_fn", "labels"),
-        ("categorical", "onehot"),
-        ("mse", "onehot"),
-    ],
-)
-def test_stacked_loss_in_one_call_equals_one_call_per_granularity(
-    inner, targets, rng
-):
-    losses = {
-        "sparse": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        "sparse_fn": keras.losses.sparse_categorical_crossentropy,
-        "categorical": keras.losses.CategoricalCrossentropy(from_logits=True),
-        "mse": keras.losses.MeanSquaredError(),
-    }
+def test_repeated_targets_are_y_true_at_every_granularity(rng):
     logits = rng.normal(size=(6, 3, 5)).astype("float32")
-    labels = rng.integers(0, 5, size=6)
-    y = {
-        "labels": labels,
-        "labels_column": labels[:, None],
-        "onehot": np.eye(5, dtype="float32")[labels],
-    }[targets].astype("float32")
-    loss = losses[inner]
-    repeated = _modes.stacked_targets(loss, ops.convert_to_tensor(y), logits)
-    assert repeated is not None
-    fn = loss.call if isinstance(loss, keras.losses.Loss) else loss
-    fused = ops.convert_to_numpy(fn(repeated, logits))
-    assert fused.shape == (6, 3)
-    for g in range(3):
-        np.testing.assert_allclose(
-            fused[:, g], ops.convert_to_numpy(fn(y, logits[:, g])), rtol=1e-6
+    for y_true in (
+        rng.integers(0, 5, size=6),  # class ids: rank - 2
+        rng.integers(0, 5, size=(6, 1)),  # a trailing 1: rank - 1
+        rng.normal(size=(6, 5)).astype("float32"),  # units axis: rank - 1
+    ):
+        repeated = ops.convert_to_numpy(
+            _modes.repeat_over_granularities(y_true, logits, 3)
         )
+        assert repeated.shape[:2] == (6, 3)
+        for g in range(3):
+            np.testing.assert_array_equal(repeated[:, g], y_true)
 
 
-def test_unknown_losses_are_called_per_granularity(rng):
-    logits = rng.normal(size=(6, 3, 5)).astype("float32")
-    labels = ops.convert_to_tensor(rng.integers(0, 5, size=6))
+def _per_example(loss):
+    return loss.call if isinstance(loss, keras.losses.Loss) else loss
 
-    def custom(y_true, y_pred):
+
+@pytest.mark.parametrize(
+    "loss, true_shape, fused",
+    [
+        (keras.losses.SparseCategoricalCrossentropy(), (6,), True),
+        (keras.losses.SparseCategoricalCrossentropy(), (6, 1), True),
+        (keras.losses.CategoricalCrossentropy(), (6, 5), True),
+        (keras.losses.MeanSquaredError(), (6, 5), True),
+        (keras.losses.Huber(), (6, 5), True),
+        (keras.losses.Dice(), (6, 5), False),  # reduces every axis
+        (keras.losses.MeanSquaredError(), (6, 7, 5), False),  # rank
+        (keras.losses.MeanSquaredError(), (), False),
+    ],
+    ids=lambda x: getattr(x, "name", str(x)),
+)
+def test_fused_exactly_when_the_last_axis_alone_is_reduced(
+    loss, true_shape, fused
+):
+    y_true = keras.KerasTensor(true_shape)
+    y_pred = keras.KerasTensor((6, 3, 5))
+    assert (
+        _modes.fuses_granularities(_per_example(loss), y_true, y_pred) is fused
+    )
+
+
+def test_a_loss_reducing_another_axis_of_the_same_size_is_not_fused():
+    # Axis 1 is the units axis of one granularity but G of the stack; with
+    # 3 units and 3 granularities the shapes alone would look fused.
+    def over_axis_1(y_true, y_pred):
+        return ops.mean(ops.square(y_true - y_pred), axis=1)
+
+    y_true = keras.KerasTensor((6, 3))
+    y_pred = keras.KerasTensor((6, 3, 3))
+    assert not _modes.fuses_granularities(over_axis_1, y_true, y_pred)
+
+
+def test_a_loss_that_raises_at_the_stacked_shape_is_not_fused():
+    def rank_2_only(y_true, y_pred):
+        if len(y_pred.shape) != 2:
+            raise ValueError("expects (batch, units)")
         return ops.mean(y_pred, axis=-1)
 
-    assert _modes.stacked_targets(custom, labels, logits) is None
-    # Labels that cannot be repeated over G (wrong rank) are left alone too.
-    sparse = keras.losses.SparseCategoricalCrossentropy()
-    assert _modes.stacked_targets(sparse, ops.ones((6, 3, 1)), logits) is None
+    y_true = keras.KerasTensor((6,))
+    y_pred = keras.KerasTensor((6, 3, 5))
+    assert not _modes.fuses_granularities(rank_2_only, y_true, y_pred)

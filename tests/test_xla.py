@@ -77,7 +77,7 @@ def _classifier():
             "head": [
                 keras_mrl.metrics.MatryoshkaMetric(
                     keras.metrics.SparseCategoricalAccuracy(name="acc"),
-                    head=DIMS,
+                    head_nesting_dims=DIMS,
                 )
             ]
         },

@@ -26,16 +26,38 @@ def is_sparse_logits_cross_entropy(loss):
     return bool(config["from_logits"]) and config["ignore_class"] is None
 
 
+def fits_sparse_logits(labels, logits):
+    """Whether `sparse_logits_cross_entropy` takes these shapes.
+
+    Class ids must have the shape of `logits` without its last axis, or
+    with a last axis of 1, where the static sizes are known; other labels
+    are left to Keras' own cross-entropy, which raises.
+    """
+    label_shape, logit_shape = tuple(labels.shape), tuple(logits.shape)
+    if logit_shape[-1] is None:
+        return False
+    if len(label_shape) == len(logit_shape) and label_shape[-1] == 1:
+        label_shape = label_shape[:-1]
+    return len(label_shape) == len(logit_shape) - 1 and all(
+        a is None or b is None or a == b
+        for a, b in zip(label_shape, logit_shape[:-1])
+    )
+
+
 def sparse_logits_cross_entropy(labels, logits):
     """Per-row softmax cross-entropy of integer `labels` and `logits`.
 
     Args:
-        labels: class ids, the shape of `logits` without its last axis.
+        labels: class ids, the shape of `logits` without its last axis, or
+            with a last axis of 1 (see `fits_sparse_logits`).
         logits: a float tensor `(..., classes)` with a static last axis.
 
     Returns:
-        `logsumexp(logits) - logits[label]`, the shape of `labels`.
+        `logsumexp(logits) - logits[label]`, the shape of `logits` without
+        its last axis.
     """
+    if len(labels.shape) == len(logits.shape):
+        labels = ops.squeeze(labels, axis=-1)
     one_hot = ops.one_hot(
         ops.cast(labels, "int32"), logits.shape[-1], dtype=logits.dtype
     )

@@ -4,11 +4,13 @@ from keras import ops
 from keras_mrl._modes import check_prefix
 from keras_mrl._modes import check_stacked
 from keras_mrl._modes import cuts_targets
+from keras_mrl._modes import fuses_granularities
 from keras_mrl._modes import granularity_views
-from keras_mrl._modes import stacked_targets
+from keras_mrl._modes import repeat_over_granularities
 from keras_mrl._validation import check_optional_bool
 from keras_mrl._validation import validate_nesting_dims
 from keras_mrl._validation import validate_weights
+from keras_mrl.losses._cross_entropy import fits_sparse_logits
 from keras_mrl.losses._cross_entropy import is_sparse_logits_cross_entropy
 from keras_mrl.losses._cross_entropy import sparse_logits_cross_entropy
 from keras_mrl.losses._nested_loss import NestedLoss
@@ -33,9 +35,17 @@ def _as_loss(loss):
     )
 
 
+def _is_keras_loss(loss):
+    """Whether `loss` is one of Keras' own losses or loss functions."""
+    owner = type(loss) if isinstance(loss, keras.losses.Loss) else loss
+    return getattr(owner, "__module__", "").startswith("keras.")
+
+
 def _per_example(loss, y_true, y_pred):
     # The unreduced `call` of a Loss object; a loss function is unreduced.
-    if is_sparse_logits_cross_entropy(loss) and y_pred.shape[-1] is not None:
+    if is_sparse_logits_cross_entropy(loss) and fits_sparse_logits(
+        y_true, y_pred
+    ):
         return sparse_logits_cross_entropy(y_true, y_pred)
     if isinstance(loss, keras.losses.Loss):
         return loss.call(y_true, y_pred)
@@ -58,16 +68,29 @@ class MatryoshkaLoss(keras.losses.Loss):
     - prefix mode (`nesting_dims=[m_1, ..., m_G]`): `y_pred` is an
       embedding `(..., D)` and `y_pred_g = y_pred[..., :m_g]`.
 
-    In prefix mode `y_true` is cut to `m_g` too when the inner loss
-    compares coordinates: Keras' `MeanSquaredError`, `MeanAbsoluteError`,
-    `MeanSquaredLogarithmicError`, `CosineSimilarity`, `Huber`, `LogCosh`
-    (and their functions) against a teacher embedding. `truncate_targets`
-    overrides that. The decision never looks at tensor sizes; a target as
-    wide as the embedding that an unknown loss would not cut raises instead
-    of failing deep in the loss.
+    What the inner loss gets as `y_true_g` follows from the shapes, not
+    from the kind of loss:
 
-    A `keras_mrl.losses.NestedLoss` (the in-batch contrastive losses)
-    computes all prefix widths in one pass through its `call_prefixes`.
+    - stacked mode: `y_true` itself, for every granularity. When `y_true`
+      has the rank of `y_pred` minus 2 (class ids) or minus 1 (targets
+      with a units axis, or a trailing 1), the inner loss is first traced
+      once on `y_true` repeated over the G axis and the whole stacked
+      `y_pred`; if its unreduced values come out with the shape
+      `y_pred.shape[:-1]`, it reduced the last axis only and one call
+      scores every granularity (the same numbers, in fewer passes). A loss
+      that reduces every axis, such as `keras.losses.Dice`, or that cannot
+      be traced, is called once per granularity;
+    - prefix mode: `y_true[..., :m_g]` when `y_true` is as wide as the
+      embedding (the rank of `y_pred` and the same static last dimension,
+      a teacher embedding in distillation), else `y_true` whole (class
+      ids, a column of labels). A target of `y_pred`'s rank that is wider
+      than the embedding, or whose width is unknown, raises and asks for
+      `truncate_targets`, which overrides the rule both ways: True cuts a
+      target at least `m_G` wide (a wider teacher), False passes it whole;
+    - a `keras_mrl.losses.NestedLoss` (the in-batch contrastive losses)
+      gets `y_true` whole, with every width at once, in its
+      `call_prefixes`, and cuts what it needs itself; it takes no
+      `truncate_targets`.
 
     `call` returns the per-example values of the inner loss's unreduced
     `call`, so Keras' reduction, `sample_weight`, masks and the loss scaling
@@ -85,7 +108,7 @@ class MatryoshkaLoss(keras.losses.Loss):
         weights: optional list of one weight per granularity, each finite
             and >= 0, at least one > 0; default 1 each.
         truncate_targets: optional bool, whether prefix mode cuts `y_true`
-            too; see above for the default.
+            too; None (the default) follows the shapes, as above.
         reduction: the Keras reduction of the per-example values.
         name: the loss name.
         **kwargs: other `keras.losses.Loss` arguments, such as `dtype`.
@@ -146,6 +169,24 @@ class MatryoshkaLoss(keras.losses.Loss):
         self.truncate_targets = check_optional_bool(
             truncate_targets, "truncate_targets"
         )
+        if truncate_targets is not None and self.nesting_dims is None:
+            raise ValueError(
+                f"MatryoshkaLoss got truncate_targets={truncate_targets} "
+                "without `nesting_dims`: stacked mode passes y_true whole to "
+                "every granularity, and only prefix mode cuts it. Leave "
+                "truncate_targets out, or pass `nesting_dims`."
+            )
+        if truncate_targets is not None and isinstance(self.loss, NestedLoss):
+            raise ValueError(
+                f"MatryoshkaLoss({type(self.loss).__name__}) got "
+                f"truncate_targets={truncate_targets}, but a NestedLoss "
+                "receives y_true whole, with every width, in its "
+                "`call_prefixes`, and cuts what it needs itself. Leave "
+                "truncate_targets out."
+            )
+        # Whether the inner loss scores a stacked prediction in one call,
+        # per input signature; see `_fuses`.
+        self._fusable = {}
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         y_true = fill_missing_targets(self.loss, y_true, y_pred, self.name)
@@ -160,9 +201,14 @@ class MatryoshkaLoss(keras.losses.Loss):
             check_prefix(y_pred, dims, "MatryoshkaLoss")
             count = len(dims)
         weights = validate_weights(self.weights, count)
-        cut = cuts_targets(self.loss, self.truncate_targets)
-        if dims is not None and not cut:
-            self._check_uncut_targets(y_true, y_pred)
+        nested = isinstance(self.loss, NestedLoss)
+        cut = (
+            dims is not None
+            and not nested
+            and cuts_targets(
+                y_true, y_pred, dims, self.truncate_targets, "MatryoshkaLoss"
+            )
+        )
 
         dtype = compute_dtype(self.dtype)
         y_pred = ops.cast(y_pred, dtype)
@@ -170,15 +216,11 @@ class MatryoshkaLoss(keras.losses.Loss):
             y_true.dtype
         ):
             y_true = ops.cast(y_true, dtype)
-        repeated = (
-            None
-            if dims is not None
-            else stacked_targets(self.loss, y_true, y_pred)
-        )
-        if repeated is not None:
+        if dims is None and self._fuses(y_true, y_pred):
+            repeated = repeat_over_granularities(y_true, y_pred, count)
             values = ops.cast(_per_example(self.loss, repeated, y_pred), dtype)
             return ops.sum(values * ops.convert_to_tensor(weights, dtype), -1)
-        if dims is not None and not cut and isinstance(self.loss, NestedLoss):
+        if nested:
             losses = self.loss.call_prefixes(y_true, y_pred, dims)
         else:
             losses = [
@@ -193,28 +235,26 @@ class MatryoshkaLoss(keras.losses.Loss):
             total = term if total is None else total + term
         return total
 
-    def _check_uncut_targets(self, y_true, y_pred):
-        # A target as wide as the embedding, which the inner loss does not
-        # declare as cut, is a teacher whose width fails deep in the loss.
-        if self.truncate_targets is not None or isinstance(
-            self.loss, NestedLoss
-        ):
-            return
-        true_shape, pred_shape = tuple(y_true.shape), tuple(y_pred.shape)
-        if (
-            len(true_shape) == len(pred_shape) >= 2
-            and true_shape[-1] is not None
-            and true_shape[-1] > self.nesting_dims[0]
-        ):
-            raise ValueError(
-                f"MatryoshkaLoss got y_true of shape {true_shape}, an "
-                f"embedding wider than the prefixes {self.nesting_dims} of "
-                f"y_pred {pred_shape}, and cannot tell whether {self.loss!r} "
-                "compares it coordinate by coordinate. Pass "
-                "truncate_targets=True to cut y_true with each prefix (a "
-                "teacher embedding), or truncate_targets=False to pass it "
-                "whole."
+    def _fuses(self, y_true, y_pred):
+        """Whether one call of the inner loss scores every granularity."""
+        # Shapes cannot show a loss that mixes values along an axis it
+        # keeps (a softmax over the G axis, say); Keras' own losses do not,
+        # so only they are fused, and any other loss gets each slice alone.
+        if y_true is None or not _is_keras_loss(self.loss):
+            return False
+        key = (
+            tuple(y_true.shape),
+            keras.backend.standardize_dtype(y_true.dtype),
+            tuple(y_pred.shape),
+            keras.backend.standardize_dtype(y_pred.dtype),
+        )
+        # Tracing the inner loss costs milliseconds: once per input
+        # signature, not once per eager step.
+        if key not in self._fusable:
+            self._fusable[key] = fuses_granularities(
+                lambda t, p: _per_example(self.loss, t, p), y_true, y_pred
             )
+        return self._fusable[key]
 
     def get_config(self):
         return {

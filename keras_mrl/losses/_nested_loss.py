@@ -20,23 +20,20 @@ class NestedLoss(keras.losses.Loss, abc.ABC):
     """A loss that shares its work between the prefixes of an embedding.
 
     Inside `keras_mrl.losses.MatryoshkaLoss(..., nesting_dims=...)`, a plain
-    loss
-    is called once per width on the sliced prefix. A `NestedLoss` instead
-    returns every width's per-example values from `call_prefixes`, and may
-    reuse the work of the narrower widths (the in-batch contrastive losses
-    build each prefix's similarity matrix from those of its blocks).
+    loss is called once per width on the sliced prefix. A `NestedLoss`
+    instead returns every width's per-example values from `call_prefixes`,
+    and may reuse the work of the narrower widths (the in-batch contrastive
+    losses build each prefix's similarity matrix from those of its blocks).
+    It gets `y_true` whole and the full-width `y_pred` with the widths, and
+    cuts what it needs itself: `MatryoshkaLoss` applies no rule of its own
+    to the targets of a `NestedLoss`.
 
     Subclasses implement `call_prefixes`; `call` is the full-width case.
-    Two class attributes declare how `MatryoshkaLoss` treats the targets:
-
-    - `needs_targets`: False when `y_true` is ignored, so `fit(x)` without
-      labels works (None is then replaced by zeros);
-    - `cuts_targets`: True when `y_true` is an embedding to cut with each
-      prefix (a teacher), False when it is labels.
+    The class attribute `needs_targets` is False when `y_true` is ignored,
+    so `fit(x)` without labels works (None is then replaced by zeros).
     """
 
     needs_targets = True
-    cuts_targets = False
 
     @abc.abstractmethod
     def call_prefixes(self, y_true, y_pred, nesting_dims):

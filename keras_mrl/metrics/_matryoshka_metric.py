@@ -8,8 +8,6 @@ from keras_mrl._modes import granularity_views
 from keras_mrl._modes import keras_mask
 from keras_mrl._validation import check_optional_bool
 from keras_mrl._validation import validate_nesting_dims
-from keras_mrl.layers._matryoshka_dense import MatryoshkaDense
-from keras_mrl.layers._matryoshka_dense import matryoshka_heads
 
 # Names whose meaning Keras' `compile` picks from the loss and the labels;
 # a wrapped metric cannot see those, so it asks for an explicit name.
@@ -17,12 +15,11 @@ _AMBIGUOUS_NAMES = ("accuracy", "acc", "crossentropy", "ce")
 
 
 def _as_metric(metric):
-    """Returns `(copy, cuts)` for a metric argument.
+    """Returns `(copy, name)` for a metric argument.
 
-    `copy(name)` builds an independent metric of that name, and `cuts` is
-    whether it compares coordinates. A function (or a name that resolves
-    to one) is wrapped in a `MeanMetricWrapper`; whether it compares
-    coordinates is decided on the function itself, before it is wrapped.
+    `copy(name)` builds an independent metric of that name, and `name` is
+    the metric's own. A function (or a name that resolves to one) is
+    wrapped in a `MeanMetricWrapper`.
     """
     if isinstance(metric, type):
         raise TypeError(
@@ -46,7 +43,7 @@ def _as_metric(metric):
         def copy(name):
             return type(metric).from_config({**config, "name": name})
 
-        return copy, metric.name, cuts_targets(metric, None)
+        return copy, metric.name
     if callable(metric):
         # A plain function (registered or not, a lambda too) is wrapped
         # anew for every width, as Keras' `compile` wraps it.
@@ -54,40 +51,24 @@ def _as_metric(metric):
             return keras.metrics.MeanMetricWrapper(metric, name=name)
 
         name = getattr(metric, "__name__", "metric")
-        return copy, name, cuts_targets(metric, None)
+        return copy, name
     raise TypeError(
         "`metric` must be a keras.metrics.Metric, a metric name such as "
         f"'sparse_categorical_accuracy', or a function; got {metric!r}."
     )
 
 
-def _head_widths(head):
-    """The widths of the head whose stacked output a metric reads."""
-    if isinstance(head, keras.Model):
-        heads = matryoshka_heads(head)
-        if len(heads) != 1:
-            raise ValueError(
-                "MatryoshkaMetric(head=model) needs a model holding exactly "
-                f"one MatryoshkaDense, got {len(heads)} in {head.name!r}. "
-                "Pass the head layer itself."
-            )
-        head = heads[0]
-    if isinstance(head, MatryoshkaDense):
-        widths = head.nesting_dims
-        if widths is None:
-            raise ValueError(
-                f"MatryoshkaMetric(head=...) needs the widths of head "
-                f"{head.name!r}, which are chosen when it is built: build "
-                "the model first (e.g. start it with keras.Input), or give "
-                "the head `nesting_dims`."
-            )
-        return list(widths)
-    if isinstance(head, (list, tuple)):
-        return list(validate_nesting_dims(head, name="head"))
-    raise TypeError(
-        "`head` must be a keras_mrl.layers.MatryoshkaDense, a model holding "
-        "one, or "
-        f"the head's list of widths; got {head!r}."
+def _check_head_nesting_dims(head_nesting_dims):
+    """The stacked head's widths, which name the metric's values."""
+    if isinstance(head_nesting_dims, keras.layers.Layer):
+        raise TypeError(
+            "`head_nesting_dims` takes the widths of the head whose stacked "
+            f"output the metric reads, not the layer {head_nesting_dims.name!r}"
+            ": pass its widths, head_nesting_dims=head.nesting_dims (for a "
+            "model, model.get_layer(NAME).nesting_dims)."
+        )
+    return list(
+        validate_nesting_dims(head_nesting_dims, name="head_nesting_dims")
     )
 
 
@@ -101,17 +82,21 @@ class MatryoshkaMetric(keras.metrics.Metric):
     history and `evaluate` list `acc@16` before `acc@8`: read the values by
     key (`evaluate(..., return_dict=True)`), not by position.
 
-    The mode follows the same rule as `keras_mrl.losses.MatryoshkaLoss`:
+    The mode follows the same rule as `keras_mrl.losses.MatryoshkaLoss`,
+    and the wrapped metric gets the same `y_true_g`:
 
-    - stacked mode (no `nesting_dims`): `y_pred` is the stacked output
-      `(batch, ..., G, units)` of the MatryoshkaDense passed as `head`, from
-      which the metric learns the widths that name its logs. Another `G`
-      raises;
+    - stacked mode (`head_nesting_dims`, the `nesting_dims` of the
+      `keras_mrl.layers.MatryoshkaDense` whose output the metric reads):
+      `y_pred` is the stacked `(batch, ..., G, units)`, granularity `g` is
+      `y_pred[..., g, :]` against `y_true` itself, and the head's widths
+      name the logs. Another `G` raises;
     - prefix mode (`nesting_dims=[...]`): `y_pred` is an embedding
-      `(..., D)`, cut to each width; `y_true` is cut too for Keras'
-      coordinate-by-coordinate metrics (MSE, MAE, MSLE, RMSE, cosine
-      similarity, log-cosh), as the loss does, unless `truncate_targets`
-      says otherwise.
+      `(..., D)`, cut to each width. `y_true` is cut too when it is as wide
+      as the embedding (the rank of `y_pred` and the same static last
+      dimension), and passed whole otherwise (class ids, a column of
+      labels). A target of `y_pred`'s rank that is wider than the
+      embedding, or whose width is unknown, raises and asks for
+      `truncate_targets`, which overrides the rule both ways.
 
     A Keras mask on `y_pred` (MatryoshkaDense propagates its input's mask)
     weights every granularity's update, as it does a plain metric's.
@@ -120,11 +105,10 @@ class MatryoshkaMetric(keras.metrics.Metric):
         metric: a `keras.metrics.Metric` instance, a metric name, or a
             function.
         nesting_dims: the widths of prefix mode; None for stacked mode.
-        head: stacked mode only: the `keras_mrl.layers.MatryoshkaDense` whose
-            output the metric reads, a model holding exactly one, or that
-            head's list of widths (what `get_config` stores).
+        head_nesting_dims: stacked mode only: the widths of the head whose
+            stacked output the metric reads, its `head.nesting_dims`.
         truncate_targets: optional bool, whether prefix mode also cuts
-            `y_true`; see above for the default.
+            `y_true`; None (the default) follows the shapes, as above.
         name: optional name; defaults to the wrapped metric's name, which
             also prefixes every log key.
         **kwargs: other `keras.metrics.Metric` arguments.
@@ -133,7 +117,8 @@ class MatryoshkaMetric(keras.metrics.Metric):
 
     >>> head = keras_mrl.layers.MatryoshkaDense(2, nesting_dims=[8, 16])
     >>> metric = keras_mrl.metrics.MatryoshkaMetric(
-    ...     keras.metrics.SparseCategoricalAccuracy(name="acc"), head=head
+    ...     keras.metrics.SparseCategoricalAccuracy(name="acc"),
+    ...     head_nesting_dims=head.nesting_dims,
     ... )
     >>> y_pred = np.array([[[0.9, 0.1], [0.2, 0.8]]])  # (1, 2 widths, 2)
     >>> metric.update_state(np.array([1]), y_pred)
@@ -146,30 +131,45 @@ class MatryoshkaMetric(keras.metrics.Metric):
         metric,
         *,
         nesting_dims=None,
-        head=None,
+        head_nesting_dims=None,
         truncate_targets=None,
         name=None,
         **kwargs,
     ):
-        copy, default_name, cuts = _as_metric(metric)
-        if (nesting_dims is None) == (head is None):
+        copy, default_name = _as_metric(metric)
+        super().__init__(name=name or default_name, **kwargs)
+        if (nesting_dims is None) == (head_nesting_dims is None):
             raise ValueError(
                 "MatryoshkaMetric reads either a MatryoshkaDense head's "
-                "stacked output (pass `head=` the head) or an embedding cut "
-                "into prefixes (pass `nesting_dims=`), exactly one of them; "
-                f"got nesting_dims={nesting_dims!r} and head={head!r}."
+                "stacked output (pass `head_nesting_dims=` the head's "
+                "nesting_dims) or an embedding cut into prefixes (pass "
+                "`nesting_dims=`), exactly one of them; got "
+                f"nesting_dims={nesting_dims!r} and "
+                f"head_nesting_dims={head_nesting_dims!r}. A head built "
+                "with the default widths has nesting_dims None until it is "
+                "built: build the model first (e.g. start it with "
+                "keras.Input)."
             )
-        super().__init__(name=name or default_name, **kwargs)
         self.nesting_dims = (
             None
             if nesting_dims is None
             else list(validate_nesting_dims(nesting_dims))
         )
-        self.head = None if head is None else _head_widths(head)
+        self.head_nesting_dims = (
+            None
+            if head_nesting_dims is None
+            else _check_head_nesting_dims(head_nesting_dims)
+        )
         self.truncate_targets = check_optional_bool(
             truncate_targets, "truncate_targets"
         )
-        self._cuts = cuts if truncate_targets is None else truncate_targets
+        if truncate_targets is not None and self.nesting_dims is None:
+            raise ValueError(
+                f"MatryoshkaMetric got truncate_targets={truncate_targets} "
+                "with `head_nesting_dims`: stacked mode passes y_true whole "
+                "to every granularity, and only prefix mode (`nesting_dims`) "
+                "cuts it. Leave truncate_targets out."
+            )
         self._copy, self._default_name = copy, default_name
         # One independent copy per width, named for the logs. The metric
         # passed is not kept: its variables would sit unused in the state.
@@ -180,7 +180,7 @@ class MatryoshkaMetric(keras.metrics.Metric):
     @property
     def widths(self):
         """The widths whose values the metric reports, in order."""
-        return self.nesting_dims or self.head
+        return self.nesting_dims or self.head_nesting_dims
 
     @property
     def metric(self):
@@ -189,10 +189,18 @@ class MatryoshkaMetric(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = ops.convert_to_tensor(y_pred)
-        if self.nesting_dims is None:
-            check_stacked(y_pred, len(self.head), "MatryoshkaMetric")
+        dims = self.nesting_dims
+        cut = False
+        if dims is None:
+            check_stacked(
+                y_pred, len(self.head_nesting_dims), "MatryoshkaMetric"
+            )
         else:
-            check_prefix(y_pred, self.nesting_dims, "MatryoshkaMetric")
+            check_prefix(y_pred, dims, "MatryoshkaMetric")
+            y_true = ops.convert_to_tensor(y_true)
+            cut = cuts_targets(
+                y_true, y_pred, dims, self.truncate_targets, "MatryoshkaMetric"
+            )
         mask = keras_mask(y_pred)
         if mask is not None:
             mask = ops.cast(mask, self.dtype)
@@ -203,9 +211,7 @@ class MatryoshkaMetric(keras.metrics.Metric):
                 while len(sample_weight.shape) < len(mask.shape):
                     sample_weight = ops.expand_dims(sample_weight, -1)
                 sample_weight = sample_weight * mask
-        views = granularity_views(
-            y_true, y_pred, self.nesting_dims, len(self.widths), self._cuts
-        )
+        views = granularity_views(y_true, y_pred, dims, len(self.widths), cut)
         for metric, (target, pred) in zip(self._granularity_metrics, views):
             metric.update_state(target, pred, sample_weight=sample_weight)
 
@@ -222,7 +228,7 @@ class MatryoshkaMetric(keras.metrics.Metric):
             {
                 "metric": keras.metrics.serialize(self.metric),
                 "nesting_dims": self.nesting_dims,
-                "head": self.head,
+                "head_nesting_dims": self.head_nesting_dims,
                 "truncate_targets": self.truncate_targets,
             }
         )

@@ -91,7 +91,7 @@ def losses():
 def metric():
     return keras_mrl.metrics.MatryoshkaMetric(
         keras.metrics.SparseCategoricalAccuracy(name="acc"),
-        head=NESTING_DIMS,
+        head_nesting_dims=NESTING_DIMS,
     )
 
 
