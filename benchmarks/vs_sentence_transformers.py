@@ -71,6 +71,7 @@ def _parse_args(argv=None):
     parser.add_argument("--json", default=None, metavar="PATH")
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--task", default="speed", help=argparse.SUPPRESS)
     parser.add_argument(
         "--no-buckets", action="store_true", help=argparse.SUPPRESS
@@ -81,12 +82,11 @@ def _parse_args(argv=None):
 # --- data ---------------------------------------------------------------
 
 
-def _data():
-    from keras_mrl.datasets import docstring_pairs
-
-    return docstring_pairs.split_for(
-        docstring_pairs.build_in_subprocess(), split="test"
-    )
+def _data(path):
+    """The (train, test) pairs, built once by the parent into `path`."""
+    with open(path) as f:
+        splits = json.load(f)
+    return splits["train"], splits["test"]
 
 
 def _peak_memory_mib():
@@ -247,7 +247,7 @@ def _encode_texts(train, test, count):
 
 
 def speed_worker(args):
-    train, test = _data()
+    train, test = _data(args.data)
     library = _library(args)
     batches = _batches(train, args.batch, args.steps)
     start = time.perf_counter()
@@ -282,7 +282,7 @@ def speed_worker(args):
 
 
 def quality_worker(args):
-    train, test = _data()
+    train, test = _data(args.data)
     start = time.perf_counter()
     library = _library(args)
     batches = _batches(train, args.batch, args.quality_steps)
@@ -350,6 +350,8 @@ def _spawn(worker, task, args, extra=()):
         str(args.encode_batch),
         "--quality-steps",
         str(args.quality_steps),
+        "--data",
+        args.data,
         *extra,
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -362,6 +364,16 @@ def _spawn(worker, task, args, extra=()):
 
 
 def run(args):
+    import tempfile
+
+    from keras_mrl.datasets import docstring_pairs
+
+    train, test = docstring_pairs.split_for(
+        docstring_pairs.build_in_subprocess(), split="test"
+    )
+    args.data = os.path.join(tempfile.mkdtemp(), "pairs.json")
+    with open(args.data, "w") as f:
+        json.dump({"train": train, "test": test}, f)
     workers = args.workers.split(",")
     speed = {w: [] for w in workers}
     for round_ in range(args.rounds):
