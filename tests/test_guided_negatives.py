@@ -365,11 +365,6 @@ def test_keras_file_keeps_the_frozen_guide(tmp_path):
     [
         MultipleNegativesRankingLoss(),
         MatryoshkaLoss(MultipleNegativesRankingLoss(), nesting_dims=[8, 16]),
-        MatryoshkaLoss(
-            MultipleNegativesRankingLoss(guide_margin=0.0),
-            nesting_dims=[8, 16],
-            truncate_targets=True,
-        ),
     ],
 )
 def test_a_loss_that_ignores_the_guide_raises(loss):

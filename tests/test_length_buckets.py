@@ -25,7 +25,7 @@ def _texts(n, seed):
     ]
 
 
-@pytest.mark.numpy_only
+@pytest.mark.once
 def test_auto_buckets_double_from_16_to_the_sequence_length():
     assert resolve_buckets("auto", 256) == (16, 32, 64, 128, 256)
     assert resolve_buckets("auto", 48) == (16, 32, 48)
@@ -34,14 +34,14 @@ def test_auto_buckets_double_from_16_to_the_sequence_length():
     assert resolve_buckets(None, 64) is None
 
 
-@pytest.mark.numpy_only
+@pytest.mark.once
 def test_given_buckets_are_sorted_and_end_at_the_sequence_length():
     assert resolve_buckets([24, 8], 64) == (8, 24, 64)
     assert resolve_buckets([8, 64], 64) == (8, 64)
     assert resolve_buckets((8,), None) == (8,)
 
 
-@pytest.mark.numpy_only
+@pytest.mark.once
 @pytest.mark.parametrize(
     "value, error, match",
     [
@@ -60,7 +60,7 @@ def test_bad_buckets_raise_naming_the_value(value, error, match):
         resolve_buckets(value, 64)
 
 
-@pytest.mark.numpy_only
+@pytest.mark.once
 def test_trim_cuts_trailing_padding_to_the_smallest_bucket_that_fits():
     mask = np.zeros((2, 12), bool)
     mask[0, :3] = True

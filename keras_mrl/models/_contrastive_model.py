@@ -300,10 +300,10 @@ def _reads_guide(loss):
 
     A loss declares it with a `guide_margin` that is not None, as
     `MultipleNegativesRankingLoss` does; `MatryoshkaLoss` passes them on
-    whole unless told to cut its targets.
+    whole to such a loss, as to every in-batch loss.
     """
     if isinstance(loss, MatryoshkaLoss):
-        return not loss.truncate_targets and _reads_guide(loss.loss)
+        return _reads_guide(loss.loss)
     return getattr(loss, "guide_margin", None) is not None
 
 
@@ -320,8 +320,7 @@ def _check_reads_guide(loss, y):
             "read the guide embeddings, so the guide would cost a forward "
             "pass per branch for nothing. Compile with keras_mrl.losses."
             "MultipleNegativesRankingLoss(guide_margin=0.0), alone or in "
-            "MatryoshkaLoss (without truncate_targets=True, which would cut "
-            "the guide embeddings), or drop the guide."
+            "MatryoshkaLoss, or drop the guide."
         )
 
 
