@@ -10,6 +10,8 @@ from keras_mrl._validation import check_optional_int
 from keras_mrl._validation import check_optional_positive_int
 from keras_mrl._validation import check_positive_int
 from keras_mrl.losses import MatryoshkaLoss
+from keras_mrl.models._depth import DepthSampling
+from keras_mrl.models._depth import LayerwiseEmbedder
 
 _NO_LABELS = (
     "ContrastiveModel needs no labels: its loss reads the stacked "
@@ -367,11 +369,22 @@ class ContrastiveModel(keras.Model):
     not read the guide embeddings raises on the first step rather than
     leave the guide unused.
 
+    An optional `depth_sampling`, a `keras_mrl.models.DepthSampling`,
+    trains the embedder's shallower depths too (2D Matryoshka): each
+    training step adds the compiled loss of the pooled output of its
+    first `k` transformer layers, `k` drawn in the step, to that of the
+    full depth. It needs a KerasHub BERT-family text embedder
+    (`keras_hub.models.BertTextEmbedder`,
+    `keras_hub.models.XLMRobertaTextEmbedder`) of at least 2 layers;
+    `keras_mrl.models.truncate_layers` serves a depth. `predict`,
+    `evaluate` and `encode` use the full depth.
+
     Args:
         embedder: a Keras model mapping one input batch to `(B, D)`.
         head: optional Keras layer applied to the embeddings.
         guide: optional Keras model mapping the same inputs to
             `(B, D_guide)`; not the embedder, nor sharing its weights.
+        depth_sampling: optional `keras_mrl.models.DepthSampling`.
         **kwargs: `keras.Model` arguments, such as `name`.
 
     Call arguments:
@@ -420,7 +433,9 @@ class ContrastiveModel(keras.Model):
     (False, 2)
     """
 
-    def __init__(self, embedder, *, head=None, guide=None, **kwargs):
+    def __init__(
+        self, embedder, *, head=None, guide=None, depth_sampling=None, **kwargs
+    ):
         super().__init__(**kwargs)
         if not isinstance(embedder, keras.Model):
             raise TypeError(
@@ -435,6 +450,19 @@ class ContrastiveModel(keras.Model):
         self.embedder = embedder
         self.head = head
         self.guide = _checked_guide(guide, embedder)
+        if depth_sampling is not None and not isinstance(
+            depth_sampling, DepthSampling
+        ):
+            raise TypeError(
+                "`depth_sampling` must be None or a keras_mrl.models."
+                f"DepthSampling, got {type(depth_sampling).__name__}."
+            )
+        self.depth_sampling = depth_sampling
+        # A plain object, so that the functional model it holds, which
+        # shares the embedder's layers, is neither tracked nor saved twice.
+        self._layerwise = (
+            None if depth_sampling is None else LayerwiseEmbedder(embedder)
+        )
         width = self._embedder_width()
         if head is not None and not head.built and width is not None:
             head.build((None, width))
@@ -452,6 +480,12 @@ class ContrastiveModel(keras.Model):
         return getattr(self.embedder, "preprocessor", None)
 
     def call(self, inputs, training=None):
+        if self._layerwise is not None:
+            self._layerwise.pending = None
+            if training:
+                return self._layerwise.embed(
+                    _branches(inputs), self.depth_sampling, self.head, training
+                )
         embeddings = []
         for branch in _branches(inputs):
             embedding = self.embedder(branch, training=training)
@@ -463,7 +497,9 @@ class ContrastiveModel(keras.Model):
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
-        """Keras' loss, given the guide's embeddings as `y` with a guide."""
+        """Keras' loss, given the guide's embeddings as `y` with a guide;
+        with `depth_sampling`, plus the terms of the depth drawn in the
+        training call that gave `y_pred`."""
         if self.guide is not None and x is not None:
             _check_reads_guide(self.loss, y)
             y = ops.stop_gradient(
@@ -475,9 +511,22 @@ class ContrastiveModel(keras.Model):
                     axis=1,
                 )
             )
-        return super().compute_loss(
+        loss = super().compute_loss(
             x, y, y_pred, sample_weight, training=training
         )
+        pending = self._layerwise is not None and (
+            self._layerwise.pending is not None
+        )
+        if pending and training and self._compile_loss is not None:
+            terms = self._layerwise.loss_terms(
+                self._compile_loss,
+                y,
+                y_pred,
+                sample_weight,
+                self.depth_sampling,
+            )
+            loss = loss + ops.cast(terms, loss.dtype)
+        return loss
 
     def compute_output_shape(self, input_shape):
         shapes = _branches(input_shape)
@@ -720,6 +769,13 @@ class ContrastiveModel(keras.Model):
                     if self.guide is None
                     else keras.saving.serialize_keras_object(self.guide)
                 ),
+                "depth_sampling": (
+                    None
+                    if self.depth_sampling is None
+                    else keras.saving.serialize_keras_object(
+                        self.depth_sampling
+                    )
+                ),
             }
         )
         return config
@@ -734,4 +790,15 @@ class ContrastiveModel(keras.Model):
         guide = config.pop("guide", None)
         if guide is not None:
             guide = keras.saving.deserialize_keras_object(guide)
-        return cls(embedder, head=head, guide=guide, **config)
+        depth_sampling = config.pop("depth_sampling", None)
+        if depth_sampling is not None:
+            depth_sampling = keras.saving.deserialize_keras_object(
+                depth_sampling
+            )
+        return cls(
+            embedder,
+            head=head,
+            guide=guide,
+            depth_sampling=depth_sampling,
+            **config,
+        )
