@@ -173,6 +173,26 @@ def test_training_full_depth_is_the_embedder_output(pooling_mode, normalize):
     )
 
 
+def test_mixed_precision_embeds_in_half_and_sums_the_loss_in_float32():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    embedder = tiny_embedder(num_layers=2)
+    queries, documents = pairs(4)
+    branches = (_ids(embedder, queries), _ids(embedder, documents))
+    model = ContrastiveModel(
+        embedder, depth_sampling=DepthSampling(kl_weight=0.5, seed=0)
+    )
+    model.compile(optimizer="adam", loss=_loss())
+    y_pred = model(branches, training=True)
+    assert keras.backend.standardize_dtype(y_pred.dtype) == "bfloat16"
+    with_depth = model.compute_loss(branches, None, y_pred)
+    assert keras.backend.standardize_dtype(with_depth.dtype) == "float32"
+    y_eval = model(branches, training=False)
+    full = model.compute_loss(branches, None, y_eval, training=False)
+    # The shallow depth's loss is as large as the full depth's, give or
+    # take: it was added, in float32, not lost to a half-precision sum.
+    assert 1.5 < float(_np(with_depth)) / float(_np(full)) < 2.5
+
+
 def test_keras_file_round_trip_keeps_the_depth_sampling(trained, tmp_path):
     model, branches, _ = trained
     path = str(tmp_path / "depth.keras")

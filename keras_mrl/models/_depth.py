@@ -224,8 +224,8 @@ class DepthSampling(keras.layers.Layer):
     Example:
 
     >>> import keras_hub
-    >>> vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "sum", "of",
-    ...               "the", "array", "sort", "a", "list"]
+    >>> vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "sum",
+    ...               "of", "the", "array", "sort", "a", "list"]
     >>> embedder = keras_hub.models.BertTextEmbedder(
     ...     keras_hub.models.BertBackbone(
     ...         vocabulary_size=len(vocabulary), num_layers=3, num_heads=2,
@@ -342,8 +342,8 @@ def truncate_layers(embedder, *, num_layers):
     Example:
 
     >>> import keras_hub
-    >>> vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "sum", "of",
-    ...               "the", "array"]
+    >>> vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "sum",
+    ...               "of", "the", "array"]
     >>> embedder = keras_hub.models.BertTextEmbedder(
     ...     keras_hub.models.BertBackbone(
     ...         vocabulary_size=len(vocabulary), num_layers=3, num_heads=2,
