@@ -139,16 +139,16 @@ class LayerwiseEmbedder:
             loss = compiled_loss(y, shallow, sample_weight)
             total = depth_sampling.weight * loss
         if depth_sampling.kl_weight:
-            kl = depth_sampling.kl_weight * _similarity_kl(
-                y_pred, shallow, depth_sampling.kl_temperature, sample_weight
+            kl = _SimilarityKL(depth_sampling.kl_temperature)(
+                ops.stop_gradient(y_pred), shallow, sample_weight
             )
+            kl = depth_sampling.kl_weight * kl
             total = kl if total is None else total + ops.cast(kl, total.dtype)
         return total
 
 
 def _log_similarity_distribution(stacked, temperature):
     """Each anchor's log-softmax over the in-batch candidates' cosines."""
-    stacked = ops.cast(stacked, "float32")
     candidates = [stacked[:, 1, :]]
     if stacked.shape[1] > 2:
         width = stacked.shape[-1]
@@ -159,16 +159,22 @@ def _log_similarity_distribution(stacked, temperature):
     return ops.log_softmax(ops.concatenate(matrices, axis=1), axis=1)
 
 
-def _similarity_kl(full, shallow, temperature, sample_weight):
-    """KL(full || shallow) of the in-batch similarity distributions, the
-    full depth's held fixed, averaged over the anchors."""
-    target = ops.stop_gradient(_log_similarity_distribution(full, temperature))
-    log_q = _log_similarity_distribution(shallow, temperature)
-    per_anchor = ops.sum(ops.exp(target) * (target - log_q), axis=1)
-    if sample_weight is not None:
-        weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-        per_anchor = per_anchor * weight
-    return ops.mean(per_anchor)
+class _SimilarityKL(keras.losses.Loss):
+    """Per anchor, KL(y_true || y_pred) of the softmaxes over the in-batch
+    candidates of `cosine / temperature`, for stacked `(B, 2 + n, D)`.
+
+    A Keras loss, so that the sample weights, the reduction and the
+    scaling of `tf.distribute` are those of the compiled loss beside it.
+    """
+
+    def __init__(self, temperature, **kwargs):
+        super().__init__(name="similarity_kl", **kwargs)
+        self.temperature = temperature
+
+    def call(self, y_true, y_pred):
+        log_p = _log_similarity_distribution(y_true, self.temperature)
+        log_q = _log_similarity_distribution(y_pred, self.temperature)
+        return ops.sum(ops.exp(log_p) * (log_p - log_q), axis=1)
 
 
 @keras.saving.register_keras_serializable(package="keras_mrl")
