@@ -258,6 +258,24 @@ def test_positional_kl_weight_raises():
         DepthSampling(1.0, 0.5)
 
 
+def test_the_layer_returns_a_shallower_depth_in_training_only():
+    depths = [
+        {"x": np.full((2, 3), float(k)), "y": np.full((2,), float(k))}
+        for k in (1, 2, 3)
+    ]
+    sampling = DepthSampling(seed=5)
+    full = sampling(depths, training=False)
+    np.testing.assert_array_equal(_np(full["x"]), depths[2]["x"])
+    drawn = []
+    for _ in range(12):
+        out = sampling(depths, training=True)
+        k = int(_np(sampling.depth))
+        np.testing.assert_array_equal(_np(out["x"]), depths[k - 1]["x"])
+        np.testing.assert_array_equal(_np(out["y"]), depths[k - 1]["y"])
+        drawn.append(k)
+    assert set(drawn) == {1, 2}
+
+
 def test_fewer_than_two_depths_raise():
     with pytest.raises(ValueError, match="got 1 depth"):
         DepthSampling()([np.zeros((2, 3))], training=True)
