@@ -23,6 +23,7 @@ DOCS = [
     "docs/losses.md",
     "docs/hard_negatives.md",
     "docs/embeddings.md",
+    "docs/depth.md",
     "docs/adaptive.md",
     "docs/serving.md",
 ]

@@ -10,6 +10,8 @@ from keras_mrl._validation import check_optional_int
 from keras_mrl._validation import check_optional_positive_int
 from keras_mrl._validation import check_positive_int
 from keras_mrl.losses import MatryoshkaLoss
+from keras_mrl.models._depth import DepthSampling
+from keras_mrl.models._depth import LayerwiseEmbedder
 from keras_mrl.models._length_buckets import resolve_buckets
 from keras_mrl.models._length_buckets import trim
 
@@ -376,6 +378,16 @@ class ContrastiveModel(keras.Model):
     not read the guide embeddings raises on the first step rather than
     leave the guide unused.
 
+    An optional `depth_sampling`, a `keras_mrl.models.DepthSampling`,
+    trains the embedder's shallower depths too (2D Matryoshka): each
+    training step adds the compiled loss of the pooled output of its
+    first `k` transformer layers, `k` drawn in the step, to that of the
+    full depth. It needs a KerasHub BERT-family text embedder
+    (`keras_hub.models.BertTextEmbedder`,
+    `keras_hub.models.XLMRobertaTextEmbedder`) of at least 2 layers;
+    `keras_mrl.models.truncate_layers` serves a depth. `predict`,
+    `evaluate` and `encode` use the full depth.
+
     Args:
         embedder: a Keras model mapping one input batch to `(B, D)`.
         head: optional Keras layer applied to the embeddings.
@@ -387,6 +399,7 @@ class ContrastiveModel(keras.Model):
             added as the last), or None to pad every batch to the
             `sequence_length`. Only used with a KerasHub-style
             preprocessor, whose output has a `"padding_mask"`.
+        depth_sampling: optional `keras_mrl.models.DepthSampling`.
         **kwargs: `keras.Model` arguments, such as `name`.
 
     Call arguments:
@@ -441,6 +454,7 @@ class ContrastiveModel(keras.Model):
         *,
         head=None,
         guide=None,
+        depth_sampling=None,
         length_buckets="auto",
         **kwargs,
     ):
@@ -463,6 +477,19 @@ class ContrastiveModel(keras.Model):
             length_buckets,
             getattr(self.preprocessor, "sequence_length", None),
         )
+        if depth_sampling is not None and not isinstance(
+            depth_sampling, DepthSampling
+        ):
+            raise TypeError(
+                "`depth_sampling` must be None or a keras_mrl.models."
+                f"DepthSampling, got {type(depth_sampling).__name__}."
+            )
+        self.depth_sampling = depth_sampling
+        # A plain object, so that the functional model it holds, which
+        # shares the embedder's layers, is neither tracked nor saved twice.
+        self._layerwise = (
+            None if depth_sampling is None else LayerwiseEmbedder(embedder)
+        )
         width = self._embedder_width()
         if head is not None and not head.built and width is not None:
             head.build((None, width))
@@ -480,6 +507,12 @@ class ContrastiveModel(keras.Model):
         return getattr(self.embedder, "preprocessor", None)
 
     def call(self, inputs, training=None):
+        if self._layerwise is not None:
+            self._layerwise.pending = None
+            if training:
+                return self._layerwise.embed(
+                    _branches(inputs), self.depth_sampling, self.head, training
+                )
         embeddings = []
         for branch in _branches(inputs):
             embedding = self.embedder(branch, training=training)
@@ -491,7 +524,9 @@ class ContrastiveModel(keras.Model):
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
-        """Keras' loss, given the guide's embeddings as `y` with a guide."""
+        """Keras' loss, given the guide's embeddings as `y` with a guide;
+        with `depth_sampling`, plus the terms of the depth drawn in the
+        training call that gave `y_pred`."""
         if self.guide is not None and x is not None:
             _check_reads_guide(self.loss, y)
             y = ops.stop_gradient(
@@ -503,9 +538,22 @@ class ContrastiveModel(keras.Model):
                     axis=1,
                 )
             )
-        return super().compute_loss(
+        loss = super().compute_loss(
             x, y, y_pred, sample_weight, training=training
         )
+        pending = self._layerwise is not None and (
+            self._layerwise.pending is not None
+        )
+        if pending and training and self._compile_loss is not None:
+            terms = self._layerwise.loss_terms(
+                self._compile_loss,
+                y,
+                y_pred,
+                sample_weight,
+                self.depth_sampling,
+            )
+            loss = loss + ops.cast(terms, loss.dtype)
+        return loss
 
     def compute_output_shape(self, input_shape):
         shapes = _branches(input_shape)
@@ -790,6 +838,13 @@ class ContrastiveModel(keras.Model):
                     else keras.saving.serialize_keras_object(self.guide)
                 ),
                 "length_buckets": self.length_buckets,
+                "depth_sampling": (
+                    None
+                    if self.depth_sampling is None
+                    else keras.saving.serialize_keras_object(
+                        self.depth_sampling
+                    )
+                ),
             }
         )
         return config
@@ -804,4 +859,15 @@ class ContrastiveModel(keras.Model):
         guide = config.pop("guide", None)
         if guide is not None:
             guide = keras.saving.deserialize_keras_object(guide)
-        return cls(embedder, head=head, guide=guide, **config)
+        depth_sampling = config.pop("depth_sampling", None)
+        if depth_sampling is not None:
+            depth_sampling = keras.saving.deserialize_keras_object(
+                depth_sampling
+            )
+        return cls(
+            embedder,
+            head=head,
+            guide=guide,
+            depth_sampling=depth_sampling,
+            **config,
+        )
