@@ -9,6 +9,7 @@ from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_optional_int
 from keras_mrl._validation import check_optional_positive_int
 from keras_mrl._validation import check_positive_int
+from keras_mrl.models._cached_step import train_step as cached_train_step
 
 _NO_LABELS = (
     "ContrastiveModel needs no labels: its loss reads the stacked "
@@ -287,9 +288,31 @@ class ContrastiveModel(keras.Model):
     after the embedder; `encode` runs both. The head lives in this model
     (and its `.keras` file), not in the embedder's preset.
 
+    `mini_batch_size` caches the in-batch negatives (GradCache, Gao et
+    al., 2021), so that the batch, and with it the number of negatives,
+    can grow beyond what fits in memory at once. A train step then embeds
+    the batch `mini_batch_size` rows at a time without gradients, computes
+    the compiled loss on all the embeddings and its gradient with respect
+    to them, then embeds each mini-batch again with gradients and
+    back-propagates its rows of that gradient into the embedder and the
+    head, and applies the optimizer once. The gradient, the loss logged
+    and the metrics are those of the uncached step on the same batch, for
+    any loss of the stacked embeddings, while the activations of one
+    mini-batch (`mini_batch_size` rows of every branch) are alive at a
+    time. Each mini-batch embeds twice with the same dropout masks. It
+    costs one more forward pass of the embedder. `evaluate` and `predict`
+    embed whole batches, without gradients. Layers whose call adds a loss
+    or updates a state (BatchNormalization), and weight regularizers,
+    raise a ValueError, since their terms do not split into mini-batches.
+
     Args:
         embedder: a Keras model mapping one input batch to `(B, D)`.
         head: optional Keras layer applied to the embeddings.
+        mini_batch_size: None (the default) to embed a batch at once with
+            gradients, or a positive int, the rows of every branch that a
+            cached step embeds at a time; a batch of fewer rows is one
+            mini-batch, and one it does not divide ends with a mini-batch
+            that overlaps the one before.
         **kwargs: `keras.Model` arguments, such as `name`.
 
     Call arguments:
@@ -318,9 +341,17 @@ class ContrastiveModel(keras.Model):
     >>> history = model.fit((anchors, positives), batch_size=4, verbose=0)
     >>> tuple(model.predict((anchors, positives), verbose=0).shape)
     (8, 2, 4)
+
+    The same training, 8 pairs a step embedded 2 pairs at a time:
+
+    >>> cached = keras_mrl.models.ContrastiveModel(encoder, mini_batch_size=2)
+    >>> cached.compile(optimizer="adam", loss=model.loss)
+    >>> history = cached.fit((anchors, positives), batch_size=8, verbose=0)
+    >>> cached.mini_batch_size
+    2
     """
 
-    def __init__(self, embedder, *, head=None, **kwargs):
+    def __init__(self, embedder, *, head=None, mini_batch_size=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(embedder, keras.Model):
             raise TypeError(
@@ -334,6 +365,9 @@ class ContrastiveModel(keras.Model):
             )
         self.embedder = embedder
         self.head = head
+        self.mini_batch_size = check_optional_positive_int(
+            mini_batch_size, "mini_batch_size"
+        )
         width = self._embedder_width()
         if head is not None and not head.built and width is not None:
             head.build((None, width))
@@ -358,6 +392,13 @@ class ContrastiveModel(keras.Model):
                 embedding = self.head(embedding, training=training)
             embeddings.append(embedding)
         return ops.stack(embeddings, axis=1)
+
+    def train_step(self, *args):
+        if self.mini_batch_size is None:
+            return super().train_step(*args)
+        # JAX passes (state, data), the other backends (data).
+        branches = _branches(keras.utils.unpack_x_y_sample_weight(args[-1])[0])
+        return cached_train_step(self, branches, *args)
 
     def compute_output_shape(self, input_shape):
         shapes = _branches(input_shape)
@@ -595,6 +636,7 @@ class ContrastiveModel(keras.Model):
                     if self.head is None
                     else keras.saving.serialize_keras_object(self.head)
                 ),
+                "mini_batch_size": self.mini_batch_size,
             }
         )
         return config
