@@ -7,6 +7,9 @@ learning rate, so that the weights' change is the gradient times it, well
 above the rounding of the weights.
 """
 
+import os
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -20,6 +23,34 @@ from keras_mrl.models import ContrastiveModel
 LEARNING_RATE = 1000.0
 FEATURES = 6
 BATCH = 12
+BACKEND = keras.backend.backend()
+WORKERS = os.path.join(os.path.dirname(__file__), "distributed")
+TIMEOUT = 300
+
+# The workers import each other by name, as scripts in one folder do.
+sys.path.insert(0, WORKERS)
+import launch  # noqa: E402
+import negatives  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def devices_worker(tmp_path_factory):
+    """Starts this backend's two-device worker before any test, so that it
+    trains while the tests of this process run; `.wait` for its results."""
+    script = {"tensorflow": "tf_negatives.py", "jax": "jax_negatives.py"}
+    if BACKEND not in script:
+        yield None
+        return
+    out = tmp_path_factory.mktemp("negatives") / "results.npz"
+    flags = {"jax": {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}}
+    env = launch.worker_env(BACKEND, **flags.get(BACKEND, {}))
+    with launch.Workers([([script[BACKEND], str(out)], env)]) as workers:
+
+        def wait():
+            workers.wait(TIMEOUT)
+            return negatives.load(out)
+
+        yield wait
 
 
 def _loss():
@@ -236,3 +267,67 @@ def test_activity_regularizer_raises():
 def test_batch_normalization_raises():
     with pytest.raises(ValueError, match="moving_mean.*BatchNormalization"):
         _fit_cached(_with_layer(keras.layers.BatchNormalization()))
+
+
+# --- Negatives from every device ------------------------------------------
+
+
+def _assert_same_step(actual, expected):
+    np.testing.assert_allclose(actual["loss"], expected["loss"], rtol=1e-5)
+    gradients = sorted(k for k in expected if k.startswith("gradient"))
+    assert gradients and sorted(k for k in actual if k != "loss") == gradients
+    for key in gradients:
+        largest = np.abs(expected[key]).max()
+        assert largest > 1e-4
+        np.testing.assert_allclose(
+            actual[key], expected[key], rtol=1e-5, atol=1e-6 * largest
+        )
+
+
+def _halves(results):
+    """The step of two devices that each see their own half only."""
+    halves = results["half_0"], results["half_1"]
+    return {k: (halves[0][k] + halves[1][k]) / 2 for k in halves[0]}
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute")
+def test_mirrored_gather_across_replicas_equals_one_device(devices_worker):
+    r = devices_worker()
+    for tag in ("forward", "symmetric"):
+        _assert_same_step(r[f"mirrored_gathered_{tag}"], r[f"one_device_{tag}"])
+    _assert_same_step(
+        r["mirrored_gathered_cached_symmetric"], r["one_device_symmetric"]
+    )
+    # Without the option each replica scores against its own half.
+    _assert_same_step(r["mirrored_local_symmetric"], _halves(r))
+    assert not np.isclose(
+        r["mirrored_local_symmetric"]["loss"], r["one_device_symmetric"]["loss"]
+    )
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution on JAX")
+def test_jax_data_parallel_negatives_are_global(devices_worker):
+    r = devices_worker()
+    _assert_same_step(r["data_parallel"], r["one_device"])
+    _assert_same_step(r["cached"], r["one_device"])
+    assert not np.isclose(r["data_parallel"]["loss"], _halves(r)["loss"])
+
+
+def test_gather_across_replicas_on_one_device_changes_nothing():
+    y_pred = np.stack(_branches(), axis=1)
+    for symmetric in (False, True):
+        plain = MultipleNegativesRankingLoss(symmetric=symmetric)
+        gathered = MultipleNegativesRankingLoss(
+            symmetric=symmetric, gather_across_replicas=True
+        )
+        assert float(gathered(None, y_pred)) == float(plain(None, y_pred))
+
+
+def test_gather_across_replicas_config_and_errors():
+    loss = MultipleNegativesRankingLoss(gather_across_replicas=True)
+    config = loss.get_config()
+    assert config["gather_across_replicas"] is True
+    again = MultipleNegativesRankingLoss.from_config(config)
+    assert again.gather_across_replicas is True
+    with pytest.raises(TypeError, match="gather_across_replicas"):
+        MultipleNegativesRankingLoss(gather_across_replicas="yes")

@@ -2,6 +2,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mrl._replicas import gather_across_replicas
+from keras_mrl._replicas import replicated
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_positive_float
 from keras_mrl.losses._nested_loss import NestedLoss
@@ -77,11 +79,26 @@ class MultipleNegativesRankingLoss(NestedLoss):
     prefix from those of its disjoint blocks: all widths cost about one
     full-width similarity matrix instead of one per width.
 
+    `gather_across_replicas=True` makes the negatives global under a
+    `tf.distribute` strategy, where each replica computes the loss of its
+    slice of the batch: the replicas all-gather their positives and hard
+    negatives (and, symmetric, their anchors), so that each replica's
+    anchors score against the candidates of the whole global batch, and
+    the all-gather's gradient returns to the replica that embedded each
+    row. The loss and the gradients then equal one device's on the global
+    batch. Without it a replica's anchors see its own slice only. Outside
+    a step of several replicas the option changes nothing; JAX's
+    `keras.distribution.DataParallel` computes the loss on the global
+    batch already.
+
     Args:
         scale: positive float, the inverse temperature multiplying the
             cosine similarities; 20 is temperature 0.05.
         symmetric: bool, whether to average in the positive-to-anchor
             direction.
+        gather_across_replicas: bool, whether each replica of a
+            `tf.distribute` step scores against the candidates of every
+            replica.
         reduction: the Keras reduction of the per-example values.
         name: the loss name.
         **kwargs: other `keras.losses.Loss` arguments, such as `dtype`.
@@ -111,6 +128,7 @@ class MultipleNegativesRankingLoss(NestedLoss):
         scale=20.0,
         *,
         symmetric=False,
+        gather_across_replicas=False,
         reduction="sum_over_batch_size",
         name="multiple_negatives_ranking_loss",
         **kwargs,
@@ -118,6 +136,9 @@ class MultipleNegativesRankingLoss(NestedLoss):
         super().__init__(name=name, reduction=reduction, **kwargs)
         self.scale = check_positive_float(scale, "scale", "20.0")
         self.symmetric = check_bool(symmetric, "symmetric")
+        self.gather_across_replicas = check_bool(
+            gather_across_replicas, "gather_across_replicas"
+        )
 
     # The positives are found by position, so `fit(x)` needs no labels.
     needs_targets = False
@@ -146,6 +167,8 @@ class MultipleNegativesRankingLoss(NestedLoss):
         if y_pred.shape[1] > 2:
             width = y_pred.shape[-1]
             candidates.append(ops.reshape(y_pred[:, 2:, :], (-1, width)))
+        if self.gather_across_replicas and replicated():
+            return self._gathered_losses(anchors, candidates, nesting_dims)
         return [
             self._ranking_loss(target, logits)
             for target, logits in prefix_similarities(
@@ -168,7 +191,36 @@ class MultipleNegativesRankingLoss(NestedLoss):
         backward = _log_sum_exp(logits[:1], self.scale, axis=0) - target
         return 0.5 * (forward + backward)
 
+    def _gathered_losses(self, anchors, candidates, nesting_dims):
+        # This replica's anchors score against every replica's candidates
+        # (and, symmetric, its positives against every replica's anchors).
+        def scores(rows, others, paired=False):
+            return prefix_similarities(
+                rows, others, nesting_dims, scale=self.scale, paired=paired
+            )
+
+        targets = [t for t, _ in scores(anchors, candidates[:1], paired=True)]
+        gathered = [gather_across_replicas(c) for c in candidates]
+        forward = [m for _, m in scores(anchors, gathered)]
+        if self.symmetric:
+            everyone = [gather_across_replicas(anchors)]
+            backward = [m for _, m in scores(candidates[0], everyone)]
+        losses = []
+        for g, target in enumerate(targets):
+            loss = _log_sum_exp(forward[g], self.scale, axis=1) - target
+            if self.symmetric:
+                back = _log_sum_exp(backward[g], self.scale, axis=1) - target
+                loss = 0.5 * (loss + back)
+            losses.append(loss)
+        return losses
+
     def get_config(self):
         config = super().get_config()
-        config.update({"scale": self.scale, "symmetric": self.symmetric})
+        config.update(
+            {
+                "scale": self.scale,
+                "symmetric": self.symmetric,
+                "gather_across_replicas": self.gather_across_replicas,
+            }
+        )
         return config
