@@ -21,6 +21,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = [
     "docs/losses.md",
+    "docs/large_batches.md",
     "docs/embeddings.md",
     "docs/adaptive.md",
     "docs/serving.md",
