@@ -34,13 +34,7 @@ def train_step(model, branches, *args):
         "jax": _jax_train_step,
         "tensorflow": _tf_train_step,
         "torch": _torch_train_step,
-    }.get(keras.backend.backend())
-    if step is None:
-        raise ValueError(
-            "ContrastiveModel(mini_batch_size=...) trains on the "
-            "tensorflow, jax and torch backends, not on "
-            f"{keras.backend.backend()!r}."
-        )
+    }[keras.backend.backend()]
     return step(model, branches, *args)
 
 
@@ -237,11 +231,11 @@ def _torch_vjp(fn, variables, cotangent):
     import torch
 
     output, aux = fn(variables)
-    params = [v.value for v in variables]
-    if not output.requires_grad:
-        return _zeros_for_none([None] * len(variables), variables), aux
     gradients = torch.autograd.grad(
-        output, params, grad_outputs=cotangent, allow_unused=True
+        output,
+        [v.value for v in variables],
+        grad_outputs=cotangent,
+        allow_unused=True,
     )
     return _zeros_for_none(gradients, variables), aux
 
