@@ -367,3 +367,72 @@ def test_figure2_targets_are_met_and_missed_honestly():
     assert [met for _, met, _ in targets] == [False, False, False]
     assert "-2.0" in targets[1][2]
     assert "+5.0 pt" in targets[2][2]
+
+
+@pytest.fixture(scope="module")
+def cached_negatives():
+    return _load("cached_negatives.py")
+
+
+def _cached_result(memory_512, cached_seconds):
+    mib = 2**20
+    return {
+        "memory": {
+            "cached": {"32": 100 * mib, "512": memory_512 * mib},
+            "uncached": {"32": 100 * mib},
+        },
+        "seconds": {"cached": cached_seconds, "uncached": 2.0},
+    }
+
+
+def test_cached_negatives_goals_on_given_figures(cached_negatives):
+    def verdicts(*result):
+        goals = cached_negatives.goals(
+            _cached_result(*result), cached_small=32, cached_large=512
+        )
+        return [(round(ratio, 6), met) for _, ratio, met in goals]
+
+    assert verdicts(150, 3.0) == [(1.5, True), (1.5, True)]
+    assert verdicts(151, 3.2) == [(1.51, False), (1.6, False)]
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_cached_negatives_check_exits_1_naming_the_goal(
+    cached_negatives, check, monkeypatch, capsys
+):
+    results = {"jax": _cached_result(120, 2.4), "torch": _cached_result(90, 4)}
+    calls = []
+
+    def fake_run(backend, argv):
+        calls.append((backend, argv))
+        return results[backend]
+
+    monkeypatch.setattr(cached_negatives, "_run_backend", fake_run)
+    argv = ["--backends", "jax", "torch", "--cached", "32", "512"]
+    argv += ["--uncached", "32"]
+    status = cached_negatives.main(argv + (["--check"] if check else []))
+    out, err = capsys.readouterr()
+    assert calls == [("jax", argv), ("torch", argv)]
+    assert "| jax | cached (32) | 100.0 | 120.0 |" in out
+    assert "| torch | 2.00 | 4.00 | 2.00 |" in out
+    assert "torch: cached / uncached step time <= 1.5: 2.00 (NOT met)" in out
+    assert status == (1 if check else 0)
+    expected = (
+        "cached_negatives.py: goal missed: torch: cached / uncached step "
+        "time <= 1.5: 2.00\n"
+    )
+    assert err == (expected if check else "")
+
+
+def test_cached_negatives_fails_when_a_backend_fails(
+    cached_negatives, monkeypatch, capsys
+):
+    monkeypatch.setattr(
+        cached_negatives,
+        "_run_backend",
+        lambda backend, argv: None,
+    )
+    assert cached_negatives.main(["--backends", "tensorflow"]) == 1
+    assert (
+        capsys.readouterr().err == "cached_negatives.py: failed on tensorflow\n"
+    )

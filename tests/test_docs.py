@@ -22,6 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = [
     "docs/losses.md",
     "docs/hard_negatives.md",
+    "docs/large_batches.md",
     "docs/embeddings.md",
     "docs/depth.md",
     "docs/adaptive.md",

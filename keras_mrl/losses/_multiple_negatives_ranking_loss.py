@@ -4,6 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mrl._replicas import gather_across_replicas
+from keras_mrl._replicas import replicated
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_positive_float
 from keras_mrl.losses._nested_loss import NestedLoss
@@ -142,6 +144,18 @@ class MultipleNegativesRankingLoss(NestedLoss):
     prefix from those of its disjoint blocks: all widths cost about one
     full-width similarity matrix instead of one per width.
 
+    `gather_across_replicas=True` makes the negatives global under a
+    `tf.distribute` strategy, where each replica computes the loss of its
+    slice of the batch: the replicas all-gather their positives and hard
+    negatives (and, symmetric, their anchors), so that each replica's
+    anchors score against the candidates of the whole global batch, and
+    the all-gather's gradient returns to the replica that embedded each
+    row. The loss and the gradients then equal one device's on the global
+    batch. Without it a replica's anchors see its own slice only. Outside
+    a step of several replicas the option changes nothing; JAX's
+    `keras.distribution.DataParallel` computes the loss on the global
+    batch already.
+
     Args:
         scale: positive float, the inverse temperature multiplying the
             cosine similarities; 20 is temperature 0.05.
@@ -151,6 +165,9 @@ class MultipleNegativesRankingLoss(NestedLoss):
             candidate is masked when its guide cosine to the anchor is
             above the positive's minus `guide_margin`. 0.0 masks what the
             guide ranks above the positive; a larger margin masks more.
+        gather_across_replicas: bool, whether each replica of a
+            `tf.distribute` step scores against the candidates of every
+            replica.
         reduction: the Keras reduction of the per-example values.
         name: the loss name.
         **kwargs: other `keras.losses.Loss` arguments, such as `dtype`.
@@ -183,6 +200,7 @@ class MultipleNegativesRankingLoss(NestedLoss):
         *,
         symmetric=False,
         guide_margin=None,
+        gather_across_replicas=False,
         reduction="sum_over_batch_size",
         name="multiple_negatives_ranking_loss",
         **kwargs,
@@ -191,6 +209,16 @@ class MultipleNegativesRankingLoss(NestedLoss):
         self.scale = check_positive_float(scale, "scale", "20.0")
         self.symmetric = check_bool(symmetric, "symmetric")
         self.guide_margin = _check_guide_margin(guide_margin)
+        self.gather_across_replicas = check_bool(
+            gather_across_replicas, "gather_across_replicas"
+        )
+        if self.guide_margin is not None and self.gather_across_replicas:
+            # The guide's masks cover the local batch's candidates only.
+            raise ValueError(
+                "`guide_margin` and `gather_across_replicas=True` do not "
+                "compose: the guide masks the local candidates only. Pass "
+                "one of them."
+            )
 
     # The positives are found by position, so `fit(x)` needs no labels.
     needs_targets = False
@@ -225,6 +253,8 @@ class MultipleNegativesRankingLoss(NestedLoss):
             _check_guide(y_true, y_pred, self.guide_margin)
             masks = self._guide_masks(ops.cast(y_true, dtype))
         anchors, candidates = _anchors_and_candidates(y_pred)
+        if self.gather_across_replicas and replicated():
+            return self._gathered_losses(anchors, candidates, nesting_dims)
         return [
             self._ranking_loss(target, logits, masks)
             for target, logits in prefix_similarities(
@@ -283,6 +313,29 @@ class MultipleNegativesRankingLoss(NestedLoss):
         backward = _log_sum_exp(scores[:1], self.scale, axis=0) - target
         return 0.5 * (forward + backward)
 
+    def _gathered_losses(self, anchors, candidates, nesting_dims):
+        # This replica's anchors score against every replica's candidates
+        # (and, symmetric, its positives against every replica's anchors).
+        def scores(rows, others, paired=False):
+            return prefix_similarities(
+                rows, others, nesting_dims, scale=self.scale, paired=paired
+            )
+
+        targets = [t for t, _ in scores(anchors, candidates[:1], paired=True)]
+        gathered = [gather_across_replicas(c) for c in candidates]
+        forward = [m for _, m in scores(anchors, gathered)]
+        if self.symmetric:
+            everyone = [gather_across_replicas(anchors)]
+            backward = [m for _, m in scores(candidates[0], everyone)]
+        losses = []
+        for g, target in enumerate(targets):
+            loss = _log_sum_exp(forward[g], self.scale, axis=1) - target
+            if self.symmetric:
+                back = _log_sum_exp(backward[g], self.scale, axis=1) - target
+                loss = 0.5 * (loss + back)
+            losses.append(loss)
+        return losses
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -290,6 +343,7 @@ class MultipleNegativesRankingLoss(NestedLoss):
                 "scale": self.scale,
                 "symmetric": self.symmetric,
                 "guide_margin": self.guide_margin,
+                "gather_across_replicas": self.gather_across_replicas,
             }
         )
         return config

@@ -10,6 +10,7 @@ from keras_mrl._validation import check_optional_int
 from keras_mrl._validation import check_optional_positive_int
 from keras_mrl._validation import check_positive_int
 from keras_mrl.losses import MatryoshkaLoss
+from keras_mrl.models._cached_step import train_step as cached_train_step
 from keras_mrl.models._depth import DepthSampling
 from keras_mrl.models._depth import LayerwiseEmbedder
 from keras_mrl.models._length_buckets import resolve_buckets
@@ -387,6 +388,22 @@ class ContrastiveModel(keras.Model):
     `keras_hub.models.XLMRobertaTextEmbedder`) of at least 2 layers;
     `keras_mrl.models.truncate_layers` serves a depth. `predict`,
     `evaluate` and `encode` use the full depth.
+    `mini_batch_size` caches the in-batch negatives (GradCache, Gao et
+    al., 2021), so that the batch, and with it the number of negatives,
+    can grow beyond what fits in memory at once. A train step then embeds
+    the batch `mini_batch_size` rows at a time without gradients, computes
+    the compiled loss on all the embeddings and its gradient with respect
+    to them, then embeds each mini-batch again with gradients and
+    back-propagates its rows of that gradient into the embedder and the
+    head, and applies the optimizer once. The gradient, the loss logged
+    and the metrics are those of the uncached step on the same batch, for
+    any loss of the stacked embeddings, while the activations of one
+    mini-batch (`mini_batch_size` rows of every branch) are alive at a
+    time. Each mini-batch embeds twice with the same dropout masks. It
+    costs one more forward pass of the embedder. `evaluate` and `predict`
+    embed whole batches, without gradients. Layers whose call adds a loss
+    or updates a state (BatchNormalization), and weight regularizers,
+    raise a ValueError, since their terms do not split into mini-batches.
 
     Args:
         embedder: a Keras model mapping one input batch to `(B, D)`.
@@ -400,6 +417,11 @@ class ContrastiveModel(keras.Model):
             `sequence_length`. Only used with a KerasHub-style
             preprocessor, whose output has a `"padding_mask"`.
         depth_sampling: optional `keras_mrl.models.DepthSampling`.
+        mini_batch_size: None (the default) to embed a batch at once with
+            gradients, or a positive int, the rows of every branch that a
+            cached step embeds at a time; a batch of fewer rows is one
+            mini-batch, and one it does not divide ends with a mini-batch
+            that overlaps the one before.
         **kwargs: `keras.Model` arguments, such as `name`.
 
     Call arguments:
@@ -446,6 +468,14 @@ class ContrastiveModel(keras.Model):
     >>> history = guided.fit((anchors, positives), batch_size=4, verbose=0)
     >>> guide.trainable, len(guided.trainable_weights)
     (False, 2)
+
+    The same training, 8 pairs a step embedded 2 pairs at a time:
+
+    >>> cached = keras_mrl.models.ContrastiveModel(encoder, mini_batch_size=2)
+    >>> cached.compile(optimizer="adam", loss=model.loss)
+    >>> history = cached.fit((anchors, positives), batch_size=8, verbose=0)
+    >>> cached.mini_batch_size
+    2
     """
 
     def __init__(
@@ -456,6 +486,7 @@ class ContrastiveModel(keras.Model):
         guide=None,
         depth_sampling=None,
         length_buckets="auto",
+        mini_batch_size=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -490,6 +521,17 @@ class ContrastiveModel(keras.Model):
         self._layerwise = (
             None if depth_sampling is None else LayerwiseEmbedder(embedder)
         )
+        self.mini_batch_size = check_optional_positive_int(
+            mini_batch_size, "mini_batch_size"
+        )
+        if self.mini_batch_size is not None and depth_sampling is not None:
+            # The cached step embeds through the embedder itself, not the
+            # per-layer path that depth sampling reads its depth from.
+            raise ValueError(
+                "`mini_batch_size` and `depth_sampling` do not compose: the "
+                "cached step would train the full depth only. Pass one of "
+                "them."
+            )
         width = self._embedder_width()
         if head is not None and not head.built and width is not None:
             head.build((None, width))
@@ -554,6 +596,13 @@ class ContrastiveModel(keras.Model):
             )
             loss = loss + ops.cast(terms, loss.dtype)
         return loss
+
+    def train_step(self, *args):
+        if self.mini_batch_size is None:
+            return super().train_step(*args)
+        # JAX passes (state, data), the other backends (data).
+        branches = _branches(keras.utils.unpack_x_y_sample_weight(args[-1])[0])
+        return cached_train_step(self, branches, *args)
 
     def compute_output_shape(self, input_shape):
         shapes = _branches(input_shape)
@@ -845,6 +894,7 @@ class ContrastiveModel(keras.Model):
                         self.depth_sampling
                     )
                 ),
+                "mini_batch_size": self.mini_batch_size,
             }
         )
         return config
