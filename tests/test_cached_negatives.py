@@ -331,3 +331,7 @@ def test_gather_across_replicas_config_and_errors():
     assert again.gather_across_replicas is True
     with pytest.raises(TypeError, match="gather_across_replicas"):
         MultipleNegativesRankingLoss(gather_across_replicas="yes")
+    with pytest.raises(ValueError, match="do not compose"):
+        MultipleNegativesRankingLoss(
+            guide_margin=0.0, gather_across_replicas=True
+        )

@@ -253,6 +253,15 @@ def test_bad_depth_sampling_arguments_raise(kwargs, error, match):
         DepthSampling(**kwargs)
 
 
+def test_depth_sampling_with_cached_negatives_raises():
+    with pytest.raises(ValueError, match="do not compose"):
+        ContrastiveModel(
+            tiny_embedder(num_layers=2),
+            depth_sampling=DepthSampling(),
+            mini_batch_size=4,
+        )
+
+
 def test_positional_kl_weight_raises():
     with pytest.raises(TypeError, match="positional"):
         DepthSampling(1.0, 0.5)
