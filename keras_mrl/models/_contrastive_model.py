@@ -854,8 +854,9 @@ class ContrastiveModel(keras.Model):
             embedded = keras.Model.predict_on_batch(self.embedder, batch)
             parts.append(np.asarray(embedded))
             progress.add(len(parts[-1]))
-        embeddings = np.empty_like(np.concatenate(parts))
-        embeddings[order] = np.concatenate(parts)
+        sorted_embeddings = np.concatenate(parts)
+        embeddings = np.empty_like(sorted_embeddings)
+        embeddings[order] = sorted_embeddings
         return embeddings
 
     def _output_width(self):
