@@ -695,8 +695,12 @@ class ContrastiveModel(keras.Model):
             if shuffle:
                 x = x.shuffle(size, seed=seed, reshuffle_each_iteration=True)
             x = x.batch(batch_size, drop_remainder=drop_remainder)
+        # The preprocessing code has no tensor-dependent Python control flow
+        # (trim uses tf.cond), so AutoGraph would only spend seconds
+        # rewriting KerasHub's tokenizer each time a dataset is built.
         return x.map(
-            self._unpack_element, num_parallel_calls=tf.data.AUTOTUNE
+            tf.autograph.experimental.do_not_convert(self._unpack_element),
+            num_parallel_calls=tf.data.AUTOTUNE,
         ).prefetch(tf.data.AUTOTUNE)
 
     def _pipeline(self, x, batch_size, shuffle=False):
@@ -843,7 +847,10 @@ class ContrastiveModel(keras.Model):
         batches = (
             tf.data.Dataset.from_tensor_slices([texts[i] for i in order])
             .batch(batch_size)
-            .map(self._preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+            .map(
+                tf.autograph.experimental.do_not_convert(self._preprocess),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
             .prefetch(tf.data.AUTOTUNE)
         )
         progress = keras.utils.Progbar(len(texts), verbose=verbose)
