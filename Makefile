@@ -41,7 +41,17 @@ docs: $(VENV)/.installed
 # where the tests marked `once` run under the first backend only; then the
 # notebooks. Every stage prints its time, and a stage that fails stops the
 # run.
+#
+# XLA compiles most of the suite's time away, and many tests compile the
+# same small programs: JAX and TensorFlow share one compilation cache
+# across the workers and stages of a run. Each run starts it empty, so a
+# run never reuses what an earlier checkout compiled.
+XLA_CACHE := $(CURDIR)/.xla_cache
+test: export JAX_COMPILATION_CACHE_DIR = $(XLA_CACHE)/jax
+test: export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS = 0
+test: export TF_XLA_FLAGS = --tf_xla_persistent_cache_directory=$(XLA_CACHE)/tf
 test: $(VENV)/.installed
+	@rm -rf $(XLA_CACHE) && mkdir -p $(XLA_CACHE)/jax $(XLA_CACHE)/tf
 	@start=$$(date +%s); $(MAKE) --no-print-directory lint; status=$$?; \
 	echo "=== lint took $$(( $$(date +%s) - start )) s ==="; exit $$status
 	@start=$$(date +%s); $(MAKE) --no-print-directory docs; status=$$?; \
@@ -66,4 +76,4 @@ test-notebooks: $(VENV)/.installed
 	else echo "no notebooks yet"; fi
 
 clean:
-	rm -rf $(VENV) demo_out build site *.egg-info
+	rm -rf $(VENV) demo_out build site *.egg-info $(XLA_CACHE)

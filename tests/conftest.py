@@ -28,7 +28,11 @@ def pytest_collection_modifyitems(config, items):
 
 
 def jit_compile():
-    """XLA on the backends that compile the train step; torch runs eagerly."""
+    """XLA on the backends that compile the train step; torch runs eagerly.
+
+    For the tests about XLA. Other tests compile with Keras' default, which
+    is XLA on JAX and, without an accelerator, a plain graph on TensorFlow.
+    """
     return keras.backend.backend() in ("tensorflow", "jax")
 
 

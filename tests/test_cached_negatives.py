@@ -80,11 +80,7 @@ def _model(mini_batch_size, *, model_class=ContrastiveModel, dropout=0.0):
         head=OrthogonalProjection(keep_orthogonal=False),
         mini_batch_size=mini_batch_size,
     )
-    model.compile(
-        optimizer=keras.optimizers.SGD(LEARNING_RATE),
-        loss=_loss(),
-        jit_compile=jit_compile(),
-    )
+    model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), loss=_loss())
     return model
 
 

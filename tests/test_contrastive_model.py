@@ -23,7 +23,7 @@ def _loss():
     return MatryoshkaLoss(MultipleNegativesRankingLoss(), nesting_dims=DIMS)
 
 
-def _compiled(embedder, jit, head=None):
+def _compiled(embedder, jit="auto", head=None):
     model = ContrastiveModel(embedder, head=head)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-2), loss=_loss(), jit_compile=jit
@@ -38,7 +38,7 @@ def trained():
     embedder = tiny_embedder()
     queries, documents = pairs(32)
     before = np.asarray(embedder.encode_text(queries, verbose=0))
-    model = _compiled(embedder, jit_compile())
+    model = _compiled(embedder)
     history = model.fit((queries, documents), batch_size=8, epochs=3, verbose=0)
     return model, queries, documents, before, history.history["loss"]
 
@@ -123,7 +123,7 @@ def test_jit_compiled_fit_matches_eager_fit():
 def test_any_keras_encoder_trains_on_tensors():
     rng = np.random.default_rng(0)
     encoder = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16)])
-    model = _compiled(encoder, jit_compile())
+    model = _compiled(encoder)
     anchors = rng.normal(size=(32, 6)).astype("float32")
     positives = anchors + 0.05 * rng.normal(size=(32, 6)).astype("float32")
     history = model.fit(
@@ -205,7 +205,7 @@ def test_positional_head_raises():
 
 def _plain(width=16):
     encoder = keras.Sequential([keras.Input((6,)), keras.layers.Dense(width)])
-    return _compiled(encoder, jit_compile())
+    return _compiled(encoder)
 
 
 def _arrays(n=32, seed=0):
@@ -372,7 +372,7 @@ def _tail(x, rows):
 def test_validation_split_holds_out_the_last_rows(embedder):
     keras.utils.set_random_seed(0)
     if embedder == "hub":
-        model = _compiled(tiny_embedder(), jit_compile())
+        model = _compiled(tiny_embedder())
         x = tuple(np.asarray(t) for t in pairs(32))
     else:
         model, x = _plain(), _arrays()
@@ -393,7 +393,7 @@ def test_validation_split_holds_out_the_last_rows(embedder):
 def test_validation_data_takes_branches_or_keras_packing(embedder):
     keras.utils.set_random_seed(0)
     if embedder == "hub":
-        model = _compiled(tiny_embedder(), jit_compile())
+        model = _compiled(tiny_embedder())
         x = tuple(np.asarray(t) for t in pairs(16))
     else:
         model, x = _plain(), _arrays(16)

@@ -8,7 +8,6 @@ and torch). MultipleNegativesRankingLoss and MatryoshkaLoss accept it.
 import keras
 import numpy as np
 import pytest
-from conftest import jit_compile
 
 from keras_mrl.losses._matryoshka_loss import MatryoshkaLoss
 from keras_mrl.losses._multiple_negatives_ranking_loss import (
@@ -41,7 +40,7 @@ def _encoder(columns=2):
 
 def _fit(loss, x, columns=2, **kwargs):
     model = _encoder(columns)
-    model.compile(keras.optimizers.Adam(0.01), loss, jit_compile=jit_compile())
+    model.compile(keras.optimizers.Adam(0.01), loss)
     return model.fit(x, epochs=3, verbose=0, **kwargs).history
 
 
@@ -88,8 +87,6 @@ def test_plain_keras_loss_still_fails_without_labels():
     # Why the ranking losses handle y_true=None themselves. When this starts
     # passing through `fit`, Keras handles it and the overrides can go.
     model = _encoder()
-    model.compile(
-        "sgd", keras.losses.MeanSquaredError(), jit_compile=jit_compile()
-    )
+    model.compile("sgd", keras.losses.MeanSquaredError())
     with pytest.raises(ValueError):
         model.fit(_views(n=8), epochs=1, verbose=0)

@@ -86,7 +86,6 @@ def _trained_weights(length_buckets, queries, documents):
     model.compile(
         keras.optimizers.SGD(0.5),
         MatryoshkaLoss(MultipleNegativesRankingLoss(), nesting_dims=[4, 16]),
-        jit_compile=jit_compile(),
     )
     history = model.fit(
         (queries, documents), batch_size=8, shuffle=False, verbose=0
