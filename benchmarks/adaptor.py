@@ -77,6 +77,18 @@ def _parse_args(argv=None):
         help="random embeddings instead of the real ones",
     )
     parser.add_argument(
+        "--limit-train",
+        type=int,
+        default=None,
+        help="use the first N training pairs (a quick run)",
+    )
+    parser.add_argument(
+        "--limit-test",
+        type=int,
+        default=None,
+        help="use the first N test queries (a quick run)",
+    )
+    parser.add_argument(
         "--json",
         default=None,
         metavar="PATH",
@@ -203,6 +215,8 @@ def run(args):
         train_q, train_d, test_q, test_d = synthetic_embeddings(args)
     else:
         train_q, train_d, test_q, test_d = real_embeddings(args)
+    train_q, train_d = train_q[: args.limit_train], train_d[: args.limit_train]
+    test_q, test_d = test_q[: args.limit_test], test_d[: args.limit_test]
     print(
         f"{len(train_q)} training pairs, {len(test_q)} {args.split} "
         f"queries, width {train_q.shape[1]}",

@@ -221,19 +221,11 @@ def test_spectrum_benchmark_fits_both_heads():
     assert "plain head, mean over 1 splits: decay" in out
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="numpy and faiss only; one backend is enough",
-)
 def test_funnel_benchmark_quick():
     out = _run("funnel.py", "--quick", "--repeats", "1")
     assert "overlap" in out.lower()
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="numpy and faiss only; one backend is enough",
-)
 def test_quantized_funnel_benchmark_quick():
     out = _run("quantized_funnel.py", "--quick")
     assert "goal" in out and "overlap" in out.lower()
@@ -245,7 +237,16 @@ def test_quantized_funnel_benchmark_quick():
 )
 def test_adaptor_benchmark_synthetic_smoke():
     out = _run(
-        "adaptor.py", "--synthetic", "--epochs", "1", "--supervised-epochs", "1"
+        "adaptor.py",
+        "--synthetic",
+        "--epochs",
+        "1",
+        "--supervised-epochs",
+        "1",
+        "--limit-train",
+        "512",
+        "--limit-test",
+        "128",
     )
     assert "PCA" in out and "adaptor" in out.lower()
 
