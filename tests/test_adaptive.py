@@ -198,13 +198,24 @@ def candidate_thresholds(logits):
     return np.concatenate([[0.0], conf, (conf[1:] + conf[:-1]) / 2])
 
 
+def envelopes(logits, labels, dims, values):
+    """Per value, per sample: lost at shared threshold `value` or at any
+    higher candidate threshold."""
+    candidates = np.sort(candidate_thresholds(logits))[::-1]
+    lost = [
+        sample_losses(logits, labels, dims, [t, t, 0.0]) for t in candidates
+    ]
+    # Row i: lost at any of the i + 1 highest candidates.
+    lost_at_or_above = np.logical_or.accumulate(lost, axis=0)
+    none_lost = np.zeros(len(labels), bool)
+    return [
+        lost_at_or_above[count - 1] if count else none_lost
+        for count in ((candidates >= value).sum() for value in values)
+    ]
+
+
 def envelope(logits, labels, dims, value):
-    """Per sample: lost at shared threshold `value` or any higher one."""
-    higher = [t for t in candidate_thresholds(logits) if t >= value]
-    return np.any(
-        [sample_losses(logits, labels, dims, [t, t, 0.0]) for t in higher],
-        axis=0,
-    )
+    return envelopes(logits, labels, dims, [value])[0]
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -213,10 +224,9 @@ def test_loss_levels_match_brute_force(seed):
     probs = reference_softmax(logits)
     correct = probs.argmax(-1) == labels[:, None]
     levels = _loss_levels(probs.max(-1), correct[:, -1:] & ~correct)
-    for value in candidate_thresholds(logits):
-        np.testing.assert_array_equal(
-            value <= levels, envelope(logits, labels, dims, value)
-        )
+    values = candidate_thresholds(logits)
+    for value, lost in zip(values, envelopes(logits, labels, dims, values)):
+        np.testing.assert_array_equal(value <= levels, lost)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -245,9 +255,9 @@ def test_calibration_is_the_lowest_accepted_threshold(seed, tolerance, delta):
     )
     # Every lower candidate (the same midpoint rounded apart) loses more
     # than the test accepts.
-    for lower in candidate_thresholds(logits):
-        if lower < value - 1e-12:
-            assert envelope(logits, labels, dims, lower).sum() > allowed
+    lower = [t for t in candidate_thresholds(logits) if t < value - 1e-12]
+    for lost in envelopes(logits, labels, dims, lower):
+        assert lost.sum() > allowed
 
 
 def test_default_tolerance_is_0_003_and_saves_on_enough_samples():
