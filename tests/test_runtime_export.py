@@ -155,14 +155,14 @@ def test_onnxruntime_matches_keras(setup, case):
 
     path = _exported(setup, "onnx", case)
     tokens, expected = _expected(setup, case)
-    session = onnxruntime.InferenceSession(
+    runtime = onnxruntime.InferenceSession(
         path, providers=["CPUExecutionProvider"]
     )
-    assert {i.name for i in session.get_inputs()} == set(tokens)
-    (vectors,) = session.run(None, tokens)
+    assert {i.name for i in runtime.get_inputs()} == set(tokens)
+    (vectors,) = runtime.run(None, tokens)
     _close(vectors, expected)
     # Any batch size, one text included.
-    (one,) = session.run(None, {k: v[:1] for k, v in tokens.items()})
+    (one,) = runtime.run(None, {k: v[:1] for k, v in tokens.items()})
     _close(one, expected[:1])
 
 
