@@ -150,6 +150,47 @@ def _runner(format, path):
     return lambda tokens: runner(**tokens)["output_0"], runner
 
 
+def measure_artifact(format, path, texts, tokens, expected, repeats):
+    """The rows of one exported file: load time, latency and parity.
+
+    Args:
+        format: the format of `path`.
+        path: the file or SavedModel directory.
+        texts: the batch as strings (read by a SavedModel of strings).
+        tokens: the batch as a dict of int32 token ids.
+        expected: the Keras model's vectors of the batch.
+        repeats: timed calls per batch size.
+    """
+    start = time.perf_counter()
+    run, handle = _runner(format, path)
+    load_s = time.perf_counter() - start
+    one = {k: v[:1] for k, v in tokens.items()}
+    rows = [
+        dict(
+            format=format,
+            size_mib=_size_mib(path),
+            load_s=load_s,
+            batch_ms=_best_ms(lambda: run(tokens), repeats),
+            one_ms=_best_ms(lambda: run(one), repeats),
+            max_abs_diff=float(np.abs(run(tokens) - expected).max()),
+        )
+    ]
+    if format == "saved_model" and hasattr(handle, "serve_token_ids"):
+        import tensorflow as tf
+
+        strings = tf.constant(texts)
+        vectors = handle.serve(strings).numpy()
+        rows.append(
+            dict(
+                format="saved_model (strings)",
+                batch_ms=_best_ms(lambda: handle.serve(strings), repeats),
+                one_ms=_best_ms(lambda: handle.serve(strings[:1]), repeats),
+                max_abs_diff=float(np.abs(vectors - expected).max()),
+            )
+        )
+    return rows
+
+
 def measure_model(name, args, directory):
     """The rows of one model under the current backend."""
     import keras
@@ -183,55 +224,25 @@ def measure_model(name, args, directory):
             one_ms=_best_ms(lambda: keras_call(one), args.repeats),
         )
     ]
+    suffixes = {"saved_model": "", "onnx": ".onnx", "litert": ".tflite"}
     for format in BACKEND_FORMATS[backend]:
-        suffix = {"saved_model": "", "onnx": ".onnx", "litert": ".tflite"}
-        path = os.path.join(directory, f"{name}_{backend}_{format}")
-        inputs = "strings" if format == "saved_model" else "token_ids"
+        path = os.path.join(
+            directory, f"{name}_{backend}_{format}{suffixes[format]}"
+        )
         start = time.perf_counter()
         keras_mrl.serving.export(
             embedder,
-            path + suffix[format],
+            path,
             dim=dim,
             format=format,
-            inputs=inputs,
+            inputs="strings" if format == "saved_model" else "token_ids",
         )
         export_s = time.perf_counter() - start
-        start = time.perf_counter()
-        run, handle = _runner(format, path + suffix[format])
-        load_s = time.perf_counter() - start
-        error = float(np.abs(run(tokens) - expected).max())
-        rows.append(
-            dict(
-                common,
-                format=format,
-                export_s=export_s,
-                size_mib=_size_mib(path + suffix[format]),
-                load_s=load_s,
-                batch_ms=_best_ms(lambda: run(tokens), args.repeats),
-                one_ms=_best_ms(lambda: run(one), args.repeats),
-                max_abs_diff=error,
-            )
+        measured = measure_artifact(
+            format, path, texts, tokens, expected, args.repeats
         )
-        if format == "saved_model":
-            import tensorflow as tf
-
-            strings = tf.constant(texts)
-            error = float(
-                np.abs(handle.serve(strings).numpy() - expected).max()
-            )
-            rows.append(
-                dict(
-                    common,
-                    format="saved_model (strings)",
-                    batch_ms=_best_ms(
-                        lambda: handle.serve(strings), args.repeats
-                    ),
-                    one_ms=_best_ms(
-                        lambda: handle.serve(strings[:1]), args.repeats
-                    ),
-                    max_abs_diff=error,
-                )
-            )
+        measured[0]["export_s"] = export_s
+        rows += [dict(common, **row) for row in measured]
     return rows
 
 

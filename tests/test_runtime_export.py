@@ -62,9 +62,11 @@ def setup(tmp_path_factory):
         name: np.asarray(value).astype("int32")
         for name, value in embedder.preprocessor(texts).items()
     }
-    embeddings = embedder(tokens, training=False)
+    # keras.Model's predict_on_batch: the KerasHub task's own would run the
+    # preprocessor again on the token ids.
+    embeddings = np.asarray(keras.Model.predict_on_batch(embedder, tokens))
     keras_outputs = {
-        "bare": keras.ops.convert_to_numpy(embeddings),
+        "bare": embeddings,
         "contrastive": keras.ops.convert_to_numpy(head(embeddings)),
     }
     return {
@@ -396,3 +398,41 @@ def test_overwrite_replaces_and_a_failed_write_leaves_the_old(
     # No staging directory is left, and the last export is untouched.
     assert os.listdir(tmp_path) == ["m"]
     assert os.path.getmtime(path) == second >= first
+
+
+def test_export_formats_benchmark_measures_every_format(setup, capsys):
+    # The script's measurement of the files the tests above wrote, timed
+    # once: a smoke run whose timings mean nothing.
+    import importlib.util
+    import pathlib
+
+    script = (
+        pathlib.Path(__file__).resolve().parents[1]
+        / "benchmarks"
+        / "export_formats.py"
+    )
+    spec = importlib.util.spec_from_file_location("export_formats", script)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    tokens, expected = _expected(setup, "head_dim4")
+    rows = []
+    for format in SUPPORTED:
+        inputs = "strings" if format in _export.STRING_FORMATS else "token_ids"
+        path = _exported(setup, format, "head_dim4", inputs=inputs)
+        rows += benchmark.measure_artifact(
+            format, path, setup["texts"], tokens, expected, repeats=1
+        )
+    expected_formats = []
+    for format in SUPPORTED:
+        expected_formats.append(format)
+        if format in _export.STRING_FORMATS:
+            expected_formats.append(f"{format} (strings)")
+    assert [row["format"] for row in rows] == expected_formats
+    assert all(row["max_abs_diff"] <= TOLERANCE for row in rows)
+    for row in rows:
+        row.update(model="tiny", backend=BACKEND, dim=4)
+    assert len(benchmark.table(rows).splitlines()) == 2 + len(rows)
+    with pytest.raises(SystemExit) as exit:
+        benchmark.main(["--help"])
+    assert exit.value.code == 0
+    assert "--sequence-length" in capsys.readouterr().out
