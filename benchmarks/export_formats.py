@@ -6,8 +6,10 @@ cut to `--dim` dimensions, then prints the seconds the export took, the
 size of the file (or SavedModel directory), the seconds its runtime takes
 to load it, the best milliseconds of `--repeats` calls on a batch of 32
 texts and on one text (token ids padded to the sequence length, already
-tokenized; the best, as other jobs on a shared machine only slow calls
-down), and the largest difference from the Keras model's own vectors.
+tokenized), and the largest difference from the Keras model's own
+vectors. The calls of all the formats are timed in turn, round after
+round, and the best of each kept: other jobs on a shared machine only
+slow calls down, and then slow every format alike.
 The first row of each model is Keras itself (`predict_on_batch`,
 compiled, then cut with `keras_mrl.ops.truncate`). A SavedModel is
 exported with raw strings: its `serve_token_ids` gives the token-id row
@@ -109,14 +111,19 @@ def build(name, sequence_length):
     return embedder, 64
 
 
-def _best_ms(call, repeats):
-    call()  # warm-up: compilation, allocation
-    times = []
+def _time_rounds(calls, repeats):
+    """The best milliseconds of each call, timed in `repeats` rounds of all
+    the calls in turn after one warm-up call each, so that other jobs on a
+    shared machine slow every call alike."""
+    for call in calls.values():
+        call()  # warm-up: compilation, allocation
+    best = dict.fromkeys(calls, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1000 * min(times)
+        for key, call in calls.items():
+            start = time.perf_counter()
+            call()
+            best[key] = min(best[key], time.perf_counter() - start)
+    return {key: 1000 * seconds for key, seconds in best.items()}
 
 
 def _size_mib(path):
@@ -150,8 +157,12 @@ def _runner(format, path):
     return lambda tokens: runner(**tokens)["output_0"], runner
 
 
-def measure_artifact(format, path, texts, tokens, expected, repeats):
-    """The rows of one exported file: load time, latency and parity.
+def load_artifact(format, path, texts, tokens, expected):
+    """`(rows, calls)` of one exported file.
+
+    The rows hold its size, load time and largest difference from
+    `expected`; `calls` maps `(row format, "batch_ms" or "one_ms")` to a
+    call to time (`fill_times`).
 
     Args:
         format: the format of `path`.
@@ -159,7 +170,6 @@ def measure_artifact(format, path, texts, tokens, expected, repeats):
         texts: the batch as strings (read by a SavedModel of strings).
         tokens: the batch as a dict of int32 token ids.
         expected: the Keras model's vectors of the batch.
-        repeats: timed calls per batch size.
     """
     start = time.perf_counter()
     run, handle = _runner(format, path)
@@ -170,24 +180,36 @@ def measure_artifact(format, path, texts, tokens, expected, repeats):
             format=format,
             size_mib=_size_mib(path),
             load_s=load_s,
-            batch_ms=_best_ms(lambda: run(tokens), repeats),
-            one_ms=_best_ms(lambda: run(one), repeats),
             max_abs_diff=float(np.abs(run(tokens) - expected).max()),
         )
     ]
+    calls = {
+        (format, "batch_ms"): lambda: run(tokens),
+        (format, "one_ms"): lambda: run(one),
+    }
     if format == "saved_model" and hasattr(handle, "serve_token_ids"):
         import tensorflow as tf
 
         strings = tf.constant(texts)
         vectors = handle.serve(strings).numpy()
+        name = "saved_model (strings)"
         rows.append(
             dict(
-                format="saved_model (strings)",
-                batch_ms=_best_ms(lambda: handle.serve(strings), repeats),
-                one_ms=_best_ms(lambda: handle.serve(strings[:1]), repeats),
+                format=name,
                 max_abs_diff=float(np.abs(vectors - expected).max()),
             )
         )
+        calls[(name, "batch_ms")] = lambda: handle.serve(strings)
+        calls[(name, "one_ms")] = lambda: handle.serve(strings[:1])
+    return rows, calls
+
+
+def fill_times(rows, calls, repeats):
+    """Times `calls` in interleaved rounds; returns `rows` with them."""
+    times = _time_rounds(calls, repeats)
+    for row in rows:
+        for key in ("batch_ms", "one_ms"):
+            row[key] = times[(row["format"], key)]
     return rows
 
 
@@ -215,15 +237,11 @@ def measure_model(name, args, directory):
         )
 
     expected = keras_call(tokens)
-    common = {"model": name, "backend": backend, "dim": dim}
-    rows = [
-        dict(
-            common,
-            format="keras",
-            batch_ms=_best_ms(lambda: keras_call(tokens), args.repeats),
-            one_ms=_best_ms(lambda: keras_call(one), args.repeats),
-        )
-    ]
+    rows = [dict(format="keras")]
+    calls = {
+        ("keras", "batch_ms"): lambda: keras_call(tokens),
+        ("keras", "one_ms"): lambda: keras_call(one),
+    }
     suffixes = {"saved_model": "", "onnx": ".onnx", "litert": ".tflite"}
     for format in BACKEND_FORMATS[backend]:
         path = os.path.join(
@@ -238,12 +256,13 @@ def measure_model(name, args, directory):
             inputs="strings" if format == "saved_model" else "token_ids",
         )
         export_s = time.perf_counter() - start
-        measured = measure_artifact(
-            format, path, texts, tokens, expected, args.repeats
-        )
+        measured, more = load_artifact(format, path, texts, tokens, expected)
         measured[0]["export_s"] = export_s
-        rows += [dict(common, **row) for row in measured]
-    return rows
+        rows += measured
+        calls.update(more)
+    fill_times(rows, calls, args.repeats)
+    common = {"model": name, "backend": backend, "dim": dim}
+    return [dict(common, **row) for row in rows]
 
 
 def table(rows):
