@@ -250,7 +250,7 @@ def measure_model(name, args, directory):
         start = time.perf_counter()
         keras_mrl.serving.export(
             embedder,
-            path,
+            path=path,
             dim=dim,
             format=format,
             inputs="strings" if format == "saved_model" else "token_ids",

@@ -10,6 +10,8 @@ Keras model's prefix of its output, L2-normalised.
 """
 
 import os
+import pathlib
+import re
 
 import keras
 import numpy as np
@@ -87,7 +89,8 @@ def _exported(setup, format, case, inputs="token_ids"):
         suffix = {"saved_model": "", "onnx": ".onnx", "litert": ".tflite"}
         setup["written"][key] = keras_mrl.serving.export(
             setup["models"][model],
-            setup["directory"] / f"{format}_{case}_{inputs}{suffix[format]}",
+            path=setup["directory"]
+            / f"{format}_{case}_{inputs}{suffix[format]}",
             dim=dim,
             format=format,
             inputs=inputs,
@@ -133,7 +136,7 @@ def test_saved_model_of_token_ids_without_normalisation(setup, tmp_path):
 
     path = keras_mrl.serving.export(
         setup["models"]["bare"],
-        tmp_path / "model",
+        path=tmp_path / "model",
         dim=8,
         normalize=False,
         format="saved_model",
@@ -211,20 +214,22 @@ def dense():
 )
 def test_dim_must_be_a_positive_int(dense, tmp_path, dim, error):
     with pytest.raises(error, match="`dim` must be"):
-        keras_mrl.serving.export(dense, tmp_path / "m", dim=dim, format=FORMAT)
+        keras_mrl.serving.export(
+            dense, path=tmp_path / "m", dim=dim, format=FORMAT
+        )
 
 
 @pytest.mark.once
 def test_dim_wider_than_the_embeddings_raises(setup, tmp_path):
     with pytest.raises(ValueError, match=r"`dim`=17 .* 16-dimensional"):
         keras_mrl.serving.export(
-            setup["models"]["bare"], tmp_path / "m", dim=17, format=FORMAT
+            setup["models"]["bare"], path=tmp_path / "m", dim=17, format=FORMAT
         )
     # The head's width counts for a ContrastiveModel.
     with pytest.raises(ValueError, match=r"`dim`=25 .* 24-dimensional"):
         keras_mrl.serving.export(
             setup["models"]["contrastive"],
-            tmp_path / "m",
+            path=tmp_path / "m",
             dim=25,
             format=FORMAT,
         )
@@ -245,7 +250,7 @@ def test_dim_wider_than_the_embeddings_raises(setup, tmp_path):
 def test_bad_arguments_raise(dense, tmp_path, kwargs, message):
     kwargs = {"format": FORMAT, **kwargs}
     with pytest.raises((TypeError, ValueError), match=message):
-        keras_mrl.serving.export(dense, tmp_path / "m", dim=4, **kwargs)
+        keras_mrl.serving.export(dense, path=tmp_path / "m", dim=4, **kwargs)
 
 
 @pytest.mark.once
@@ -254,7 +259,7 @@ def test_strings_in_a_format_without_a_tokenizer_raise(setup, tmp_path, format):
     with pytest.raises(ValueError, match=r"\['saved_model'\]"):
         keras_mrl.serving.export(
             setup["models"]["bare"],
-            tmp_path / "m",
+            path=tmp_path / "m",
             dim=4,
             format=format,
             inputs="strings",
@@ -265,7 +270,9 @@ def test_strings_in_a_format_without_a_tokenizer_raise(setup, tmp_path, format):
 def test_strings_without_a_preprocessor_raise(dense, tmp_path):
     _skip_unless("saved_model")
     with pytest.raises(ValueError, match="has none"):
-        keras_mrl.serving.export(dense, tmp_path / "m", dim=4, inputs="strings")
+        keras_mrl.serving.export(
+            dense, path=tmp_path / "m", dim=4, inputs="strings"
+        )
 
 
 @pytest.mark.parametrize("format", _export.FORMATS)
@@ -273,7 +280,9 @@ def test_a_format_the_backend_does_not_export_raises(dense, tmp_path, format):
     if format in SUPPORTED:
         pytest.skip(f"the {BACKEND} backend exports {format!r}")
     with pytest.raises(ValueError, match=f"under the {BACKEND} backend") as e:
-        keras_mrl.serving.export(dense, tmp_path / "m", dim=4, format=format)
+        keras_mrl.serving.export(
+            dense, path=tmp_path / "m", dim=4, format=format
+        )
     works = [b for b, fs in _export.BACKEND_FORMATS.items() if format in fs]
     assert f"It works under {works}" in str(e.value)
 
@@ -310,7 +319,7 @@ def test_a_missing_converter_raises_import_error_naming_it(monkeypatch):
 def test_a_model_that_is_not_keras_raises(tmp_path):
     with pytest.raises(TypeError, match="`model` must be a keras.Model"):
         keras_mrl.serving.export(
-            lambda x: x, tmp_path / "m", dim=4, format=FORMAT
+            lambda x: x, path=tmp_path / "m", dim=4, format=FORMAT
         )
 
 
@@ -322,7 +331,7 @@ def test_a_model_without_known_inputs_raises(tmp_path):
 
     with pytest.raises(ValueError, match="has no known inputs"):
         keras_mrl.serving.export(
-            Encoder(), tmp_path / "m", dim=4, format=FORMAT
+            Encoder(), path=tmp_path / "m", dim=4, format=FORMAT
         )
 
 
@@ -331,7 +340,9 @@ def test_a_model_without_vector_outputs_raises(tmp_path):
     tokens = keras.Input((6,), dtype="int32")
     sequence = keras.Model(tokens, keras.layers.Embedding(10, 4)(tokens))
     with pytest.raises(ValueError, match=r"\(B, D\) embeddings"):
-        keras_mrl.serving.export(sequence, tmp_path / "m", dim=2, format=FORMAT)
+        keras_mrl.serving.export(
+            sequence, path=tmp_path / "m", dim=2, format=FORMAT
+        )
 
 
 @pytest.mark.once
@@ -342,7 +353,9 @@ def test_an_unknown_sequence_length_raises(tmp_path):
     )
     model = keras.Model(tokens, pooled)
     with pytest.raises(ValueError, match="pass `sequence_length`"):
-        keras_mrl.serving.export(model, tmp_path / "m", dim=2, format=FORMAT)
+        keras_mrl.serving.export(
+            model, path=tmp_path / "m", dim=2, format=FORMAT
+        )
 
 
 @pytest.mark.once
@@ -350,7 +363,7 @@ def test_a_sequence_beyond_the_position_embeddings_raises(setup, tmp_path):
     with pytest.raises(ValueError, match="13 exceeds the backbone's 12"):
         keras_mrl.serving.export(
             setup["models"]["bare"],
-            tmp_path / "m",
+            path=tmp_path / "m",
             dim=4,
             format=FORMAT,
             sequence_length=13,
@@ -369,10 +382,12 @@ def test_the_path_must_fit_the_format(dense, tmp_path):
         wrong, right = "directory", "file"
     with pytest.raises(ValueError, match=f"is a {wrong}, but"):
         keras_mrl.serving.export(
-            dense, tmp_path / wrong, dim=4, format=FORMAT, overwrite=True
+            dense, path=tmp_path / wrong, dim=4, format=FORMAT, overwrite=True
         )
     with pytest.raises(ValueError, match="exists; choose a new path"):
-        keras_mrl.serving.export(dense, tmp_path / right, dim=4, format=FORMAT)
+        keras_mrl.serving.export(
+            dense, path=tmp_path / right, dim=4, format=FORMAT
+        )
     assert (tmp_path / "file").read_text() == "x"
 
 
@@ -381,9 +396,13 @@ def test_overwrite_replaces_and_a_failed_write_leaves_the_old(
     dense, tmp_path, monkeypatch
 ):
     path = str(tmp_path / "m")
-    assert keras_mrl.serving.export(dense, path, dim=4, format=FORMAT) == path
+    assert (
+        keras_mrl.serving.export(dense, path=path, dim=4, format=FORMAT) == path
+    )
     first = os.path.getmtime(path)
-    keras_mrl.serving.export(dense, path, dim=2, format=FORMAT, overwrite=True)
+    keras_mrl.serving.export(
+        dense, path=path, dim=2, format=FORMAT, overwrite=True
+    )
     assert os.listdir(tmp_path) == ["m"]
 
     def fail(*args):
@@ -393,7 +412,7 @@ def test_overwrite_replaces_and_a_failed_write_leaves_the_old(
     second = os.path.getmtime(path)
     with pytest.raises(RuntimeError, match="converter failed"):
         keras_mrl.serving.export(
-            dense, path, dim=4, format=FORMAT, overwrite=True
+            dense, path=path, dim=4, format=FORMAT, overwrite=True
         )
     # No staging directory is left, and the last export is untouched.
     assert os.listdir(tmp_path) == ["m"]
@@ -440,3 +459,24 @@ def test_export_formats_benchmark_measures_every_format(setup, capsys):
         benchmark.main(["--help"])
     assert exit.value.code == 0
     assert "--sequence-length" in capsys.readouterr().out
+
+
+def test_path_is_keyword_only(tmp_path):
+    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
+    with pytest.raises(TypeError, match="positional"):
+        keras_mrl.serving.export(dense, tmp_path / "m", dim=2)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the guide's example exports the three formats, as TensorFlow does",
+)
+def test_deploy_guide_examples_run_as_written(tmp_path, monkeypatch):
+    guide = pathlib.Path(__file__).resolve().parents[1] / "docs" / "deploy.md"
+    blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), re.DOTALL)
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, str(guide), "exec"), namespace)
+    assert namespace["vectors"].shape == (2, 8)

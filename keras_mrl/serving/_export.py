@@ -385,8 +385,8 @@ def _check_preprocessor(preprocessor, specs):
 
 def export(
     model,
-    path,
     *,
+    path,
     dim,
     format="saved_model",
     inputs="token_ids",
@@ -472,12 +472,12 @@ def export(
     >>> format = "onnx" if keras.backend.backend() == "torch" else (
     ...     "saved_model")
     >>> path = keras_mrl.serving.export(
-    ...     encoder, os.path.join(tempfile.mkdtemp(), "encoder"), dim=4,
+    ...     encoder, path=os.path.join(tempfile.mkdtemp(), "encoder"), dim=4,
     ...     format=format)
     >>> os.path.exists(path)
     True
     >>> keras_mrl.serving.export(
-    ...     encoder, path, dim=32, format=format, overwrite=True)
+    ...     encoder, path=path, dim=32, format=format, overwrite=True)
     Traceback (most recent call last):
     ...
     ValueError: `dim`=32 is wider than the model's 16-dimensional ...
