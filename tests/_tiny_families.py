@@ -93,7 +93,9 @@ def _bpe(word, ranks):
     """GPT-2's BPE of `word` (a string) under the merge `ranks`."""
     pieces = list(word)
     while len(pieces) > 1:
-        pairs = [(ranks.get(p), i) for i, p in enumerate(zip(pieces, pieces[1:]))]
+        pairs = [
+            (ranks.get(p), i) for i, p in enumerate(zip(pieces, pieces[1:]))
+        ]
         known = [(rank, i) for rank, i in pairs if rank is not None]
         if not known:
             break
@@ -131,7 +133,9 @@ def byte_level_bpe():
                 vocabulary.setdefault(pieces[0], len(vocabulary))
     for special in ("<|endoftext|>", "<|im_end|>"):
         vocabulary[special] = len(vocabulary)
-    merges = [f"{a} {b}" for (a, b), _ in sorted(ranks.items(), key=lambda x: x[1])]
+    merges = [
+        f"{a} {b}" for (a, b), _ in sorted(ranks.items(), key=lambda x: x[1])
+    ]
     return vocabulary, merges
 
 

@@ -10,6 +10,8 @@ families it writes. What does not depend on the backend (serialisation,
 pooling and trimming, the export) runs once.
 """
 
+from types import SimpleNamespace
+
 import keras
 import numpy as np
 import pytest
@@ -36,6 +38,7 @@ from _tiny_families import tiny_family_embedder  # noqa: E402
 
 DIMS = [4, 8, 16]
 QUERIES, DOCUMENTS = pairs(8)
+TEXTS = QUERIES + DOCUMENTS
 # The families' trained fixtures: Gemma3 pools inside its backbone, as
 # EmbeddingGemma does; the others pool as their embedder does by default.
 POOLING = {"gemma3": "backbone"}
@@ -47,29 +50,27 @@ def _loss():
     return MatryoshkaLoss(MultipleNegativesRankingLoss(), nesting_dims=DIMS)
 
 
-def _fresh(model):
-    """`model`, its SentencePiece tokenizer (XLM-RoBERTa, Gemma3) made
-    again: `keras.utils.set_random_seed`, which every test calls first,
-    clears TensorFlow's kernels and with them the tokenizer's resource,
-    which a new `tf.data` pipeline then misses (a KerasHub embedder's own
-    `predict` fails the same way)."""
-    tokenizer = model.embedder.preprocessor.tokenizer
-    if isinstance(tokenizer, keras_hub.tokenizers.SentencePieceTokenizer):
-        tokenizer.set_proto(tokenizer.proto)
-    return model
+def _numpy(x):
+    return keras.ops.convert_to_numpy(x)
 
 
-def _eager(model, texts):
-    """The embedder and head on full padding, outside `encode`."""
-    x = model.embedder.preprocessor(texts)
-    embeddings = model.embedder(x, training=False)
-    return keras.ops.convert_to_numpy(model.head(embeddings))
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+# The tiny BERT's raw-string fit under XLA runs on every backend in
+# test_contrastive_model.py: here, once.
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(f, marks=pytest.mark.once) if f == "bert" else f
+        for f in FAMILIES
+    ],
+)
 def trained(request):
-    """`(family, model, weights before fit, losses, encoded texts)`: a
-    ContrastiveModel with an orthogonal head, fit 2 steps on raw strings."""
+    """A ContrastiveModel with an orthogonal head, fit 2 steps on raw
+    strings, and what the tests read of it: the weights before `fit`, the
+    losses, `encode(TEXTS, dim=8)` and the full vectors of `TEXTS`."""
     family = request.param
     keras.utils.set_random_seed(0)
     embedder = tiny_family_embedder(family, pooling_mode=POOLING.get(family))
@@ -79,48 +80,50 @@ def trained(request):
         loss=_loss(),
         jit_compile=jit_compile(),
     )
-    before = [keras.ops.convert_to_numpy(v) for v in embedder.weights]
+    before = [_numpy(v) for v in embedder.weights]
     history = model.fit((QUERIES, DOCUMENTS), batch_size=4, verbose=0)
-    encoded = model.encode(QUERIES + DOCUMENTS)
-    return family, model, before, history.history["loss"], encoded
+    served = model.encode(TEXTS, dim=8)
+    # The program `encode` compiled, on the texts in order and padded to
+    # the sequence length.
+    x = embedder.preprocessor(TEXTS)
+    full = _numpy(model.head(keras.Model.predict_on_batch(model.embedder, x)))
+    return SimpleNamespace(
+        family=family,
+        model=model,
+        before=before,
+        losses=history.history["loss"],
+        served=served,
+        full=full,
+    )
 
 
 def test_raw_string_fit_trains_the_embedder_and_the_head(trained):
-    family, model, before, losses, _ = trained
-    assert type(model.embedder).__name__ == EMBEDDERS[family]
+    model = trained.model
+    assert type(model.embedder).__name__ == EMBEDDERS[trained.family]
     assert model.jit_compile is jit_compile()
-    assert np.isfinite(losses).all()
-    after = [keras.ops.convert_to_numpy(v) for v in model.embedder.weights]
-    assert max(np.abs(a - b).max() for a, b in zip(after, before)) > 1e-4
-    kernel = keras.ops.convert_to_numpy(model.head.kernel)
+    assert len(trained.losses) == 1 and np.isfinite(trained.losses[0])
+    after = [_numpy(v) for v in model.embedder.weights]
+    assert max(np.abs(a - b).max() for a, b in zip(after, trained.before)) > 0
+    kernel = _numpy(model.head.kernel)
     np.testing.assert_allclose(kernel.T @ kernel, np.eye(16), atol=1e-4)
 
 
-def test_encode_gives_the_full_padding_vectors_and_unit_prefixes(trained):
-    _, model, _, _, encoded = trained
-    assert encoded.shape == (16, 16)
+def test_encode_serves_unit_prefixes_in_input_order(trained):
+    assert trained.served.shape == (len(TEXTS), 8)
     np.testing.assert_allclose(
-        encoded[:8], _eager(model, QUERIES), atol=1e-5
+        np.linalg.norm(trained.served, axis=1), 1, atol=1e-5
     )
-    # The batch shape of the fixture's `encode`: nothing is compiled again.
-    served = _fresh(model).encode(QUERIES + DOCUMENTS, dim=8)
-    assert served.shape == (16, 8)
-    np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1, atol=1e-5)
-    prefix = encoded[:, :8]
     np.testing.assert_allclose(
-        served,
-        prefix / np.linalg.norm(prefix, axis=1, keepdims=True),
-        atol=1e-5,
+        trained.served, _unit(trained.full[:, :8]), atol=1e-5
     )
 
 
 def test_retrieval_metrics_read_the_encoded_widths(trained):
-    encoded = trained[4]
-    labels = np.arange(8)
+    labels = np.arange(len(QUERIES))
     results = keras_mrl.evaluation.retrieval_metrics(
-        encoded[:8],
+        trained.full[: len(QUERIES)],
         query_labels=labels,
-        corpus_embeddings=encoded[8:],
+        corpus_embeddings=trained.full[len(QUERIES) :],
         corpus_labels=labels,
         nesting_dims=DIMS,
         k=4,
@@ -133,82 +136,120 @@ def test_retrieval_metrics_read_the_encoded_widths(trained):
 
 @pytest.mark.once
 def test_keras_file_round_trip_gives_the_same_vectors(trained, tmp_path):
-    family, model = trained[:2]
     path = str(tmp_path / "model.keras")
-    model.save(path)
+    trained.model.save(path)
     loaded = keras.saving.load_model(path)
-    assert type(loaded.embedder).__name__ == EMBEDDERS[family]
+    assert type(loaded.embedder).__name__ == EMBEDDERS[trained.family]
     assert isinstance(loaded.head, OrthogonalProjection)
     np.testing.assert_allclose(
-        loaded.encode(QUERIES), trained[4][:8], atol=1e-6
+        loaded.encode(TEXTS, dim=8), trained.served, atol=1e-6
     )
 
 
 @pytest.mark.once
-def test_embedder_preset_round_trip_gives_the_same_vectors(trained, tmp_path):
-    family, model = trained[:2]
-    model.embedder.save_to_preset(str(tmp_path / "preset"))
-    loaded = keras_hub.models.TextEmbedder.from_preset(
-        str(tmp_path / "preset")
-    )
-    assert type(loaded).__name__ == EMBEDDERS[family]
-    x = model.embedder.preprocessor(QUERIES)
-    y = loaded.preprocessor(QUERIES)
+def test_embedder_preset_round_trip_keeps_weights_and_tokens(trained, tmp_path):
+    embedder = trained.model.embedder
+    embedder.save_to_preset(str(tmp_path / "preset"))
+    loaded = keras_hub.models.TextEmbedder.from_preset(str(tmp_path / "preset"))
+    assert type(loaded) is type(embedder)
+    assert loaded.get_config() == embedder.get_config()
+    for got, expected in zip(loaded.get_weights(), embedder.get_weights()):
+        np.testing.assert_array_equal(got, expected)
+    x, y = embedder.preprocessor(TEXTS), loaded.preprocessor(TEXTS)
     for key in x:
-        np.testing.assert_array_equal(
-            keras.ops.convert_to_numpy(y[key]),
-            keras.ops.convert_to_numpy(x[key]),
-        )
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(loaded(x)),
-        keras.ops.convert_to_numpy(model.embedder(x)),
-        atol=1e-6,
+        np.testing.assert_array_equal(_numpy(y[key]), _numpy(x[key]))
+
+
+def _with_pooling(embedder, **options):
+    """Another embedder of the same class on `embedder`'s backbone."""
+    return type(embedder)(embedder.backbone, embedder.preprocessor, **options)
+
+
+@pytest.fixture(scope="module")
+def pooled(trained):
+    """`{name: (queries at full padding, queries in a length bucket,
+    documents)}` for every pooling of the family, normalised or not.
+
+    One model computes them all (the embedders share the fixture's
+    backbone; Gemma3's last-token and mean pooling need one that does not
+    pool itself), so that each input shape compiles once.
+    """
+    base = trained.model.embedder
+    embedders = {}
+    if trained.family == "gemma3":
+        embedders["backbone"] = base  # EmbeddingGemma's pooling
+        base = tiny_family_embedder("gemma3")
+    for mode in POOLINGS[trained.family]:
+        if mode != "backbone":
+            embedders[mode] = _with_pooling(base, pooling_mode=mode)
+    embedders["raw"] = _with_pooling(
+        base, pooling_mode=base.pooling_mode, normalize=False
     )
+    embedders["normalised"] = _with_pooling(
+        base, pooling_mode=base.pooling_mode
+    )
+    inputs = {
+        key: keras.Input((None,), dtype=value.dtype, name=key)
+        for key, value in base.backbone.input.items()
+    }
+    model = keras.Model(inputs, [e(inputs) for e in embedders.values()])
+    queries = base.preprocessor(QUERIES)
+    cut = trim(queries, resolve_buckets([4, 6], 8))
+    assert cut["token_ids"].shape[1] < 8
+
+    def run(x):
+        outputs = keras.Model.predict_on_batch(model, x)
+        return [_numpy(output) for output in outputs]
+
+    return {
+        name: outputs
+        for name, outputs in zip(
+            embedders,
+            zip(
+                run(queries),
+                run(cut),
+                run(base.preprocessor(DOCUMENTS)),
+            ),
+        )
+    }
 
 
 @pytest.mark.once
-@pytest.mark.parametrize(
-    "family, pooling_mode",
-    [(family, mode) for family in FAMILIES for mode in POOLINGS[family]],
-)
-def test_every_pooling_is_exact_under_length_buckets(family, pooling_mode):
+def test_every_pooling_is_exact_under_length_buckets(trained, pooled):
     # Right padding cut after the last used column: mean, max, cls and
     # last-token pooling (which finds the last unmasked token) all see
     # the tokens they saw at full padding.
-    embedder = tiny_family_embedder(family, pooling_mode=pooling_mode)
-    x = embedder.preprocessor(QUERIES[:4])
-    cut = trim(x, resolve_buckets([4, 6], 8))
-    assert cut["token_ids"].shape[1] < 8
-    full = keras.ops.convert_to_numpy(embedder(x))
-    bucketed = keras.ops.convert_to_numpy(embedder(cut))
-    np.testing.assert_allclose(bucketed, full, atol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(full, axis=1), 1, atol=1e-5)
+    assert set(POOLINGS[trained.family]) <= set(pooled)
+    for name in POOLINGS[trained.family]:
+        full, cut, _ = pooled[name]
+        np.testing.assert_allclose(cut, full, atol=1e-5)
+        np.testing.assert_allclose(np.linalg.norm(full, axis=1), 1, atol=1e-5)
 
 
 @pytest.mark.once
-@pytest.mark.parametrize("family", FAMILIES)
-def test_embedder_normalisation_leaves_the_matryoshka_loss_unchanged(family):
+def test_embedder_normalisation_leaves_the_matryoshka_loss_unchanged(pooled):
     # The loss normalises every prefix (cosine): the embedder's own
     # normalisation of the full vector is a positive scale per row.
-    normalised = tiny_family_embedder(family)
-    raw = tiny_family_embedder(family, normalize=False)
-    raw.set_weights(normalised.get_weights())
-    x = [normalised.preprocessor(t) for t in (QUERIES, DOCUMENTS)]
-    stacked = [
-        keras.ops.stack([e(x[0]), e(x[1])], axis=1) for e in (normalised, raw)
-    ]
-    norms = np.linalg.norm(keras.ops.convert_to_numpy(stacked[1]), axis=-1)
+    raw, normalised = pooled["raw"], pooled["normalised"]
+    norms = np.linalg.norm(raw[0], axis=-1)
     assert np.abs(norms - 1).max() > 1e-2
-    losses = [float(_loss()(None, s)) for s in stacked]
+    losses = [
+        float(_loss()(None, np.stack([queries, documents], axis=1)))
+        for queries, _, documents in (raw, normalised)
+    ]
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
 
 
 @pytest.mark.once
-@pytest.mark.parametrize("family", ["gemma3", "qwen3"])
-def test_depth_sampling_refuses_decoder_families(family):
-    embedder = tiny_family_embedder(family)
-    with pytest.raises(TypeError, match="XLMRobertaTextEmbedder"):
-        ContrastiveModel(embedder, depth_sampling=DepthSampling())
+def test_depth_sampling_takes_the_encoder_families_only(trained):
+    if trained.family in ("bert", "xlm_roberta"):
+        # Supported; the tiny backbone has one layer, and depth sampling
+        # needs a shallower depth to train.
+        error, match = ValueError, "at least 2 layers"
+    else:
+        error, match = TypeError, "XLMRobertaTextEmbedder"
+    with pytest.raises(error, match=match):
+        ContrastiveModel(trained.model.embedder, depth_sampling=DepthSampling())
 
 
 @pytest.mark.once
@@ -251,7 +292,12 @@ def test_export_encodes_the_keras_vectors_in_sentence_transformers(
         )
     head = OrthogonalProjection()
     model = ContrastiveModel(embedder, head=head)
-    texts = QUERIES + DOCUMENTS + ["an unknown word", "the"]
+    texts = TEXTS + ["an unknown word", "the"]
+    if family != "bert":
+        # SentencePiece's normalisation (KerasHub's BERT tokenizer folds
+        # case and width otherwise than Hugging Face's; test_st_export.py
+        # has those texts).
+        texts += ["  the   sum\tof  ", "Ｆull CAFÉ café 中文", "▁the"]
     ours = model.encode(texts)
     path = st.export(model, path=tmp_path / "model", nesting_dims=DIMS)
     reference = sentence_transformers.SentenceTransformer(path, device="cpu")

@@ -40,6 +40,14 @@ from keras_mrl._validation import validate_nesting_dims
 from keras_mrl.integrations._st_tokenizer import tokenizer_class
 
 _POOLING = ("mean", "cls", "max")
+# The tokenizer and preprocessor classes of each family `export` writes.
+_TOKENIZERS = {
+    "bert": ("BertTokenizer", "BertTextEmbedderPreprocessor"),
+    "xlm_roberta": (
+        "XLMRobertaTokenizer",
+        "XLMRobertaTextEmbedderPreprocessor",
+    ),
+}
 _SPECIAL = ("unk", "sep", "pad", "cls", "mask")
 
 
@@ -77,10 +85,31 @@ def _split_model(embedder, head):
     return embedder, head
 
 
-def _check_embedder(embedder, keras_hub):
-    if not isinstance(embedder, keras_hub.models.BertTextEmbedder):
+def _family(embedder, keras_hub):
+    """`"bert"` or `"xlm_roberta"`: the family of a supported embedder.
+
+    Raises:
+        TypeError: for an object that is no KerasHub `TextEmbedder`.
+        ValueError: for a `TextEmbedder` of another family, or a pooling
+            sentence-transformers does not compute.
+    """
+    families = {
+        "bert": keras_hub.models.BertTextEmbedder,
+        "xlm_roberta": keras_hub.models.XLMRobertaTextEmbedder,
+    }
+    names = " and ".join(
+        f"keras_hub.models.{c.__name__}" for c in families.values()
+    )
+    family = next(
+        (k for k, c in families.items() if isinstance(embedder, c)), None
+    )
+    if family is None and isinstance(embedder, keras_hub.models.TextEmbedder):
+        raise ValueError(
+            f"export writes {names} only, got a {type(embedder).__name__}."
+        )
+    if family is None:
         raise TypeError(
-            "`embedder` must be a keras_hub.models.BertTextEmbedder (for "
+            f"`embedder` must be a {names.replace(' and ', ' or ')} (for "
             "instance from keras_mrl.integrations.sentence_transformers."
             "load) or a keras_mrl.models.ContrastiveModel around one, got "
             f"{type(embedder).__name__}."
@@ -90,6 +119,7 @@ def _check_embedder(embedder, keras_hub):
             f"The embedder's pooling_mode {embedder.pooling_mode!r} has no "
             f"sentence-transformers equivalent; use one of {_POOLING}."
         )
+    return family
 
 
 def _head_kernel(head, width):
@@ -141,27 +171,44 @@ def _check_target(path, overwrite):
     return path
 
 
-def _backbone_weights(backbone):
-    """Returns the BERT weights under Hugging Face's names (numpy)."""
+def _backbone_weights(backbone, family):
+    """Returns the encoder's weights under Hugging Face's names (numpy)."""
     dim = backbone.hidden_dim
-    weights = {
-        "embeddings.word_embeddings.weight": backbone.get_layer(
-            "token_embedding"
-        ).embeddings,
-        "embeddings.position_embeddings.weight": backbone.get_layer(
-            "position_embedding"
-        ).position_embeddings,
-        "embeddings.token_type_embeddings.weight": backbone.get_layer(
-            "segment_embedding"
-        ).embeddings,
-        "embeddings.LayerNorm.weight": backbone.get_layer(
-            "embeddings_layer_norm"
-        ).gamma,
-        "embeddings.LayerNorm.bias": backbone.get_layer(
-            "embeddings_layer_norm"
-        ).beta,
-    }
-    weights = {name: _numpy(v) for name, v in weights.items()}
+    norm_layer = backbone.get_layer("embeddings_layer_norm")
+    if family == "bert":
+        weights = {
+            "embeddings.word_embeddings.weight": backbone.get_layer(
+                "token_embedding"
+            ).embeddings,
+            "embeddings.position_embeddings.weight": backbone.get_layer(
+                "position_embedding"
+            ).position_embeddings,
+            "embeddings.token_type_embeddings.weight": backbone.get_layer(
+                "segment_embedding"
+            ).embeddings,
+        }
+        weights = {name: _numpy(v) for name, v in weights.items()}
+    else:
+        embeddings = backbone.embeddings
+        positions = _numpy(embeddings.position_embedding.position_embeddings)
+        weights = {
+            "embeddings.word_embeddings.weight": _numpy(
+                embeddings.token_embedding.embeddings
+            ),
+            # Hugging Face's RoBERTa numbers the positions of a text from
+            # padding_idx + 1 = 2: rows 0 and 1 are never read for a token
+            # of text (the padding's row 1 is masked).
+            "embeddings.position_embeddings.weight": np.concatenate(
+                [np.zeros((2, dim), np.float32), positions]
+            ),
+            # KerasHub's RoBERTa has no segment embedding: segment 0's row
+            # adds nothing.
+            "embeddings.token_type_embeddings.weight": np.zeros(
+                (1, dim), np.float32
+            ),
+        }
+    weights["embeddings.LayerNorm.weight"] = _numpy(norm_layer.gamma)
+    weights["embeddings.LayerNorm.bias"] = _numpy(norm_layer.beta)
 
     def linear(prefix, kernel, bias):
         # Keras keeps (inputs, outputs), split per head in attention;
@@ -206,12 +253,19 @@ def _backbone_weights(backbone):
             block._feedforward_output_dense.bias,
         )
         norm(f"{prefix}.output.LayerNorm", block._feedforward_layer_norm)
-    pooler = backbone.get_layer("pooled_dense")
-    linear("pooler.dense", pooler.kernel, pooler.bias)
+    if family == "bert":
+        pooler = backbone.get_layer("pooled_dense")
+        linear("pooler.dense", pooler.kernel, pooler.bias)
+    else:
+        # XLMRobertaModel has a pooler, which sentence-transformers never
+        # reads; KerasHub's backbone has none. Zeros keep transformers from
+        # initialising (and warning about) missing weights.
+        weights["pooler.dense.weight"] = np.zeros((dim, dim), np.float32)
+        weights["pooler.dense.bias"] = np.zeros((dim,), np.float32)
     return weights
 
 
-def _bert_config(backbone, pad_token_id, nesting_dims):
+def _bert_config(backbone, pad_token_id):
     config = {
         "architectures": ["BertModel"],
         "model_type": "bert",
@@ -232,6 +286,40 @@ def _bert_config(backbone, pad_token_id, nesting_dims):
         "position_embedding_type": "absolute",
         "torch_dtype": "float32",
     }
+    return config
+
+
+def _xlm_roberta_config(backbone):
+    return {
+        "architectures": ["XLMRobertaModel"],
+        "model_type": "xlm-roberta",
+        "vocab_size": backbone.vocabulary_size,
+        "hidden_size": backbone.hidden_dim,
+        "num_hidden_layers": backbone.num_layers,
+        "num_attention_heads": backbone.num_heads,
+        "intermediate_size": backbone.intermediate_dim,
+        # KerasHub's RoBERTa computes the exact (erf) GELU.
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": backbone.dropout,
+        "attention_probs_dropout_prob": backbone.dropout,
+        # Two rows before the first position of a text (see the weights).
+        "max_position_embeddings": backbone.max_sequence_length + 2,
+        "type_vocab_size": 1,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-5,
+        "bos_token_id": 0,
+        "pad_token_id": 1,
+        "eos_token_id": 2,
+        "position_embedding_type": "absolute",
+        "torch_dtype": "float32",
+    }
+
+
+def _model_config(family, backbone, tokenizer, nesting_dims):
+    if family == "bert":
+        config = _bert_config(backbone, tokenizer.pad_token_id)
+    else:
+        config = _xlm_roberta_config(backbone)
     if nesting_dims is not None:
         # Read by vLLM to allow a `dimensions` request parameter.
         config["is_matryoshka"] = True
@@ -329,6 +417,83 @@ def _tokenizer_files(tokenizer, sequence_length):
     return {
         "vocab.txt": "".join(token + "\n" for token in vocabulary),
         "tokenizer.json": json.dumps(tokenizer_json, ensure_ascii=False),
+        "tokenizer_config.json": _json(tokenizer_config),
+        "special_tokens_map.json": _json(special_map),
+    }
+
+
+def _xlm_roberta_tokenizer_files(tokenizer, sequence_length):
+    """Returns `{file name: text or bytes}` of an XLM-RoBERTa tokenizer.
+
+    `tokenizer.json` is the SentencePiece unigram model under fairseq's
+    ids, which KerasHub's `XLMRobertaTokenizer` uses too: `<s>`, `<pad>`,
+    `</s>`, `<unk>` first, then every piece one place later than in the
+    proto, then `<mask>`. The normaliser and pre-tokenizer are those
+    SentencePiece applies (its precompiled character map, extra spaces
+    removed, spaces as "▁" and one before the text), as transformers'
+    own conversion writes them. `sentencepiece.bpe.model` is the proto
+    itself, which KerasHub's loader reads.
+    """
+    import tokenizers
+    from sentencepiece import sentencepiece_model_pb2
+    from tokenizers import Regex
+    from tokenizers import decoders
+    from tokenizers import normalizers
+    from tokenizers import pre_tokenizers
+    from tokenizers import processors
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(tokenizer.proto)
+    special = ["<s>", "<pad>", "</s>", "<unk>"]
+    vocabulary = [(token, 0.0) for token in special]
+    vocabulary += [(piece.piece, piece.score) for piece in proto.pieces[3:]]
+    vocabulary.append(("<mask>", 0.0))
+    hf = tokenizers.Tokenizer(
+        tokenizers.models.Unigram(vocabulary, unk_id=3, byte_fallback=False)
+    )
+    spec = proto.normalizer_spec
+    steps = []
+    if spec.precompiled_charsmap:
+        steps.append(normalizers.Precompiled(spec.precompiled_charsmap))
+    if spec.remove_extra_whitespaces:
+        steps += [
+            normalizers.Replace(Regex(r"\A +| +\z"), ""),
+            normalizers.Replace(Regex(" {2,}"), " "),
+        ]
+    if spec.escape_whitespaces:
+        steps.append(normalizers.Replace(" ", "▁"))
+    if spec.add_dummy_prefix:
+        # Metaspace adds no "▁" before a text that starts with one;
+        # SentencePiece does.
+        steps.append(normalizers.Replace(Regex(r"\A▁"), "▁▁"))
+        hf.pre_tokenizer = pre_tokenizers.Metaspace(
+            replacement="▁", prepend_scheme="always", split=False
+        )
+    hf.normalizer = normalizers.Sequence(steps)
+    hf.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    hf.add_special_tokens(special + ["<mask>"])
+    hf.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", 0), ("</s>", 2)],
+    )
+    special_map = {
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "sep_token": "</s>",
+        "cls_token": "<s>",
+        "unk_token": "<unk>",
+        "pad_token": "<pad>",
+        "mask_token": "<mask>",
+    }
+    tokenizer_config = dict(
+        special_map,
+        tokenizer_class="XLMRobertaTokenizer",
+        model_max_length=sequence_length,
+    )
+    return {
+        "sentencepiece.bpe.model": bytes(tokenizer.proto),
+        "tokenizer.json": hf.to_str(),
         "tokenizer_config.json": _json(tokenizer_config),
         "special_tokens_map.json": _json(special_map),
     }
@@ -487,7 +652,7 @@ def export(
     """
     keras_hub = _import_hub()
     embedder, head = _split_model(embedder, head)
-    _check_embedder(embedder, keras_hub)
+    family = _family(embedder, keras_hub)
     normalize = check_bool(normalize, "normalize")
     overwrite = check_bool(overwrite, "overwrite")
     sequence_length = check_optional_positive_int(
@@ -504,12 +669,12 @@ def export(
     preprocessor = embedder.preprocessor
     if tokenizer is None and preprocessor is not None:
         tokenizer = preprocessor.tokenizer
-    if not isinstance(tokenizer, keras_hub.models.BertTokenizer):
+    tokenizer_type, preprocessor_type = _TOKENIZERS[family]
+    if not isinstance(tokenizer, getattr(keras_hub.models, tokenizer_type)):
         raise ValueError(
-            "The export needs the embedder's WordPiece tokenizer: give the "
-            "embedder a BertTextEmbedderPreprocessor or pass "
-            "tokenizer=keras_hub.models.BertTokenizer(...); got "
-            f"{type(tokenizer).__name__}."
+            "The export needs the embedder's tokenizer: give the embedder a "
+            f"{preprocessor_type} or pass tokenizer=keras_hub.models."
+            f"{tokenizer_type}(...); got {type(tokenizer).__name__}."
         )
     if sequence_length is None:
         sequence_length = (
@@ -518,9 +683,10 @@ def export(
             else preprocessor.sequence_length
         )
     if sequence_length < 3:
+        start, end = ("[CLS]", "[SEP]") if family == "bert" else ("<s>", "</s>")
         raise ValueError(
-            f"`sequence_length` must be at least 3 ([CLS], a token of text, "
-            "[SEP]; with fewer every text has the same vector), got "
+            f"`sequence_length` must be at least 3 ({start}, a token of "
+            f"text, {end}; with fewer every text has the same vector), got "
             f"{sequence_length}."
         )
     if sequence_length > backbone.max_sequence_length:
@@ -537,9 +703,12 @@ def export(
         modules.append((f"{len(modules)}_Dense", "Dense"))
     if normalize and modules[-1][1] != "Normalize":
         modules.append((f"{len(modules)}_Normalize", "Normalize"))
-    files = _tokenizer_files(tokenizer, sequence_length)
+    if family == "bert":
+        files = _tokenizer_files(tokenizer, sequence_length)
+    else:
+        files = _xlm_roberta_tokenizer_files(tokenizer, sequence_length)
     files["config.json"] = _json(
-        _bert_config(backbone, tokenizer.pad_token_id, nesting_dims)
+        _model_config(family, backbone, tokenizer, nesting_dims)
     )
     files["modules.json"] = _json(
         [
@@ -592,16 +761,20 @@ def export(
     os.makedirs(parent, exist_ok=True)
     building = new_directory(parent, ".export-")
     try:
-        for name, text in files.items():
+        for name, content in files.items():
             os.makedirs(
                 os.path.join(building, os.path.dirname(name)), exist_ok=True
             )
+            if isinstance(content, bytes):
+                with open(os.path.join(building, name), "wb") as file:
+                    file.write(content)
+                continue
             with open(
                 os.path.join(building, name), "w", encoding="utf-8"
             ) as file:
-                file.write(text)
+                file.write(content)
         _save_tensors(
-            _backbone_weights(backbone),
+            _backbone_weights(backbone, family),
             os.path.join(building, "model.safetensors"),
         )
         if head_weights is not None:
