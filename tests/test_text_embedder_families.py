@@ -43,7 +43,7 @@ TEXTS = QUERIES + DOCUMENTS
 # EmbeddingGemma does; the others pool as their embedder does by default.
 POOLING = {"gemma3": "backbone"}
 # Exported to sentence-transformers: the families `export` writes.
-EXPORTED = ("bert", "xlm_roberta")
+EXPORTED = ("bert", "xlm_roberta", "qwen3")
 
 
 def _loss():

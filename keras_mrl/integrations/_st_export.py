@@ -39,13 +39,31 @@ from keras_mrl._validation import check_optional_positive_int
 from keras_mrl._validation import validate_nesting_dims
 from keras_mrl.integrations._st_tokenizer import tokenizer_class
 
-_POOLING = ("mean", "cls", "max")
-# The tokenizer and preprocessor classes of each family `export` writes.
-_TOKENIZERS = {
-    "bert": ("BertTokenizer", "BertTextEmbedderPreprocessor"),
+_NAMES = {"bert": "BERT", "xlm_roberta": "XLM-RoBERTa", "qwen3": "Qwen3"}
+# The families `export` writes: the KerasHub embedder, its tokenizer and
+# preprocessor, the poolings sentence-transformers computes alike, and the
+# fewest tokens that leave one of text.
+_FAMILIES = {
+    "bert": (
+        "BertTextEmbedder",
+        "BertTokenizer",
+        "BertTextEmbedderPreprocessor",
+        ("mean", "cls", "max"),
+        3,
+    ),
     "xlm_roberta": (
+        "XLMRobertaTextEmbedder",
         "XLMRobertaTokenizer",
         "XLMRobertaTextEmbedderPreprocessor",
+        ("mean", "cls", "max"),
+        3,
+    ),
+    "qwen3": (
+        "Qwen3TextEmbedder",
+        "Qwen3Tokenizer",
+        "Qwen3TextEmbedderPreprocessor",
+        ("last", "mean"),
+        2,
     ),
 }
 _SPECIAL = ("unk", "sep", "pad", "cls", "mask")
@@ -86,7 +104,7 @@ def _split_model(embedder, head):
 
 
 def _family(embedder, keras_hub):
-    """`"bert"` or `"xlm_roberta"`: the family of a supported embedder.
+    """`"bert"`, `"xlm_roberta"` or `"qwen3"`: a supported embedder's.
 
     Raises:
         TypeError: for an object that is no KerasHub `TextEmbedder`.
@@ -94,30 +112,30 @@ def _family(embedder, keras_hub):
             sentence-transformers does not compute.
     """
     families = {
-        "bert": keras_hub.models.BertTextEmbedder,
-        "xlm_roberta": keras_hub.models.XLMRobertaTextEmbedder,
+        family: getattr(keras_hub.models, spec[0])
+        for family, spec in _FAMILIES.items()
     }
-    names = " and ".join(
-        f"keras_hub.models.{c.__name__}" for c in families.values()
-    )
+    names = [f"keras_hub.models.{c.__name__}" for c in families.values()]
     family = next(
         (k for k, c in families.items() if isinstance(embedder, c)), None
     )
     if family is None and isinstance(embedder, keras_hub.models.TextEmbedder):
         raise ValueError(
-            f"export writes {names} only, got a {type(embedder).__name__}."
+            f"export writes {', '.join(names[:-1])} and {names[-1]} only, "
+            f"got a {type(embedder).__name__}."
         )
     if family is None:
         raise TypeError(
-            f"`embedder` must be a {names.replace(' and ', ' or ')} (for "
+            f"`embedder` must be a {', '.join(names[:-1])} or {names[-1]} (for "
             "instance from keras_mrl.integrations.sentence_transformers."
             "load) or a keras_mrl.models.ContrastiveModel around one, got "
             f"{type(embedder).__name__}."
         )
-    if embedder.pooling_mode not in _POOLING:
+    poolings = _FAMILIES[family][3]
+    if embedder.pooling_mode not in poolings:
         raise ValueError(
             f"The embedder's pooling_mode {embedder.pooling_mode!r} has no "
-            f"sentence-transformers equivalent; use one of {_POOLING}."
+            f"sentence-transformers equivalent; use one of {poolings}."
         )
     return family
 
@@ -315,11 +333,112 @@ def _xlm_roberta_config(backbone):
     }
 
 
-def _model_config(family, backbone, tokenizer, nesting_dims):
+def _qwen3_config(backbone, tokenizer, sequence_length):
+    factor = backbone.rope_scaling_factor
+    rope = {"rope_type": "default", "rope_theta": backbone.rope_max_wavelength}
+    if factor != 1:
+        # KerasHub divides the positions by the factor: linear scaling.
+        rope.update(rope_type="linear", factor=factor)
+    return {
+        "architectures": ["Qwen3Model"],
+        "model_type": "qwen3",
+        "vocab_size": backbone.vocabulary_size,
+        "hidden_size": backbone.hidden_dim,
+        "intermediate_size": backbone.intermediate_dim,
+        "num_hidden_layers": backbone.num_layers,
+        "num_attention_heads": backbone.num_query_heads,
+        "num_key_value_heads": backbone.num_key_value_heads,
+        "head_dim": backbone.head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": backbone.layer_norm_epsilon,
+        "rope_theta": backbone.rope_max_wavelength,
+        "rope_parameters": rope,
+        "max_position_embeddings": max(sequence_length, 32768),
+        "attention_bias": False,
+        "attention_dropout": backbone.dropout,
+        # Every text the export takes fits KerasHub's window.
+        "use_sliding_window": False,
+        "tie_word_embeddings": backbone.tie_word_embeddings,
+        "eos_token_id": tokenizer.end_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "torch_dtype": "float32",
+    }
+
+
+def _qwen3_weights(backbone):
+    """Returns the Qwen3 weights under `Qwen3Model`'s names (numpy)."""
+    dim = backbone.hidden_dim
+
+    def linear(kernel):
+        # Keras keeps (inputs, outputs), split per head in attention
+        # ((hidden, heads, head_dim) in, (heads, head_dim, hidden) out);
+        # torch keeps (outputs, inputs).
+        kernel = _numpy(kernel)
+        if kernel.ndim == 3 and kernel.shape[0] == dim:
+            kernel = kernel.reshape(dim, -1)
+        elif kernel.ndim == 3:
+            kernel = kernel.reshape(-1, dim)
+        return np.ascontiguousarray(kernel.T)
+
+    weights = {
+        "embed_tokens.weight": _numpy(
+            backbone.get_layer("token_embedding").embeddings
+        ),
+        "norm.weight": _numpy(
+            backbone.get_layer("sequence_output_layernorm").scale
+        ),
+    }
+    for i in range(backbone.num_layers):
+        block = backbone.get_layer(f"transformer_layer_{i}")
+        attention = block._self_attention_layer
+        prefix = f"layers.{i}"
+        weights.update(
+            {
+                f"{prefix}.input_layernorm.weight": _numpy(
+                    block._self_attention_layernorm.scale
+                ),
+                f"{prefix}.self_attn.q_proj.weight": linear(
+                    attention._query_dense.kernel
+                ),
+                f"{prefix}.self_attn.q_norm.weight": _numpy(
+                    attention._query_dense_layer_norm.scale
+                ),
+                f"{prefix}.self_attn.k_proj.weight": linear(
+                    attention._key_dense.kernel
+                ),
+                f"{prefix}.self_attn.k_norm.weight": _numpy(
+                    attention._key_dense_layer_norm.scale
+                ),
+                f"{prefix}.self_attn.v_proj.weight": linear(
+                    attention._value_dense.kernel
+                ),
+                f"{prefix}.self_attn.o_proj.weight": linear(
+                    attention._output_dense.kernel
+                ),
+                f"{prefix}.mlp.gate_proj.weight": linear(
+                    block._feedforward_gate_dense.kernel
+                ),
+                f"{prefix}.mlp.up_proj.weight": linear(
+                    block._feedforward_intermediate_dense.kernel
+                ),
+                f"{prefix}.mlp.down_proj.weight": linear(
+                    block._feedforward_output_dense.kernel
+                ),
+                f"{prefix}.post_attention_layernorm.weight": _numpy(
+                    block._feedforward_layernorm.scale
+                ),
+            }
+        )
+    return weights
+
+
+def _model_config(family, backbone, tokenizer, sequence_length, nesting_dims):
     if family == "bert":
         config = _bert_config(backbone, tokenizer.pad_token_id)
-    else:
+    elif family == "xlm_roberta":
         config = _xlm_roberta_config(backbone)
+    else:
+        config = _qwen3_config(backbone, tokenizer, sequence_length)
     if nesting_dims is not None:
         # Read by vLLM to allow a `dimensions` request parameter.
         config["is_matryoshka"] = True
@@ -499,11 +618,58 @@ def _xlm_roberta_tokenizer_files(tokenizer, sequence_length):
     }
 
 
+def _qwen3_tokenizer_files(tokenizer, sequence_length):
+    """Returns `{file name: text}` of a Qwen3 byte-level BPE tokenizer.
+
+    The vocabulary and merges are KerasHub's; texts are split with GPT-2's
+    pattern, which KerasHub's byte-pair tokenizer applies in `tf.data`
+    (Qwen's own pattern differs on digits and punctuation), and end with
+    `<|im_end|>`, which KerasHub's Qwen3 preprocessor appends.
+    """
+    import tokenizers
+    from tokenizers import decoders
+    from tokenizers import pre_tokenizers
+    from tokenizers import processors
+
+    merges = [
+        tuple(merge.split(" "))
+        for merge in tokenizer.merges
+        if not merge.lstrip().startswith("#version:")
+    ]
+    hf = tokenizers.Tokenizer(
+        tokenizers.models.BPE(vocab=dict(tokenizer.vocabulary), merges=merges)
+    )
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(
+        add_prefix_space=False, use_regex=True
+    )
+    hf.decoder = decoders.ByteLevel()
+    end, pad = tokenizer.end_token, tokenizer.pad_token
+    special = list(tokenizer.unsplittable_tokens or [])
+    hf.add_special_tokens(sorted(set(special + [end, pad])))
+    hf.post_processor = processors.TemplateProcessing(
+        single=f"$A {end}",
+        pair=f"$A {end} $B:1 {end}:1",
+        special_tokens=[(end, tokenizer.end_token_id)],
+    )
+    special_map = {"eos_token": end, "pad_token": pad}
+    tokenizer_config = dict(
+        special_map,
+        tokenizer_class="PreTrainedTokenizerFast",
+        model_max_length=sequence_length,
+        padding_side="right",
+    )
+    return {
+        "tokenizer.json": hf.to_str(),
+        "tokenizer_config.json": _json(tokenizer_config),
+        "special_tokens_map.json": _json(special_map),
+    }
+
+
 def _json(value):
     return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
 
 
-def _model_card(width, sequence_length, nesting_dims):
+def _model_card(name, width, sequence_length, nesting_dims):
     front = [
         "---",
         "library_name: sentence-transformers",
@@ -524,7 +690,8 @@ def _model_card(width, sequence_length, nesting_dims):
         "",
         "# Sentence embedder exported by keras-mrl",
         "",
-        f"A BERT sentence embedder of {width} dimensions (inputs of up to "
+        f"{'An' if name[0] in 'AEIOUX' else 'A'} {name} sentence embedder "
+        f"of {width} dimensions (inputs of up to "
         f"{sequence_length} tokens), fine-tuned in Keras and exported by "
         "`keras_mrl.integrations.sentence_transformers.export`.",
         "",
@@ -669,30 +836,46 @@ def export(
     preprocessor = embedder.preprocessor
     if tokenizer is None and preprocessor is not None:
         tokenizer = preprocessor.tokenizer
-    tokenizer_type, preprocessor_type = _TOKENIZERS[family]
+    _, tokenizer_type, preprocessor_type, _, min_length = _FAMILIES[family]
     if not isinstance(tokenizer, getattr(keras_hub.models, tokenizer_type)):
         raise ValueError(
             "The export needs the embedder's tokenizer: give the embedder a "
             f"{preprocessor_type} or pass tokenizer=keras_hub.models."
             f"{tokenizer_type}(...); got {type(tokenizer).__name__}."
         )
+    # Position embeddings (BERT, XLM-RoBERTa) or KerasHub's attention
+    # window (Qwen3) bound the length.
+    max_length = getattr(backbone, "max_sequence_length", None)
+    if family == "qwen3":
+        max_length = backbone.sliding_window_size
     if sequence_length is None:
         sequence_length = (
-            backbone.max_sequence_length
-            if preprocessor is None
-            else preprocessor.sequence_length
+            max_length if preprocessor is None else preprocessor.sequence_length
         )
-    if sequence_length < 3:
-        start, end = ("[CLS]", "[SEP]") if family == "bert" else ("<s>", "</s>")
+    if sequence_length is None:
         raise ValueError(
-            f"`sequence_length` must be at least 3 ({start}, a token of "
-            f"text, {end}; with fewer every text has the same vector), got "
+            "The export needs a `sequence_length` when the embedder has no "
+            f"preprocessor: a {type(backbone).__name__} has no position "
+            "embeddings to bound it."
+        )
+    if sequence_length < min_length:
+        parts = {
+            "bert": "[CLS], a token of text, [SEP]",
+            "xlm_roberta": "<s>, a token of text, </s>",
+            "qwen3": "a token of text, <|im_end|>",
+        }[family]
+        raise ValueError(
+            f"`sequence_length` must be at least {min_length} ({parts}; "
+            "with fewer every text has the same vector), got "
             f"{sequence_length}."
         )
-    if sequence_length > backbone.max_sequence_length:
+    if max_length is not None and sequence_length > max_length:
+        what = (
+            "attention window" if family == "qwen3" else "position embeddings"
+        )
         raise ValueError(
             f"`sequence_length` {sequence_length} exceeds the backbone's "
-            f"{backbone.max_sequence_length} position embeddings."
+            f"{max_length} {what}."
         )
     path = _check_target(path, overwrite)
 
@@ -703,12 +886,15 @@ def export(
         modules.append((f"{len(modules)}_Dense", "Dense"))
     if normalize and modules[-1][1] != "Normalize":
         modules.append((f"{len(modules)}_Normalize", "Normalize"))
-    if family == "bert":
-        files = _tokenizer_files(tokenizer, sequence_length)
-    else:
-        files = _xlm_roberta_tokenizer_files(tokenizer, sequence_length)
+    files = {
+        "bert": _tokenizer_files,
+        "xlm_roberta": _xlm_roberta_tokenizer_files,
+        "qwen3": _qwen3_tokenizer_files,
+    }[family](tokenizer, sequence_length)
     files["config.json"] = _json(
-        _model_config(family, backbone, tokenizer, nesting_dims)
+        _model_config(
+            family, backbone, tokenizer, sequence_length, nesting_dims
+        )
     )
     files["modules.json"] = _json(
         [
@@ -733,7 +919,9 @@ def export(
     if nesting_dims is not None:
         st_config["matryoshka_dimensions"] = list(nesting_dims)
     files["config_sentence_transformers.json"] = _json(st_config)
-    files["README.md"] = _model_card(out_width, sequence_length, nesting_dims)
+    files["README.md"] = _model_card(
+        _NAMES[family], out_width, sequence_length, nesting_dims
+    )
     pooling = embedder.pooling_mode
     files["1_Pooling/config.json"] = _json(
         {
@@ -742,6 +930,7 @@ def export(
             "pooling_mode_mean_tokens": pooling == "mean",
             "pooling_mode_max_tokens": pooling == "max",
             "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_lasttoken": pooling == "last",
         }
     )
     for folder, kind in modules:
@@ -774,7 +963,11 @@ def export(
             ) as file:
                 file.write(content)
         _save_tensors(
-            _backbone_weights(backbone, family),
+            (
+                _qwen3_weights(backbone)
+                if family == "qwen3"
+                else _backbone_weights(backbone, family)
+            ),
             os.path.join(building, "model.safetensors"),
         )
         if head_weights is not None:
