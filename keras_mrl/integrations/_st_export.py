@@ -1,29 +1,48 @@
-"""Writes a KerasHub BERT text embedder as a sentence-transformers directory.
+"""Writes a KerasHub text embedder as a sentence-transformers directory.
 
 The directory is what `sentence_transformers.SentenceTransformer(path)`
-loads: the BERT weights under Hugging Face's names in `model.safetensors`
-with its `config.json`, the WordPiece tokenizer (`vocab.txt`,
-`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`),
-then one module per step of the Keras model in `modules.json`: pooling,
-normalisation, an optional linear head (`Dense`), a final normalisation.
-Everything is written with numpy, json and safetensors: neither torch nor
+loads: the transformer's weights under Hugging Face's names in
+`model.safetensors` with its `config.json` (`BertModel`,
+`XLMRobertaModel` or `Qwen3Model`), the tokenizer (`tokenizer.json`,
+`tokenizer_config.json`, `special_tokens_map.json`, and BERT's
+`vocab.txt` or XLM-RoBERTa's `sentencepiece.bpe.model`), then one module
+per step of the Keras model in `modules.json`: pooling, normalisation, an
+optional linear head (`Dense`), a final normalisation. Everything is
+written with numpy, json, safetensors and the `tokenizers` and
+`sentencepiece` packages KerasHub depends on: neither torch nor
 sentence-transformers is needed to export.
 
-Two details make sentence-transformers compute what Keras computes:
-KerasHub's BERT uses the tanh approximation of GELU, so `config.json` says
-`gelu_new`; and the tokenizer normalises texts as the Keras one does. A
-`HuggingFaceBertTokenizer` (what `load` gives) is written with its own
-`BertNormalizer`, and both sides give the same token ids but for the few
-characters its docstring names. A plain KerasHub `BertTokenizer` is
-written with its `lowercase` and `strip_accents` explicit (Hugging Face's
-default strips accents whenever it lowercases, KerasHub's does not), but
-KerasHub normalises some texts in ways no Hugging Face normaliser repeats,
-so those still split differently: KerasHub lowercases by Unicode case
-folding (ligatures and full-width letters become ASCII letters, "ß" becomes
-"ss"), keeps a non-breaking space inside a word (then unknown), splits
-words at zero-width, soft-hyphen and control characters, which Hugging
-Face drops, and reads a special token written in a text ("[SEP]") as
-plain text.
+Gemma3 embedders are not written. EmbeddingGemma's pooling inside the
+backbone maps to sentence-transformers' mean pooling and two `Dense`
+modules, and KerasHub converts its weights, but its tokenizer is a
+SentencePiece BPE with byte fallback and its attention is bidirectional
+within sliding windows: neither can be checked here against the vectors
+of a real checkpoint offline, and a tiny random model would not exercise
+them, so an export could give other vectors unnoticed.
+
+For BERT, two details make sentence-transformers compute what Keras
+computes: KerasHub's BERT uses the tanh approximation of GELU, so
+`config.json` says `gelu_new`; and the tokenizer normalises texts as the
+Keras one does. A `HuggingFaceBertTokenizer` (what `load` gives) is
+written with its own `BertNormalizer`, and both sides give the same token
+ids but for the few characters its docstring names. A plain KerasHub
+`BertTokenizer` is written with its `lowercase` and `strip_accents`
+explicit (Hugging Face's default strips accents whenever it lowercases,
+KerasHub's does not), but KerasHub normalises some texts in ways no
+Hugging Face normaliser repeats, so those still split differently:
+KerasHub lowercases by Unicode case folding (ligatures and full-width
+letters become ASCII letters, "ß" becomes "ss"), keeps a non-breaking
+space inside a word (then unknown), splits words at zero-width,
+soft-hyphen and control characters, which Hugging Face drops, and reads a
+special token written in a text ("[SEP]") as plain text.
+
+XLM-RoBERTa's position embeddings gain the two rows Hugging Face's
+RoBERTa skips (it numbers positions from the padding id plus one), and
+its SentencePiece model is written as a unigram `tokenizer.json` under
+fairseq's ids with SentencePiece's own normalisation. Qwen3's byte-level
+BPE splits texts with GPT-2's pattern, as KerasHub's tokenizer does in
+`tf.data`, and ends them with `<|im_end|>`, as KerasHub's preprocessor
+does; its last-token pooling is sentence-transformers' `lasttoken`.
 """
 
 import json
@@ -726,11 +745,12 @@ def export(
     sequence_length=None,
     overwrite=False,
 ):
-    """Writes a KerasHub BERT embedder as a sentence-transformers directory.
+    """Writes a KerasHub text embedder as a sentence-transformers directory.
 
     `sentence_transformers.SentenceTransformer(path)` then encodes texts to
     the vectors of the Keras model (up to float rounding): the embedder's
-    BERT, its pooling (mean, cls or max) and its own normalisation, then
+    transformer (BERT, XLM-RoBERTa or Qwen3), its pooling (mean, cls or
+    max; Qwen3's last token or mean) and its own normalisation, then
     `head` (or a `ContrastiveModel`'s head) as a `Dense` module without
     bias (`OrthogonalProjection`) or with the `Dense` layer's bias, then,
     with `normalize`, an L2 normalisation. The widths `nesting_dims` are
@@ -740,8 +760,10 @@ def export(
     `encode(..., normalize_embeddings=True)`, which renormalises after
     cutting.
 
-    The exported tokenizer gives the Keras tokenizer's ids on every text
-    when that is a
+    The exported tokenizer gives the Keras tokenizer's ids: XLM-RoBERTa's
+    SentencePiece and Qwen3's byte-level BPE on every text but one that
+    writes out a special token ("<s>", "<|im_end|>"), BERT's on every text
+    when it is a
     `keras_mrl.integrations.sentence_transformers.HuggingFaceBertTokenizer`
     (but for the characters its docstring names); a plain KerasHub
     `BertTokenizer` still splits some texts differently: KerasHub
@@ -753,12 +775,15 @@ def export(
 
     The directory is written next to `path` and renamed at the end, so an
     interrupted export leaves no half-written model; it gets the
-    permissions the umask gives a new directory. A directory without a
-    `Dense` module loads back into Keras with
-    `keras_mrl.integrations.sentence_transformers.load`.
+    permissions the umask gives a new directory. A BERT directory without
+    a `Dense` module loads back into Keras with
+    `keras_mrl.integrations.sentence_transformers.load`. Gemma3 embedders
+    raise: the module docstring says why.
 
     Args:
-        embedder: a `keras_hub.models.BertTextEmbedder`, or a
+        embedder: a `keras_hub.models.BertTextEmbedder`,
+            `keras_hub.models.XLMRobertaTextEmbedder` or
+            `keras_hub.models.Qwen3TextEmbedder`, or a
             `keras_mrl.models.ContrastiveModel` around one (its head is
             exported too).
         path: the directory to write; it must not exist or be empty,
@@ -770,25 +795,30 @@ def export(
             at, none wider than its output.
         normalize: bool, whether the exported model L2-normalises its
             output.
-        tokenizer: the `keras_hub.models.BertTokenizer` to export when the
-            embedder has no preprocessor; None uses the preprocessor's.
+        tokenizer: the family's KerasHub tokenizer
+            (`keras_hub.models.BertTokenizer`, `XLMRobertaTokenizer`,
+            `Qwen3Tokenizer`) to export when the embedder has no
+            preprocessor; None uses the preprocessor's.
         sequence_length: optional int, the `max_seq_length` of the exported
-            model, at least 3 ([CLS], a token of text, [SEP]); None keeps
-            the preprocessor's `sequence_length` (or the backbone's
-            `max_sequence_length` without a preprocessor).
+            model, at least 3 ([CLS], a token of text, [SEP]; Qwen3: 2, a
+            token and `<|im_end|>`); None keeps the preprocessor's
+            `sequence_length` (without a preprocessor, the backbone's
+            `max_sequence_length`, or Qwen3's `sliding_window_size`).
         overwrite: bool, whether to replace a non-empty `path`.
 
     Returns:
         The absolute path of the written directory.
 
     Raises:
-        TypeError: for an embedder that is not a BERT `TextEmbedder`, or a
+        TypeError: for an embedder that is no KerasHub `TextEmbedder`, or a
             head of another type.
-        ValueError: for a `path` that is a file or a non-empty directory
-            (without `overwrite`), widths wider than the output, a
-            `sequence_length` under 3 or beyond the position embeddings, a
-            missing tokenizer, or a head whose input width is not the
-            embedder's.
+        ValueError: for a `TextEmbedder` of another family (Gemma3), a
+            `path` that is a file or a non-empty directory (without
+            `overwrite`), widths wider than the output, a
+            `sequence_length` too short or beyond the position embeddings
+            (Qwen3: the attention window), or missing where nothing bounds
+            it, a missing tokenizer, or a head whose input width is not
+            the embedder's.
         ImportError: when keras-hub or safetensors is not installed.
 
     Example:
