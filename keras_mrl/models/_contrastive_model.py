@@ -465,6 +465,9 @@ class ContrastiveModel(keras.Model):
     >>> history = model.fit((anchors, positives), batch_size=4, verbose=0)
     >>> tuple(model.predict((anchors, positives), verbose=0).shape)
     (8, 2, 4)
+    >>> served = model.encode(anchors, dim=2)  # cut, then L2-normalised
+    >>> served.shape, bool(np.allclose(np.linalg.norm(served, axis=1), 1))
+    ((8, 2), True)
 
     A frozen copy of the encoder as the guide:
 
