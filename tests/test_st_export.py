@@ -32,6 +32,7 @@ from _docstring_lines import first_lines  # noqa: E402
 from _tiny_bert import VOCABULARY  # noqa: E402
 from _tiny_bert import pairs  # noqa: E402
 from _tiny_bert import tiny_embedder  # noqa: E402
+from _tiny_families import tiny_family_embedder  # noqa: E402
 
 import keras_mrl  # noqa: E402
 from keras_mrl.integrations import sentence_transformers as st  # noqa: E402
@@ -365,6 +366,50 @@ def test_non_bert_embedder_raises(tmp_path):
     encoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(TypeError, match="BertTextEmbedder"):
         st.export(encoder, path=tmp_path / "model")
+
+
+def test_other_text_embedder_families_raise_naming_the_supported_ones(
+    tmp_path,
+):
+    embedder = tiny_family_embedder("gemma3")
+    with pytest.raises(ValueError) as error:
+        st.export(embedder, path=tmp_path / "model")
+    message = str(error.value)
+    assert "\n" not in message
+    for name in (
+        "BertTextEmbedder",
+        "XLMRobertaTextEmbedder",
+        "Qwen3TextEmbedder",
+        "got a Gemma3TextEmbedder",
+    ):
+        assert name in message
+    assert not (tmp_path / "model").exists()
+
+
+def test_qwen3_and_xlm_roberta_errors_name_their_parts(tmp_path):
+    path = tmp_path / "model"
+    qwen3 = tiny_family_embedder("qwen3")
+    bare = keras_hub.models.Qwen3TextEmbedder(qwen3.backbone, None)
+    with pytest.raises(ValueError, match="Qwen3TextEmbedderPreprocessor"):
+        st.export(bare, path=path)
+    tokenizer = qwen3.preprocessor.tokenizer
+    window = qwen3.backbone.sliding_window_size
+    # Without a preprocessor, KerasHub's attention window bounds the texts;
+    # without a window, nothing does.
+    qwen3.backbone.sliding_window_size = None
+    with pytest.raises(ValueError, match="needs a `sequence_length`"):
+        st.export(bare, path=path, tokenizer=tokenizer)
+    qwen3.backbone.sliding_window_size = window
+    with pytest.raises(ValueError, match="at least 2.*<\\|im_end\\|>.*got 1"):
+        st.export(qwen3, path=path, sequence_length=1)
+    with pytest.raises(ValueError, match=f"{window} attention window"):
+        st.export(qwen3, path=path, sequence_length=window + 1)
+    xlm_roberta = tiny_family_embedder("xlm_roberta")
+    with pytest.raises(ValueError, match="at least 3.*</s>.*got 2"):
+        st.export(xlm_roberta, path=path, sequence_length=2)
+    with pytest.raises(ValueError, match="8 position embeddings"):
+        st.export(xlm_roberta, path=path, sequence_length=9)
+    assert not path.exists()
 
 
 def test_widths_wider_than_the_output_raise(tiny, tmp_path):

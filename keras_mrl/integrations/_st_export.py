@@ -1,29 +1,48 @@
-"""Writes a KerasHub BERT text embedder as a sentence-transformers directory.
+"""Writes a KerasHub text embedder as a sentence-transformers directory.
 
 The directory is what `sentence_transformers.SentenceTransformer(path)`
-loads: the BERT weights under Hugging Face's names in `model.safetensors`
-with its `config.json`, the WordPiece tokenizer (`vocab.txt`,
-`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`),
-then one module per step of the Keras model in `modules.json`: pooling,
-normalisation, an optional linear head (`Dense`), a final normalisation.
-Everything is written with numpy, json and safetensors: neither torch nor
+loads: the transformer's weights under Hugging Face's names in
+`model.safetensors` with its `config.json` (`BertModel`,
+`XLMRobertaModel` or `Qwen3Model`), the tokenizer (`tokenizer.json`,
+`tokenizer_config.json`, `special_tokens_map.json`, and BERT's
+`vocab.txt` or XLM-RoBERTa's `sentencepiece.bpe.model`), then one module
+per step of the Keras model in `modules.json`: pooling, normalisation, an
+optional linear head (`Dense`), a final normalisation. Everything is
+written with numpy, json, safetensors and the `tokenizers` and
+`sentencepiece` packages KerasHub depends on: neither torch nor
 sentence-transformers is needed to export.
 
-Two details make sentence-transformers compute what Keras computes:
-KerasHub's BERT uses the tanh approximation of GELU, so `config.json` says
-`gelu_new`; and the tokenizer normalises texts as the Keras one does. A
-`HuggingFaceBertTokenizer` (what `load` gives) is written with its own
-`BertNormalizer`, and both sides give the same token ids but for the few
-characters its docstring names. A plain KerasHub `BertTokenizer` is
-written with its `lowercase` and `strip_accents` explicit (Hugging Face's
-default strips accents whenever it lowercases, KerasHub's does not), but
-KerasHub normalises some texts in ways no Hugging Face normaliser repeats,
-so those still split differently: KerasHub lowercases by Unicode case
-folding (ligatures and full-width letters become ASCII letters, "ß" becomes
-"ss"), keeps a non-breaking space inside a word (then unknown), splits
-words at zero-width, soft-hyphen and control characters, which Hugging
-Face drops, and reads a special token written in a text ("[SEP]") as
-plain text.
+Gemma3 embedders are not written. EmbeddingGemma's pooling inside the
+backbone maps to sentence-transformers' mean pooling and two `Dense`
+modules, and KerasHub converts its weights, but its tokenizer is a
+SentencePiece BPE with byte fallback and its attention is bidirectional
+within sliding windows: neither can be checked here against the vectors
+of a real checkpoint offline, and a tiny random model would not exercise
+them, so an export could give other vectors unnoticed.
+
+For BERT, two details make sentence-transformers compute what Keras
+computes: KerasHub's BERT uses the tanh approximation of GELU, so
+`config.json` says `gelu_new`; and the tokenizer normalises texts as the
+Keras one does. A `HuggingFaceBertTokenizer` (what `load` gives) is
+written with its own `BertNormalizer`, and both sides give the same token
+ids but for the few characters its docstring names. A plain KerasHub
+`BertTokenizer` is written with its `lowercase` and `strip_accents`
+explicit (Hugging Face's default strips accents whenever it lowercases,
+KerasHub's does not), but KerasHub normalises some texts in ways no
+Hugging Face normaliser repeats, so those still split differently:
+KerasHub lowercases by Unicode case folding (ligatures and full-width
+letters become ASCII letters, "ß" becomes "ss"), keeps a non-breaking
+space inside a word (then unknown), splits words at zero-width,
+soft-hyphen and control characters, which Hugging Face drops, and reads a
+special token written in a text ("[SEP]") as plain text.
+
+XLM-RoBERTa's position embeddings gain the two rows Hugging Face's
+RoBERTa skips (it numbers positions from the padding id plus one), and
+its SentencePiece model is written as a unigram `tokenizer.json` under
+fairseq's ids with SentencePiece's own normalisation. Qwen3's byte-level
+BPE splits texts with GPT-2's pattern, as KerasHub's tokenizer does in
+`tf.data`, and ends them with `<|im_end|>`, as KerasHub's preprocessor
+does; its last-token pooling is sentence-transformers' `lasttoken`.
 """
 
 import json
@@ -39,7 +58,33 @@ from keras_mrl._validation import check_optional_positive_int
 from keras_mrl._validation import validate_nesting_dims
 from keras_mrl.integrations._st_tokenizer import tokenizer_class
 
-_POOLING = ("mean", "cls", "max")
+_NAMES = {"bert": "BERT", "xlm_roberta": "XLM-RoBERTa", "qwen3": "Qwen3"}
+# The families `export` writes: the KerasHub embedder, its tokenizer and
+# preprocessor, the poolings sentence-transformers computes alike, and the
+# fewest tokens that leave one of text.
+_FAMILIES = {
+    "bert": (
+        "BertTextEmbedder",
+        "BertTokenizer",
+        "BertTextEmbedderPreprocessor",
+        ("mean", "cls", "max"),
+        3,
+    ),
+    "xlm_roberta": (
+        "XLMRobertaTextEmbedder",
+        "XLMRobertaTokenizer",
+        "XLMRobertaTextEmbedderPreprocessor",
+        ("mean", "cls", "max"),
+        3,
+    ),
+    "qwen3": (
+        "Qwen3TextEmbedder",
+        "Qwen3Tokenizer",
+        "Qwen3TextEmbedderPreprocessor",
+        ("last", "mean"),
+        2,
+    ),
+}
 _SPECIAL = ("unk", "sep", "pad", "cls", "mask")
 
 
@@ -77,19 +122,41 @@ def _split_model(embedder, head):
     return embedder, head
 
 
-def _check_embedder(embedder, keras_hub):
-    if not isinstance(embedder, keras_hub.models.BertTextEmbedder):
+def _family(embedder, keras_hub):
+    """`"bert"`, `"xlm_roberta"` or `"qwen3"`: a supported embedder's.
+
+    Raises:
+        TypeError: for an object that is no KerasHub `TextEmbedder`.
+        ValueError: for a `TextEmbedder` of another family, or a pooling
+            sentence-transformers does not compute.
+    """
+    families = {
+        family: getattr(keras_hub.models, spec[0])
+        for family, spec in _FAMILIES.items()
+    }
+    names = [f"keras_hub.models.{c.__name__}" for c in families.values()]
+    family = next(
+        (k for k, c in families.items() if isinstance(embedder, c)), None
+    )
+    if family is None and isinstance(embedder, keras_hub.models.TextEmbedder):
+        raise ValueError(
+            f"export writes {', '.join(names[:-1])} and {names[-1]} only, "
+            f"got a {type(embedder).__name__}."
+        )
+    if family is None:
         raise TypeError(
-            "`embedder` must be a keras_hub.models.BertTextEmbedder (for "
+            f"`embedder` must be a {', '.join(names[:-1])} or {names[-1]} (for "
             "instance from keras_mrl.integrations.sentence_transformers."
             "load) or a keras_mrl.models.ContrastiveModel around one, got "
             f"{type(embedder).__name__}."
         )
-    if embedder.pooling_mode not in _POOLING:
+    poolings = _FAMILIES[family][3]
+    if embedder.pooling_mode not in poolings:
         raise ValueError(
             f"The embedder's pooling_mode {embedder.pooling_mode!r} has no "
-            f"sentence-transformers equivalent; use one of {_POOLING}."
+            f"sentence-transformers equivalent; use one of {poolings}."
         )
+    return family
 
 
 def _head_kernel(head, width):
@@ -141,27 +208,44 @@ def _check_target(path, overwrite):
     return path
 
 
-def _backbone_weights(backbone):
-    """Returns the BERT weights under Hugging Face's names (numpy)."""
+def _backbone_weights(backbone, family):
+    """Returns the encoder's weights under Hugging Face's names (numpy)."""
     dim = backbone.hidden_dim
-    weights = {
-        "embeddings.word_embeddings.weight": backbone.get_layer(
-            "token_embedding"
-        ).embeddings,
-        "embeddings.position_embeddings.weight": backbone.get_layer(
-            "position_embedding"
-        ).position_embeddings,
-        "embeddings.token_type_embeddings.weight": backbone.get_layer(
-            "segment_embedding"
-        ).embeddings,
-        "embeddings.LayerNorm.weight": backbone.get_layer(
-            "embeddings_layer_norm"
-        ).gamma,
-        "embeddings.LayerNorm.bias": backbone.get_layer(
-            "embeddings_layer_norm"
-        ).beta,
-    }
-    weights = {name: _numpy(v) for name, v in weights.items()}
+    norm_layer = backbone.get_layer("embeddings_layer_norm")
+    if family == "bert":
+        weights = {
+            "embeddings.word_embeddings.weight": backbone.get_layer(
+                "token_embedding"
+            ).embeddings,
+            "embeddings.position_embeddings.weight": backbone.get_layer(
+                "position_embedding"
+            ).position_embeddings,
+            "embeddings.token_type_embeddings.weight": backbone.get_layer(
+                "segment_embedding"
+            ).embeddings,
+        }
+        weights = {name: _numpy(v) for name, v in weights.items()}
+    else:
+        embeddings = backbone.embeddings
+        positions = _numpy(embeddings.position_embedding.position_embeddings)
+        weights = {
+            "embeddings.word_embeddings.weight": _numpy(
+                embeddings.token_embedding.embeddings
+            ),
+            # Hugging Face's RoBERTa numbers the positions of a text from
+            # padding_idx + 1 = 2: rows 0 and 1 are never read for a token
+            # of text (the padding's row 1 is masked).
+            "embeddings.position_embeddings.weight": np.concatenate(
+                [np.zeros((2, dim), np.float32), positions]
+            ),
+            # KerasHub's RoBERTa has no segment embedding: segment 0's row
+            # adds nothing.
+            "embeddings.token_type_embeddings.weight": np.zeros(
+                (1, dim), np.float32
+            ),
+        }
+    weights["embeddings.LayerNorm.weight"] = _numpy(norm_layer.gamma)
+    weights["embeddings.LayerNorm.bias"] = _numpy(norm_layer.beta)
 
     def linear(prefix, kernel, bias):
         # Keras keeps (inputs, outputs), split per head in attention;
@@ -206,12 +290,19 @@ def _backbone_weights(backbone):
             block._feedforward_output_dense.bias,
         )
         norm(f"{prefix}.output.LayerNorm", block._feedforward_layer_norm)
-    pooler = backbone.get_layer("pooled_dense")
-    linear("pooler.dense", pooler.kernel, pooler.bias)
+    if family == "bert":
+        pooler = backbone.get_layer("pooled_dense")
+        linear("pooler.dense", pooler.kernel, pooler.bias)
+    else:
+        # XLMRobertaModel has a pooler, which sentence-transformers never
+        # reads; KerasHub's backbone has none. Zeros keep transformers from
+        # initialising (and warning about) missing weights.
+        weights["pooler.dense.weight"] = np.zeros((dim, dim), np.float32)
+        weights["pooler.dense.bias"] = np.zeros((dim,), np.float32)
     return weights
 
 
-def _bert_config(backbone, pad_token_id, nesting_dims):
+def _bert_config(backbone, pad_token_id):
     config = {
         "architectures": ["BertModel"],
         "model_type": "bert",
@@ -232,6 +323,141 @@ def _bert_config(backbone, pad_token_id, nesting_dims):
         "position_embedding_type": "absolute",
         "torch_dtype": "float32",
     }
+    return config
+
+
+def _xlm_roberta_config(backbone):
+    return {
+        "architectures": ["XLMRobertaModel"],
+        "model_type": "xlm-roberta",
+        "vocab_size": backbone.vocabulary_size,
+        "hidden_size": backbone.hidden_dim,
+        "num_hidden_layers": backbone.num_layers,
+        "num_attention_heads": backbone.num_heads,
+        "intermediate_size": backbone.intermediate_dim,
+        # KerasHub's RoBERTa computes the exact (erf) GELU.
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": backbone.dropout,
+        "attention_probs_dropout_prob": backbone.dropout,
+        # Two rows before the first position of a text (see the weights).
+        "max_position_embeddings": backbone.max_sequence_length + 2,
+        "type_vocab_size": 1,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-5,
+        "bos_token_id": 0,
+        "pad_token_id": 1,
+        "eos_token_id": 2,
+        "position_embedding_type": "absolute",
+        "torch_dtype": "float32",
+    }
+
+
+def _qwen3_config(backbone, tokenizer, sequence_length):
+    factor = backbone.rope_scaling_factor
+    rope = {"rope_type": "default", "rope_theta": backbone.rope_max_wavelength}
+    if factor != 1:
+        # KerasHub divides the positions by the factor: linear scaling.
+        rope.update(rope_type="linear", factor=factor)
+    return {
+        "architectures": ["Qwen3Model"],
+        "model_type": "qwen3",
+        "vocab_size": backbone.vocabulary_size,
+        "hidden_size": backbone.hidden_dim,
+        "intermediate_size": backbone.intermediate_dim,
+        "num_hidden_layers": backbone.num_layers,
+        "num_attention_heads": backbone.num_query_heads,
+        "num_key_value_heads": backbone.num_key_value_heads,
+        "head_dim": backbone.head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": backbone.layer_norm_epsilon,
+        "rope_theta": backbone.rope_max_wavelength,
+        "rope_parameters": rope,
+        "max_position_embeddings": max(sequence_length, 32768),
+        "attention_bias": False,
+        "attention_dropout": backbone.dropout,
+        # Every text the export takes fits KerasHub's window.
+        "use_sliding_window": False,
+        "tie_word_embeddings": backbone.tie_word_embeddings,
+        "eos_token_id": tokenizer.end_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "torch_dtype": "float32",
+    }
+
+
+def _qwen3_weights(backbone):
+    """Returns the Qwen3 weights under `Qwen3Model`'s names (numpy)."""
+    dim = backbone.hidden_dim
+
+    def linear(kernel):
+        # Keras keeps (inputs, outputs), split per head in attention
+        # ((hidden, heads, head_dim) in, (heads, head_dim, hidden) out);
+        # torch keeps (outputs, inputs).
+        kernel = _numpy(kernel)
+        if kernel.ndim == 3 and kernel.shape[0] == dim:
+            kernel = kernel.reshape(dim, -1)
+        elif kernel.ndim == 3:
+            kernel = kernel.reshape(-1, dim)
+        return np.ascontiguousarray(kernel.T)
+
+    weights = {
+        "embed_tokens.weight": _numpy(
+            backbone.get_layer("token_embedding").embeddings
+        ),
+        "norm.weight": _numpy(
+            backbone.get_layer("sequence_output_layernorm").scale
+        ),
+    }
+    for i in range(backbone.num_layers):
+        block = backbone.get_layer(f"transformer_layer_{i}")
+        attention = block._self_attention_layer
+        prefix = f"layers.{i}"
+        weights.update(
+            {
+                f"{prefix}.input_layernorm.weight": _numpy(
+                    block._self_attention_layernorm.scale
+                ),
+                f"{prefix}.self_attn.q_proj.weight": linear(
+                    attention._query_dense.kernel
+                ),
+                f"{prefix}.self_attn.q_norm.weight": _numpy(
+                    attention._query_dense_layer_norm.scale
+                ),
+                f"{prefix}.self_attn.k_proj.weight": linear(
+                    attention._key_dense.kernel
+                ),
+                f"{prefix}.self_attn.k_norm.weight": _numpy(
+                    attention._key_dense_layer_norm.scale
+                ),
+                f"{prefix}.self_attn.v_proj.weight": linear(
+                    attention._value_dense.kernel
+                ),
+                f"{prefix}.self_attn.o_proj.weight": linear(
+                    attention._output_dense.kernel
+                ),
+                f"{prefix}.mlp.gate_proj.weight": linear(
+                    block._feedforward_gate_dense.kernel
+                ),
+                f"{prefix}.mlp.up_proj.weight": linear(
+                    block._feedforward_intermediate_dense.kernel
+                ),
+                f"{prefix}.mlp.down_proj.weight": linear(
+                    block._feedforward_output_dense.kernel
+                ),
+                f"{prefix}.post_attention_layernorm.weight": _numpy(
+                    block._feedforward_layernorm.scale
+                ),
+            }
+        )
+    return weights
+
+
+def _model_config(family, backbone, tokenizer, sequence_length, nesting_dims):
+    if family == "bert":
+        config = _bert_config(backbone, tokenizer.pad_token_id)
+    elif family == "xlm_roberta":
+        config = _xlm_roberta_config(backbone)
+    else:
+        config = _qwen3_config(backbone, tokenizer, sequence_length)
     if nesting_dims is not None:
         # Read by vLLM to allow a `dimensions` request parameter.
         config["is_matryoshka"] = True
@@ -334,11 +560,135 @@ def _tokenizer_files(tokenizer, sequence_length):
     }
 
 
+def _xlm_roberta_tokenizer_files(tokenizer, sequence_length):
+    """Returns `{file name: text or bytes}` of an XLM-RoBERTa tokenizer.
+
+    `tokenizer.json` is the SentencePiece unigram model under fairseq's
+    ids, which KerasHub's `XLMRobertaTokenizer` uses too: `<s>`, `<pad>`,
+    `</s>`, `<unk>` first, then every piece one place later than in the
+    proto, then `<mask>`. The normaliser and pre-tokenizer are those
+    SentencePiece applies (its precompiled character map, extra spaces
+    removed, spaces as "▁" and one before the text), as transformers'
+    own conversion writes them. `sentencepiece.bpe.model` is the proto
+    itself, which KerasHub's loader reads.
+    """
+    import tokenizers
+    from sentencepiece import sentencepiece_model_pb2
+    from tokenizers import Regex
+    from tokenizers import decoders
+    from tokenizers import normalizers
+    from tokenizers import pre_tokenizers
+    from tokenizers import processors
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(tokenizer.proto)
+    special = ["<s>", "<pad>", "</s>", "<unk>"]
+    vocabulary = [(token, 0.0) for token in special]
+    vocabulary += [(piece.piece, piece.score) for piece in proto.pieces[3:]]
+    vocabulary.append(("<mask>", 0.0))
+    hf = tokenizers.Tokenizer(
+        tokenizers.models.Unigram(vocabulary, unk_id=3, byte_fallback=False)
+    )
+    spec = proto.normalizer_spec
+    steps = []
+    if spec.precompiled_charsmap:
+        steps.append(normalizers.Precompiled(spec.precompiled_charsmap))
+    if spec.remove_extra_whitespaces:
+        steps += [
+            normalizers.Replace(Regex(r"\A +| +\z"), ""),
+            normalizers.Replace(Regex(" {2,}"), " "),
+        ]
+    if spec.escape_whitespaces:
+        steps.append(normalizers.Replace(" ", "▁"))
+    if spec.add_dummy_prefix:
+        # Metaspace adds no "▁" before a text that starts with one;
+        # SentencePiece does.
+        steps.append(normalizers.Replace(Regex(r"\A▁"), "▁▁"))
+        hf.pre_tokenizer = pre_tokenizers.Metaspace(
+            replacement="▁", prepend_scheme="always", split=False
+        )
+    hf.normalizer = normalizers.Sequence(steps)
+    hf.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    hf.add_special_tokens(special + ["<mask>"])
+    hf.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", 0), ("</s>", 2)],
+    )
+    special_map = {
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "sep_token": "</s>",
+        "cls_token": "<s>",
+        "unk_token": "<unk>",
+        "pad_token": "<pad>",
+        "mask_token": "<mask>",
+    }
+    tokenizer_config = dict(
+        special_map,
+        tokenizer_class="XLMRobertaTokenizer",
+        model_max_length=sequence_length,
+    )
+    return {
+        "sentencepiece.bpe.model": bytes(tokenizer.proto),
+        "tokenizer.json": hf.to_str(),
+        "tokenizer_config.json": _json(tokenizer_config),
+        "special_tokens_map.json": _json(special_map),
+    }
+
+
+def _qwen3_tokenizer_files(tokenizer, sequence_length):
+    """Returns `{file name: text}` of a Qwen3 byte-level BPE tokenizer.
+
+    The vocabulary and merges are KerasHub's; texts are split with GPT-2's
+    pattern, which KerasHub's byte-pair tokenizer applies in `tf.data`
+    (Qwen's own pattern differs on digits and punctuation), and end with
+    `<|im_end|>`, which KerasHub's Qwen3 preprocessor appends.
+    """
+    import tokenizers
+    from tokenizers import decoders
+    from tokenizers import pre_tokenizers
+    from tokenizers import processors
+
+    merges = [
+        tuple(merge.split(" "))
+        for merge in tokenizer.merges
+        if not merge.lstrip().startswith("#version:")
+    ]
+    hf = tokenizers.Tokenizer(
+        tokenizers.models.BPE(vocab=dict(tokenizer.vocabulary), merges=merges)
+    )
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(
+        add_prefix_space=False, use_regex=True
+    )
+    hf.decoder = decoders.ByteLevel()
+    end, pad = tokenizer.end_token, tokenizer.pad_token
+    special = list(tokenizer.unsplittable_tokens or [])
+    hf.add_special_tokens(sorted(set(special + [end, pad])))
+    hf.post_processor = processors.TemplateProcessing(
+        single=f"$A {end}",
+        pair=f"$A {end} $B:1 {end}:1",
+        special_tokens=[(end, tokenizer.end_token_id)],
+    )
+    special_map = {"eos_token": end, "pad_token": pad}
+    tokenizer_config = dict(
+        special_map,
+        tokenizer_class="PreTrainedTokenizerFast",
+        model_max_length=sequence_length,
+        padding_side="right",
+    )
+    return {
+        "tokenizer.json": hf.to_str(),
+        "tokenizer_config.json": _json(tokenizer_config),
+        "special_tokens_map.json": _json(special_map),
+    }
+
+
 def _json(value):
     return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
 
 
-def _model_card(width, sequence_length, nesting_dims):
+def _model_card(name, width, sequence_length, nesting_dims):
     front = [
         "---",
         "library_name: sentence-transformers",
@@ -359,7 +709,8 @@ def _model_card(width, sequence_length, nesting_dims):
         "",
         "# Sentence embedder exported by keras-mrl",
         "",
-        f"A BERT sentence embedder of {width} dimensions (inputs of up to "
+        f"{'An' if name[0] in 'AEIOUX' else 'A'} {name} sentence embedder "
+        f"of {width} dimensions (inputs of up to "
         f"{sequence_length} tokens), fine-tuned in Keras and exported by "
         "`keras_mrl.integrations.sentence_transformers.export`.",
         "",
@@ -394,11 +745,12 @@ def export(
     sequence_length=None,
     overwrite=False,
 ):
-    """Writes a KerasHub BERT embedder as a sentence-transformers directory.
+    """Writes a KerasHub text embedder as a sentence-transformers directory.
 
     `sentence_transformers.SentenceTransformer(path)` then encodes texts to
     the vectors of the Keras model (up to float rounding): the embedder's
-    BERT, its pooling (mean, cls or max) and its own normalisation, then
+    transformer (BERT, XLM-RoBERTa or Qwen3), its pooling (mean, cls or
+    max; Qwen3's last token or mean) and its own normalisation, then
     `head` (or a `ContrastiveModel`'s head) as a `Dense` module without
     bias (`OrthogonalProjection`) or with the `Dense` layer's bias, then,
     with `normalize`, an L2 normalisation. The widths `nesting_dims` are
@@ -408,8 +760,10 @@ def export(
     `encode(..., normalize_embeddings=True)`, which renormalises after
     cutting.
 
-    The exported tokenizer gives the Keras tokenizer's ids on every text
-    when that is a
+    The exported tokenizer gives the Keras tokenizer's ids: XLM-RoBERTa's
+    SentencePiece and Qwen3's byte-level BPE on every text but one that
+    writes out a special token ("<s>", "<|im_end|>"), BERT's on every text
+    when it is a
     `keras_mrl.integrations.sentence_transformers.HuggingFaceBertTokenizer`
     (but for the characters its docstring names); a plain KerasHub
     `BertTokenizer` still splits some texts differently: KerasHub
@@ -421,12 +775,15 @@ def export(
 
     The directory is written next to `path` and renamed at the end, so an
     interrupted export leaves no half-written model; it gets the
-    permissions the umask gives a new directory. A directory without a
-    `Dense` module loads back into Keras with
-    `keras_mrl.integrations.sentence_transformers.load`.
+    permissions the umask gives a new directory. A BERT directory without
+    a `Dense` module loads back into Keras with
+    `keras_mrl.integrations.sentence_transformers.load`. Gemma3 embedders
+    raise: the module docstring says why.
 
     Args:
-        embedder: a `keras_hub.models.BertTextEmbedder`, or a
+        embedder: a `keras_hub.models.BertTextEmbedder`,
+            `keras_hub.models.XLMRobertaTextEmbedder` or
+            `keras_hub.models.Qwen3TextEmbedder`, or a
             `keras_mrl.models.ContrastiveModel` around one (its head is
             exported too).
         path: the directory to write; it must not exist or be empty,
@@ -438,25 +795,30 @@ def export(
             at, none wider than its output.
         normalize: bool, whether the exported model L2-normalises its
             output.
-        tokenizer: the `keras_hub.models.BertTokenizer` to export when the
-            embedder has no preprocessor; None uses the preprocessor's.
+        tokenizer: the family's KerasHub tokenizer
+            (`keras_hub.models.BertTokenizer`, `XLMRobertaTokenizer`,
+            `Qwen3Tokenizer`) to export when the embedder has no
+            preprocessor; None uses the preprocessor's.
         sequence_length: optional int, the `max_seq_length` of the exported
-            model, at least 3 ([CLS], a token of text, [SEP]); None keeps
-            the preprocessor's `sequence_length` (or the backbone's
-            `max_sequence_length` without a preprocessor).
+            model, at least 3 ([CLS], a token of text, [SEP]; Qwen3: 2, a
+            token and `<|im_end|>`); None keeps the preprocessor's
+            `sequence_length` (without a preprocessor, the backbone's
+            `max_sequence_length`, or Qwen3's `sliding_window_size`).
         overwrite: bool, whether to replace a non-empty `path`.
 
     Returns:
         The absolute path of the written directory.
 
     Raises:
-        TypeError: for an embedder that is not a BERT `TextEmbedder`, or a
+        TypeError: for an embedder that is no KerasHub `TextEmbedder`, or a
             head of another type.
-        ValueError: for a `path` that is a file or a non-empty directory
-            (without `overwrite`), widths wider than the output, a
-            `sequence_length` under 3 or beyond the position embeddings, a
-            missing tokenizer, or a head whose input width is not the
-            embedder's.
+        ValueError: for a `TextEmbedder` of another family (Gemma3), a
+            `path` that is a file or a non-empty directory (without
+            `overwrite`), widths wider than the output, a
+            `sequence_length` too short or beyond the position embeddings
+            (Qwen3: the attention window), or missing where nothing bounds
+            it, a missing tokenizer, or a head whose input width is not
+            the embedder's.
         ImportError: when keras-hub or safetensors is not installed.
 
     Example:
@@ -487,7 +849,7 @@ def export(
     """
     keras_hub = _import_hub()
     embedder, head = _split_model(embedder, head)
-    _check_embedder(embedder, keras_hub)
+    family = _family(embedder, keras_hub)
     normalize = check_bool(normalize, "normalize")
     overwrite = check_bool(overwrite, "overwrite")
     sequence_length = check_optional_positive_int(
@@ -504,29 +866,46 @@ def export(
     preprocessor = embedder.preprocessor
     if tokenizer is None and preprocessor is not None:
         tokenizer = preprocessor.tokenizer
-    if not isinstance(tokenizer, keras_hub.models.BertTokenizer):
+    _, tokenizer_type, preprocessor_type, _, min_length = _FAMILIES[family]
+    if not isinstance(tokenizer, getattr(keras_hub.models, tokenizer_type)):
         raise ValueError(
-            "The export needs the embedder's WordPiece tokenizer: give the "
-            "embedder a BertTextEmbedderPreprocessor or pass "
-            "tokenizer=keras_hub.models.BertTokenizer(...); got "
-            f"{type(tokenizer).__name__}."
+            "The export needs the embedder's tokenizer: give the embedder a "
+            f"{preprocessor_type} or pass tokenizer=keras_hub.models."
+            f"{tokenizer_type}(...); got {type(tokenizer).__name__}."
         )
+    # Position embeddings (BERT, XLM-RoBERTa) or KerasHub's attention
+    # window (Qwen3) bound the length.
+    max_length = getattr(backbone, "max_sequence_length", None)
+    if family == "qwen3":
+        max_length = backbone.sliding_window_size
     if sequence_length is None:
         sequence_length = (
-            backbone.max_sequence_length
-            if preprocessor is None
-            else preprocessor.sequence_length
+            max_length if preprocessor is None else preprocessor.sequence_length
         )
-    if sequence_length < 3:
+    if sequence_length is None:
         raise ValueError(
-            f"`sequence_length` must be at least 3 ([CLS], a token of text, "
-            "[SEP]; with fewer every text has the same vector), got "
+            "The export needs a `sequence_length` when the embedder has no "
+            f"preprocessor: a {type(backbone).__name__} has no position "
+            "embeddings to bound it."
+        )
+    if sequence_length < min_length:
+        parts = {
+            "bert": "[CLS], a token of text, [SEP]",
+            "xlm_roberta": "<s>, a token of text, </s>",
+            "qwen3": "a token of text, <|im_end|>",
+        }[family]
+        raise ValueError(
+            f"`sequence_length` must be at least {min_length} ({parts}; "
+            "with fewer every text has the same vector), got "
             f"{sequence_length}."
         )
-    if sequence_length > backbone.max_sequence_length:
+    if max_length is not None and sequence_length > max_length:
+        what = (
+            "attention window" if family == "qwen3" else "position embeddings"
+        )
         raise ValueError(
             f"`sequence_length` {sequence_length} exceeds the backbone's "
-            f"{backbone.max_sequence_length} position embeddings."
+            f"{max_length} {what}."
         )
     path = _check_target(path, overwrite)
 
@@ -537,9 +916,15 @@ def export(
         modules.append((f"{len(modules)}_Dense", "Dense"))
     if normalize and modules[-1][1] != "Normalize":
         modules.append((f"{len(modules)}_Normalize", "Normalize"))
-    files = _tokenizer_files(tokenizer, sequence_length)
+    files = {
+        "bert": _tokenizer_files,
+        "xlm_roberta": _xlm_roberta_tokenizer_files,
+        "qwen3": _qwen3_tokenizer_files,
+    }[family](tokenizer, sequence_length)
     files["config.json"] = _json(
-        _bert_config(backbone, tokenizer.pad_token_id, nesting_dims)
+        _model_config(
+            family, backbone, tokenizer, sequence_length, nesting_dims
+        )
     )
     files["modules.json"] = _json(
         [
@@ -564,7 +949,9 @@ def export(
     if nesting_dims is not None:
         st_config["matryoshka_dimensions"] = list(nesting_dims)
     files["config_sentence_transformers.json"] = _json(st_config)
-    files["README.md"] = _model_card(out_width, sequence_length, nesting_dims)
+    files["README.md"] = _model_card(
+        _NAMES[family], out_width, sequence_length, nesting_dims
+    )
     pooling = embedder.pooling_mode
     files["1_Pooling/config.json"] = _json(
         {
@@ -573,6 +960,7 @@ def export(
             "pooling_mode_mean_tokens": pooling == "mean",
             "pooling_mode_max_tokens": pooling == "max",
             "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_lasttoken": pooling == "last",
         }
     )
     for folder, kind in modules:
@@ -592,16 +980,24 @@ def export(
     os.makedirs(parent, exist_ok=True)
     building = new_directory(parent, ".export-")
     try:
-        for name, text in files.items():
+        for name, content in files.items():
             os.makedirs(
                 os.path.join(building, os.path.dirname(name)), exist_ok=True
             )
+            if isinstance(content, bytes):
+                with open(os.path.join(building, name), "wb") as file:
+                    file.write(content)
+                continue
             with open(
                 os.path.join(building, name), "w", encoding="utf-8"
             ) as file:
-                file.write(text)
+                file.write(content)
         _save_tensors(
-            _backbone_weights(backbone),
+            (
+                _qwen3_weights(backbone)
+                if family == "qwen3"
+                else _backbone_weights(backbone, family)
+            ),
             os.path.join(building, "model.safetensors"),
         )
         if head_weights is not None:

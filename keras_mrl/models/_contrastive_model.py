@@ -6,6 +6,7 @@ import numpy as np
 from keras import ops
 
 from keras_mrl._validation import check_bool
+from keras_mrl._validation import check_dim
 from keras_mrl._validation import check_optional_int
 from keras_mrl._validation import check_optional_positive_int
 from keras_mrl._validation import check_positive_int
@@ -15,6 +16,7 @@ from keras_mrl.models._depth import DepthSampling
 from keras_mrl.models._depth import LayerwiseEmbedder
 from keras_mrl.models._length_buckets import resolve_buckets
 from keras_mrl.models._length_buckets import trim
+from keras_mrl.ops import truncate
 
 _NO_LABELS = (
     "ContrastiveModel needs no labels: its loss reads the stacked "
@@ -364,6 +366,19 @@ class ContrastiveModel(keras.Model):
     after the embedder; `encode` runs both. The head lives in this model
     (and its `.keras` file), not in the embedder's preset.
 
+    Every KerasHub `TextEmbedder` family works the same way: BERT and
+    XLM-RoBERTa (mean, cls or max pooling), Gemma3 and Qwen3 (last-token
+    or mean pooling; Gemma3 also pooling inside its backbone, as
+    EmbeddingGemma does). An embedder that normalises its output
+    (`normalize=True`, or a backbone that pools and normalises) scales
+    the full vector, and a prefix of a unit vector is not a unit vector.
+    The in-batch losses of `keras_mrl.losses` score each prefix by
+    cosine, which normalises after truncation: a positive scale of the
+    full vector changes neither the loss nor its gradient, so such an
+    embedder trains as it would without its normalisation. To serve a
+    width, normalise after cutting: `encode(texts, dim=m)` or
+    `keras_mrl.ops.truncate`.
+
     An optional `guide` model (GISTEmbed's guided in-batch negatives)
     embeds every branch too, frozen, and the loss gets the stacked guide
     embeddings `(B, 2 + n, D_guide)` as `y_true`:
@@ -450,6 +465,9 @@ class ContrastiveModel(keras.Model):
     >>> history = model.fit((anchors, positives), batch_size=4, verbose=0)
     >>> tuple(model.predict((anchors, positives), verbose=0).shape)
     (8, 2, 4)
+    >>> served = model.encode(anchors, dim=2)  # cut, then L2-normalised
+    >>> served.shape, bool(np.allclose(np.linalg.norm(served, axis=1), 1))
+    ((8, 2), True)
 
     A frozen copy of the encoder as the guide:
 
@@ -629,13 +647,48 @@ class ContrastiveModel(keras.Model):
         """
         if self.preprocessor is not None:
             if isinstance(x, dict):
-                x = {k: self._preprocess(v) for k, v in x.items()}
+                keys = list(x)
+                x = dict(
+                    zip(keys, self._preprocess_branches([x[k] for k in keys]))
+                )
             else:
-                x = tuple(self._preprocess(v) for v in _branches(x))
+                x = tuple(self._preprocess_branches(_branches(x)))
         return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
 
+    def _preprocess_branches(self, branches):
+        """The preprocessed branches, each cut to its length bucket.
+
+        Batches of strings (what `make_dataset` gives) are tokenized in
+        one call, then split: the preprocessor's graph is traced once
+        rather than once per branch, which for a byte-pair tokenizer
+        (Qwen3's) halves the time `tf.data` takes to start with pairs.
+        """
+        import tensorflow as tf
+
+        joint = len(branches) > 1 and all(
+            isinstance(b, tf.Tensor)
+            and b.dtype == tf.string
+            and b.shape.rank == 1
+            for b in branches
+        )
+        if not joint:
+            return [self._preprocess(b) for b in branches]
+        # Static sizes (a batch made with drop_remainder) keep the static
+        # batch dimension of every branch.
+        sizes = [b.shape[0] for b in branches]
+        if None in sizes:
+            sizes = tf.stack([tf.shape(b)[0] for b in branches])
+        inputs = self.preprocessor(tf.concat(branches, axis=0))
+        leaves = [tf.split(v, sizes, axis=0) for v in tf.nest.flatten(inputs)]
+        return [
+            self._trim(tf.nest.pack_sequence_as(inputs, [v[i] for v in leaves]))
+            for i in range(len(branches))
+        ]
+
     def _preprocess(self, texts):
-        inputs = self.preprocessor(texts)
+        return self._trim(self.preprocessor(texts))
+
+    def _trim(self, inputs):
         if self._buckets is None:
             return inputs
         return trim(inputs, self._buckets)
@@ -801,7 +854,7 @@ class ContrastiveModel(keras.Model):
         x, batch_size = self._pipeline(x, batch_size)
         return super().predict(x, batch_size, *args, **kwargs)
 
-    def encode(self, x, *, batch_size=32, verbose=0):
+    def encode(self, x, *, batch_size=32, verbose=0, dim=None):
         """Embeds inputs with the embedder, then the head.
 
         Raw strings (with a preprocessor) are sorted by length, longest
@@ -811,32 +864,49 @@ class ContrastiveModel(keras.Model):
         vectors come back in input order. Other inputs go through
         `predict`.
 
+        With `dim`, each vector is cut to its first `dim` features and
+        then L2-normalised, as `keras_mrl.ops.truncate` does: the prefix
+        of a unit vector (what an embedder with `normalize=True` gives) is
+        not a unit vector.
+
         Args:
             x: inputs of the embedder (raw strings with a preprocessor).
             batch_size: int, the number of inputs embedded at once.
             verbose: 0 for silence, 1 for a progress bar.
+            dim: optional int, the width to serve; None returns the full
+                vectors as the embedder and the head compute them.
 
         Returns:
-            A numpy array `(N, D)`; a float32 `(0, D)` for no inputs.
+            A numpy array `(N, D)` (`(N, dim)` with `dim`); a float32
+            `(0, D)` for no inputs.
 
         Raises:
-            ValueError: for a `batch_size` below 1, a None row, or no
-                inputs when the embedding width is unknown.
-            TypeError: for inputs mixing strings with other values.
+            ValueError: for a `batch_size` or `dim` below 1, a `dim`
+                wider than the embeddings, a None row, or no inputs when
+                the embedding width is unknown.
+            TypeError: for a `dim` that is not an int, or inputs mixing
+                strings with other values.
         """
         batch_size = check_positive_int(batch_size, "batch_size")
+        if dim is not None:
+            dim = check_dim(dim)
         x = _check_branch(x, "`x`")
         if _num_rows(x) == 0:
-            return np.zeros((0, self._output_width()), "float32")
+            width = self._output_width()
+            if dim is not None:
+                width = check_dim(dim, width, (0, width))
+            return np.zeros((0, width), "float32")
         if self.preprocessor is not None and _holds_strings(x):
             embeddings = self._encode_texts(list(x), batch_size, verbose)
         else:
             embeddings = self.embedder.predict(
                 x, batch_size=batch_size, verbose=verbose
             )
-        if self.head is None:
-            return np.asarray(embeddings)
-        return ops.convert_to_numpy(self.head(embeddings))
+        if self.head is not None:
+            embeddings = self.head(embeddings)
+        if dim is not None:
+            embeddings = truncate(embeddings, dim=dim)
+        return np.asarray(ops.convert_to_numpy(embeddings))
 
     def _encode_texts(self, texts, batch_size, verbose):
         import tensorflow as tf
