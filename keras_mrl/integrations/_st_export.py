@@ -48,11 +48,11 @@ does; its last-token pooling is sentence-transformers' `lasttoken`.
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
 from keras_mrl._files import new_directory
+from keras_mrl._files import replace_directory
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_optional_positive_int
 from keras_mrl._validation import validate_nesting_dims
@@ -1009,7 +1009,7 @@ def export(
             _save_tensors(
                 tensors, os.path.join(building, dense, "model.safetensors")
             )
-        _replace(building, path)
+        replace_directory(building, path)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
@@ -1024,19 +1024,3 @@ def _save_tensors(tensors, path):
     data = safetensors.numpy.save(tensors, metadata={"format": "pt"})
     with open(path, "wb") as file:
         file.write(data)
-
-
-def _replace(building, path):
-    """Moves `building` to `path`; an old `path` goes only once it is in."""
-    if not os.path.exists(path):
-        os.replace(building, path)
-        return
-    old = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=".replaced-")
-    os.rmdir(old)
-    os.replace(path, old)
-    try:
-        os.replace(building, path)
-    except BaseException:
-        os.replace(old, path)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

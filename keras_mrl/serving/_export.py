@@ -9,12 +9,12 @@ renamed in at the end.
 import importlib.util
 import os
 import shutil
-import tempfile
 import warnings
 
 import keras
 
 from keras_mrl._files import new_directory
+from keras_mrl._files import replace_directory
 from keras_mrl._validation import check_bool
 from keras_mrl._validation import check_choice
 from keras_mrl._validation import check_optional_positive_int
@@ -242,22 +242,6 @@ def _check_target(path, format, overwrite):
             "overwrite=True to replace it."
         )
     return path
-
-
-def _replace_directory(building, path):
-    """Moves `building` to `path`; an old `path` goes only once it is in."""
-    if not os.path.exists(path) or not os.listdir(path):
-        os.replace(building, path)
-        return
-    old = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=".replaced-")
-    os.rmdir(old)
-    os.replace(path, old)
-    try:
-        os.replace(building, path)
-    except BaseException:
-        os.replace(old, path)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_strings_saved_model(serving, target, specs, preprocessor):
@@ -511,7 +495,7 @@ def export(
     try:
         if format == "saved_model":
             _write(serving, building, format, inputs, specs, preprocessor)
-            _replace_directory(building, path)
+            replace_directory(building, path)
         else:
             target = os.path.join(building, "model" + _SUFFIXES[format])
             _write(serving, target, format, inputs, specs, preprocessor)
