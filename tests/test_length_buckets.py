@@ -112,6 +112,49 @@ def test_encode_returns_input_order_and_the_unbucketed_vectors():
     np.testing.assert_allclose(encoded, in_order, atol=1e-5)
 
 
+def _count_tokenizer_traces(model):
+    """Wraps the preprocessor's call to count its Python runs: traces."""
+    preprocessor = model.preprocessor
+    calls = []
+    call = preprocessor.call
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return call(*args, **kwargs)
+
+    preprocessor.call = counted
+    return calls
+
+
+@pytest.mark.once
+def test_encode_and_datasets_trace_the_tokenizer_once():
+    model = ContrastiveModel(tiny_embedder(SEQUENCE_LENGTH))
+    traces = _count_tokenizer_traces(model)
+    texts = _texts(12, 5)
+    first = model.encode(texts, batch_size=8)
+    model.encode(texts[:3], batch_size=8)
+    for _ in model.make_dataset((texts, texts), batch_size=8):
+        pass
+    for _ in model.make_dataset((texts, texts), batch_size=8):
+        pass
+    # A trace for a batch of 8, one for other sizes; none afterwards.
+    assert 1 <= len(traces) <= 2
+    np.testing.assert_allclose(model.encode(texts, batch_size=8), first)
+
+
+@pytest.mark.once
+def test_a_new_sequence_length_is_traced_anew():
+    model = ContrastiveModel(
+        tiny_embedder(SEQUENCE_LENGTH), length_buckets=None
+    )
+    texts = _texts(4, 6)
+    model.encode(texts)
+    model.preprocessor.sequence_length = 8
+    batch = next(iter(model.make_dataset((texts, texts), batch_size=4)))
+    anchors = batch[0][0]
+    assert anchors["token_ids"].shape == (4, 8)
+
+
 class _TraceCounter(keras.layers.Layer):
     """An identity head counting its calls: under XLA, its traces."""
 
