@@ -4,24 +4,42 @@ import keras
 import numpy as np
 import pytest
 
+ALL_BACKENDS = ("torch", "jax", "tensorflow")
+
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "once: tests that give the same result under every backend (the "
-        "numpy modules, checks of the repository) or whose Keras parts "
-        "other tests check under every backend (the command line, the "
-        "demo, the benchmarks, the README and docs examples, the real "
-        "model); `make test` runs them under the first backend only.",
+        "once(backends=None): tests that give the same result under every "
+        "backend (the numpy modules, checks of the repository) or whose "
+        "Keras parts other tests check under every backend (the command "
+        "line, the demo, the benchmarks, the README and docs examples, the "
+        "real model). `make test` runs them in the first of its stages "
+        "whose backend is in `backends` (default: any); under another "
+        "backend they are skipped.",
     )
 
 
 def pytest_collection_modifyitems(config, items):
-    # KERAS_MRL_SKIP_ONCE=1 leaves out what another stage already ran.
-    if not os.environ.get("KERAS_MRL_SKIP_ONCE"):
-        return
-    kept = [item for item in items if not item.get_closest_marker("once")]
-    deselected = [item for item in items if item.get_closest_marker("once")]
+    # KERAS_MRL_ONCE_RAN names the backends whose stages ran before this
+    # one: a `once` test that one of them could run is left out here.
+    ran = os.environ.get("KERAS_MRL_ONCE_RAN", "").split()
+    backend = keras.backend.backend()
+    kept, deselected = [], []
+    for item in items:
+        marker = item.get_closest_marker("once")
+        if marker is None:
+            kept.append(item)
+            continue
+        backends = marker.kwargs.get("backends", ALL_BACKENDS)
+        if any(b in backends for b in ran):
+            deselected.append(item)
+            continue
+        if backend not in backends:
+            item.add_marker(
+                pytest.mark.skip(reason=f"runs once, under {backends}")
+            )
+        kept.append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept

@@ -50,8 +50,9 @@ def mnrl():
     return _load("mnrl.py")
 
 
-def _run(script, *args):
-    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
+def _run(script, *args, backend=None):
+    # The stage's backend, or the one a numpy-only script names.
+    env = dict(os.environ, KERAS_BACKEND=backend or keras.backend.backend())
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True,
@@ -211,10 +212,8 @@ def test_mnrl_all_backends_fails_when_one_backend_fails(
     assert capsys.readouterr().err == "mnrl.py: failed on jax\n"
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() == "torch",
-    reason="the digits models train slowly on torch's eager loop",
-)
+# The digits models train slowly on torch's eager loop.
+@pytest.mark.once(backends=("jax", "tensorflow"))
 def test_spectrum_benchmark_fits_both_heads():
     out = _run("spectrum.py", "--splits", "1", "--epochs", "2")
     assert "MRL head, mean over 1 splits: decay" in out
@@ -222,19 +221,15 @@ def test_spectrum_benchmark_fits_both_heads():
 
 
 def test_funnel_benchmark_quick():
-    out = _run("funnel.py", "--quick", "--repeats", "1")
+    out = _run("funnel.py", "--quick", "--repeats", "1", backend="numpy")
     assert "overlap" in out.lower()
 
 
 def test_quantized_funnel_benchmark_quick():
-    out = _run("quantized_funnel.py", "--quick")
+    out = _run("quantized_funnel.py", "--quick", backend="numpy")
     assert "goal" in out and "overlap" in out.lower()
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "jax",
-    reason="one backend is enough for the smoke run",
-)
 def test_adaptor_benchmark_synthetic_smoke():
     out = _run(
         "adaptor.py",
@@ -300,10 +295,6 @@ def test_memory_budget_names_the_command_for_a_missing_directory(
         memory_budget.load(str(tmp_path))
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "jax",
-    reason="one backend is enough for the smoke run",
-)
 def test_head_variants_benchmark_times_every_variant():
     out = _run(
         "head_variants.py",

@@ -15,7 +15,6 @@ import pathlib
 import re
 import textwrap
 
-import keras
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -29,14 +28,9 @@ DOCS = [
     "docs/serving.md",
 ]
 
-pytestmark = [
-    pytest.mark.skipif(
-        keras.backend.backend() not in ("tensorflow", "jax"),
-        reason="the examples show jit_compile=True, which torch does not take",
-    ),
-    # Examples: their Keras parts are checked per backend elsewhere.
-    pytest.mark.once,
-]
+# Examples: their Keras parts are checked per backend elsewhere. They show
+# jit_compile=True, which torch does not take.
+pytestmark = pytest.mark.once(backends=("jax", "tensorflow"))
 
 
 def _python_blocks(path):

@@ -39,10 +39,6 @@ LINKING_PAGES = [
 ]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
-needs_xla = pytest.mark.skipif(
-    keras.backend.backend() not in ("tensorflow", "jax"),
-    reason="the examples show jit_compile=True, which torch does not take",
-)
 needs_hub = pytest.mark.skipif(
     any(
         importlib.util.find_spec(name) is None
@@ -96,8 +92,8 @@ def test_anchors_follow_github_headings(tmp_path):
     }
 
 
-@pytest.mark.once
-@needs_xla
+# The examples show jit_compile=True, which torch does not take.
+@pytest.mark.once(backends=("jax", "tensorflow"))
 @needs_hub
 def test_readme_examples_run_print_what_they_say_and_write_nothing(
     tmp_path, monkeypatch, capsys

@@ -6,7 +6,7 @@ The reference is the Keras model itself: the exported directory, loaded by
 vectors the embedder (and its head) computes. The tiny BERT has every
 weight drawn at random, so that a bias or a norm mapped to the wrong place
 changes the vectors; the real all-MiniLM-L6-v2 runs once, under
-TensorFlow (the first backend of `make test`). Texts that KerasHub's own
+TensorFlow. Texts that KerasHub's own
 normalisation splits otherwise than Hugging Face's (`UNICODE_TEXTS`) encode
 alike on both sides when the Keras tokenizer is a
 `keras_mrl.integrations.sentence_transformers.HuggingFaceBertTokenizer`,
@@ -468,11 +468,9 @@ def test_path_is_keyword_only(tiny, tmp_path):
 # --- The real model. ---
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="one backend suffices for the 90 MB model; the tiny model's "
-    "round trips run under every backend",
-)
+# One backend suffices for the 90 MB model; the tiny model's round trips run
+# under every backend.
+@pytest.mark.once(backends=("tensorflow",))
 def test_all_minilm_l6_v2_round_trip(tmp_path):
     try:
         source = st.all_minilm_l6_v2_directory(
