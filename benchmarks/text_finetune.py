@@ -17,7 +17,11 @@ to 384 in steps of 16, with
   (`keras_mrl.layers.OrthogonalProjection` fitted on the training corpus,
   kept orthogonal, appended to the embedder through
   `keras_mrl.models.ContrastiveModel(head=...)`), with the small widths
-  weighted up.
+  weighted up. With `--quantization-aware binary` (or `int8`) its loss is
+  wrapped in `keras_mrl.losses.QuantizationAwareLoss`, which adds the loss
+  of the binary (int8) prefixes of `--qa-dims` (256), as a funnel index
+  stores them; `benchmarks/quantization_aware.py` compares its saved
+  embeddings with those of plain (e).
 
 Settings (steps, batch, learning rate, lengths, (e)'s weights) were chosen
 with `--split validation`, which trains on the training packages minus
@@ -27,7 +31,8 @@ read only by the default `--split test`.
     KERAS_BACKEND=jax python benchmarks/text_finetune.py [--check]
 
 `--check` exits 1 when a goal is missed, naming it and the
-margin. The plot goes to docs/text_finetune.png (`--plot`).
+margin. The plot goes to docs/text_finetune.png (`--plot`), except with
+`--quantization-aware`, which plots only to a `--plot` given.
 """
 
 import argparse
@@ -45,6 +50,10 @@ TRAINED = [16, 32, 64, 128, 256, 384]
 E_WEIGHTS = [4.0, 2.0, 2.0, 1.0, 1.0, 1.0]
 MAX_SECONDS = 20 * 60
 SEED = 0
+QA_DIMS = [256]
+PLOT = os.path.join(
+    os.path.dirname(__file__), "..", "docs", "text_finetune.png"
+)
 
 
 def _parse_args(argv=None):
@@ -73,10 +82,28 @@ def _parse_args(argv=None):
     )
     parser.add_argument("--e-weights", default=",".join(map(str, E_WEIGHTS)))
     parser.add_argument(
+        "--quantization-aware",
+        choices=("binary", "int8"),
+        default=None,
+        help="(e): also train the prefixes of --qa-dims in this precision "
+        "(keras_mrl.losses.QuantizationAwareLoss)",
+    )
+    parser.add_argument(
+        "--qa-dims",
+        default=",".join(map(str, QA_DIMS)),
+        help="the widths --quantization-aware trains, e.g. '128,256'",
+    )
+    parser.add_argument(
+        "--qa-weight",
+        type=float,
+        default=1.0,
+        help="the weight of the quantized term",
+    )
+    parser.add_argument(
         "--plot",
-        default=os.path.join(
-            os.path.dirname(__file__), "..", "docs", "text_finetune.png"
-        ),
+        default=None,
+        help=f"default {os.path.normpath(PLOT)}, none with "
+        "--quantization-aware; '' for no plot",
     )
     parser.add_argument(
         "--json",
@@ -93,7 +120,8 @@ def _parse_args(argv=None):
         metavar="DIR",
         help="write (e)'s embeddings of the whole docstring corpus there "
         "(corpus.npy, queries.npy, relevant.npy), the input of "
-        "benchmarks/quantized_funnel.py --embeddings",
+        "benchmarks/memory_budget.py --embeddings and of "
+        "benchmarks/quantization_aware.py",
     )
     args = parser.parse_args(argv)
     if args.save_embeddings and "e" not in args.models:
@@ -101,7 +129,39 @@ def _parse_args(argv=None):
             "--save-embeddings saves (e)'s embeddings: keep 'e' "
             f"in --models (got {args.models!r})"
         )
+    if args.quantization_aware and "e" not in args.models:
+        parser.error(
+            "--quantization-aware trains (e): keep 'e' in --models (got "
+            f"{args.models!r})"
+        )
+    if args.plot is None:
+        args.plot = "" if args.quantization_aware else PLOT
+    args.qa_dims = [int(d) for d in args.qa_dims.split(",")]
     return args
+
+
+def _quantization(args):
+    """`(precision, nesting_dims, weight)` of (e)'s quantized term, or None."""
+    if args.quantization_aware is None:
+        return None
+    return args.quantization_aware, args.qa_dims, args.qa_weight
+
+
+def _loss(dims, weights, quantization=None):
+    """MNRL; in MatryoshkaLoss over `dims`; plus the quantized term."""
+    from keras_mrl.losses import MatryoshkaLoss
+    from keras_mrl.losses import MultipleNegativesRankingLoss
+    from keras_mrl.losses import QuantizationAwareLoss
+
+    loss = MultipleNegativesRankingLoss()
+    if dims is not None:
+        loss = MatryoshkaLoss(loss, nesting_dims=dims, weights=weights)
+    if quantization is not None:
+        precision, qa_dims, weight = quantization
+        loss = QuantizationAwareLoss(
+            loss, precision=precision, nesting_dims=qa_dims, weight=weight
+        )
+    return loss
 
 
 def _data(split):
@@ -165,23 +225,18 @@ def _pca(fit_on):
     return lambda x: (x - mean) @ vt.T
 
 
-def _train(embedder, head, data, args, dims, weights, label):
+def _train(embedder, head, data, args, dims, weights, label, quantization=None):
     """Fine-tunes `embedder` (and `head`) in place; returns seconds."""
     import keras
     import tensorflow as tf
 
-    from keras_mrl.losses import MatryoshkaLoss
-    from keras_mrl.losses import MultipleNegativesRankingLoss
     from keras_mrl.models import ContrastiveModel
 
     keras.utils.set_random_seed(SEED)
     model = ContrastiveModel(embedder, head=head)
-    loss = MultipleNegativesRankingLoss()
-    if dims is not None:
-        loss = MatryoshkaLoss(loss, nesting_dims=dims, weights=weights)
     model.compile(
         optimizer=keras.optimizers.Adam(args.lr),
-        loss=loss,
+        loss=_loss(dims, weights, quantization),
         jit_compile=keras.backend.backend() != "torch",
     )
     queries, documents = data
@@ -306,6 +361,10 @@ def run(args):
         head = OrthogonalProjection(name="pca_rotation")
         head.adapt(base_pca_fit)
         head.trainable = not args.e_frozen_head
+        quantization = _quantization(args)
+        label = "(e) MRL+PCA"
+        if quantization is not None:
+            label += f", {args.quantization_aware}-aware"
         seconds["(e)"] = _train(
             embedder,
             head,
@@ -313,10 +372,11 @@ def run(args):
             args,
             TRAINED,
             weights,
-            "(e) MRL from the PCA rotation",
+            f"{label}: MRL from the PCA rotation",
+            quantization,
         )
         encode = _model_encoder(embedder, head)
-        queries, documents = evaluate("(e) MRL+PCA", encode)
+        queries, documents = evaluate(label, encode)
         if args.save_embeddings:
             _save_embeddings(
                 args.save_embeddings, queries, documents, encode(train_data[1])
@@ -352,9 +412,11 @@ def check_goals(run_results):
     """Returns `[(goal, passed, detail)]` for the goals."""
     results = run_results["results"]
     goals = []
-    if not {"(e) MRL+PCA", "(c) PCA of (b)", "(b) MNRL"} <= set(results):
+    # (e) trained quantization-aware has its precision in its label.
+    e_label = next((k for k in results if k.startswith("(e) MRL+PCA")), None)
+    if e_label is None or not {"(c) PCA of (b)", "(b) MNRL"} <= set(results):
         return goals
-    e = np.array(results["(e) MRL+PCA"]["ndcg@10"])
+    e = np.array(results[e_label]["ndcg@10"])
     c = np.array(results["(c) PCA of (b)"]["ndcg@10"])
     b = np.array(results["(b) MNRL"]["ndcg@10"])
     small = [i for i, w in enumerate(WIDTHS) if w <= 128]

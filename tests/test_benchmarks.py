@@ -295,6 +295,115 @@ def test_memory_budget_names_the_command_for_a_missing_directory(
         memory_budget.load(str(tmp_path))
 
 
+@pytest.fixture(scope="module")
+def quantization_aware():
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # it imports memory_budget
+    return _load("quantization_aware.py")
+
+
+def _save_embeddings(directory, corpus, queries):
+    directory.mkdir()
+    np.save(directory / "corpus.npy", corpus.astype("float32"))
+    np.save(directory / "queries.npy", queries.astype("float32"))
+    np.save(directory / "relevant.npy", np.arange(len(queries)))
+    return str(directory)
+
+
+def test_quantization_aware_tables_on_saved_embeddings(
+    quantization_aware, tmp_path, capsys
+):
+    rng = np.random.default_rng(0)
+    corpus = rng.normal(size=(600, 384))
+    queries = corpus[:30] + 0.3 * rng.normal(size=(30, 384))
+    post_hoc = _save_embeddings(tmp_path / "post_hoc", corpus, queries)
+    noisier = corpus + 0.05 * rng.normal(size=corpus.shape)
+    aware = _save_embeddings(tmp_path / "aware", noisier, queries)
+    argv = ["--post-hoc", post_hoc, "--quantization-aware", aware]
+    # Without --check it exits 0 whatever the figures are.
+    assert quantization_aware.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| binary 256 alone, nDCG@10 | " in out
+    assert "| binary 256 -> float32 384, shortlist 100, top-10 overlap" in out
+    rows = [line for line in out.splitlines() if line.startswith("| 16 |")]
+    assert len(rows) == 1 and "[" in rows[0]
+    assert sum(line[:4] in ("PASS", "FAIL") for line in out.splitlines()) == 3
+    # The same embeddings: no difference, so the +3 pt target is missed.
+    same = ["--post-hoc", post_hoc, "--quantization-aware", post_hoc]
+    assert quantization_aware.main(same + ["--check"]) == 1
+    assert "target missed: binary first stage alone" in capsys.readouterr().err
+
+
+def test_quantization_aware_per_query_figures(quantization_aware):
+    ids = np.array([[5, 1, 2], [9, 8, 7], [3, 4, 0]])
+    relevant = np.array([5, 7, 6])
+    np.testing.assert_allclose(
+        quantization_aware.per_query_ndcg(ids, relevant), [100, 50, 0]
+    )
+    np.testing.assert_array_equal(
+        quantization_aware.per_query_recall(ids, relevant), [100, 100, 0]
+    )
+    exact = np.array([[1, 5, 6], [7, 8, 9], [0, 1, 2]])
+    np.testing.assert_allclose(
+        quantization_aware.per_query_overlap(ids, exact), [2 / 3, 1, 1 / 3]
+    )
+
+
+def test_quantization_aware_paired_bootstrap(quantization_aware):
+    before = np.arange(50.0)
+    mean, low, high = quantization_aware.paired_bootstrap(before, before + 2)
+    assert (mean, low, high) == (2.0, 2.0, 2.0)
+    rng = np.random.default_rng(1)
+    after = before + rng.normal(1.0, 1.0, size=50)
+    mean, low, high = quantization_aware.paired_bootstrap(before, after)
+    # The interval of a mean of 50 unit-variance differences: about
+    # +-1.96 / sqrt(50) = +-0.28 around it.
+    assert low < mean < high
+    assert 0.4 < high - low < 0.7
+
+
+def _qa_summary(quantization_aware, first_gain, overlap, float_gap):
+    def row(post_hoc, diff):
+        return dict(
+            post_hoc=post_hoc,
+            aware=post_hoc + diff,
+            diff=diff,
+            low=diff - 1,
+            high=diff + 1,
+        )
+
+    return {
+        "first_ndcg": row(48.2, first_gain),
+        "first_recall": row(62.5, 0.0),
+        "funnel_ndcg": row(53.0, 0.0),
+        "funnel_overlap": row(0.907, overlap - 0.907),
+        "float_ndcg": {
+            m: row(50.0, float_gap if m == 64 else 0.2)
+            for m in quantization_aware.WIDTHS
+        },
+    }
+
+
+def test_quantization_aware_goals_on_given_figures(quantization_aware):
+    def verdicts(*figures, precision="binary"):
+        summary = _qa_summary(quantization_aware, *figures)
+        return [
+            passed
+            for _, passed, _ in quantization_aware.check_goals(
+                summary, precision
+            )
+        ]
+
+    assert verdicts(3.0, 0.95, -0.5) == [True, True, True]
+    assert verdicts(2.9, 0.95, -0.5) == [False, True, True]
+    assert verdicts(3.0, 0.949, -0.5) == [True, False, True]
+    assert verdicts(3.0, 0.95, -0.6) == [True, True, False]
+    assert verdicts(0.0, 0.95, 0.0, precision="int8") == [True, True, True]
+    (_, _, detail) = quantization_aware.check_goals(
+        _qa_summary(quantization_aware, 3.0, 0.95, -0.6)
+    )[2]
+    assert detail.startswith("worst at 64: 49.4 vs 50.0, -0.6 pt, margin")
+
+
 def test_head_variants_benchmark_times_every_variant():
     out = _run(
         "head_variants.py",

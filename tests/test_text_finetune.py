@@ -93,3 +93,40 @@ def test_saving_embeddings_needs_model_e(bench):
         bench._parse_args(["--models", "ab", "--save-embeddings", "out"])
     args = bench._parse_args(["--models", "e", "--save-embeddings", "out"])
     assert args.save_embeddings == "out"
+
+
+def test_quantization_aware_trains_e_with_the_quantized_term(bench):
+    from keras_mrl.losses import MatryoshkaLoss
+    from keras_mrl.losses import QuantizationAwareLoss
+
+    args = bench._parse_args(
+        [
+            "--models",
+            "e",
+            "--quantization-aware",
+            "binary",
+            "--qa-dims",
+            "128,256",
+        ]
+    )
+    assert args.plot == ""  # the docs' figure is plain (e)'s
+    loss = bench._loss(bench.TRAINED, [1.0] * 6, bench._quantization(args))
+    assert isinstance(loss, QuantizationAwareLoss)
+    assert (loss.precision, loss.nesting_dims, loss.weight) == (
+        "binary",
+        [128, 256],
+        1.0,
+    )
+    assert isinstance(loss.loss, MatryoshkaLoss)
+    assert loss.loss.nesting_dims == bench.TRAINED
+    plain = bench._parse_args(["--models", "e"])
+    assert bench._quantization(plain) is None and plain.plot == bench.PLOT
+    with pytest.raises(SystemExit):
+        bench._parse_args(["--models", "ab", "--quantization-aware", "int8"])
+
+
+def test_goals_read_e_trained_quantization_aware(bench):
+    run = _results(bench, None)
+    results = run["results"]
+    results["(e) MRL+PCA, binary-aware"] = results.pop("(e) MRL+PCA")
+    assert len(bench.check_goals(run)) == 5

@@ -5,6 +5,7 @@ from keras_mrl.losses._multiple_negatives_ranking_loss import (
     MultipleNegativesRankingLoss,
 )
 from keras_mrl.losses._nested_loss import NestedLoss
+from keras_mrl.losses._quantization_aware_loss import QuantizationAwareLoss
 from keras_mrl.losses._similarity_preservation_loss import (
     SimilarityPreservationLoss,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "MatryoshkaLoss",
     "MultipleNegativesRankingLoss",
     "NestedLoss",
+    "QuantizationAwareLoss",
     "SimilarityPreservationLoss",
     "SupervisedContrastiveLoss",
 ]

@@ -10,10 +10,14 @@
 - `binary`: the sign bits of the prefix (`x > 0`), packed 8 to a byte
   (`numpy.packbits`, `quantize(..., precision="ubinary")`), `width / 8`
   bytes, compared by Hamming distance.
+
+The arithmetic of both codes is `keras_mrl._quantizers`, which
+`keras_mrl.losses.QuantizationAwareLoss` trains with.
 """
 
 import numpy as np
 
+from keras_mrl import _quantizers
 from keras_mrl._validation import check_choice
 from keras_mrl.serving import quantize
 
@@ -83,9 +87,7 @@ def stored_layout(precision, width):
 
 def measure_ranges(prefixes):
     """Per-dimension `(2, width)` float32 minima and maxima."""
-    return np.stack([prefixes.min(axis=0), prefixes.max(axis=0)]).astype(
-        np.float32
-    )
+    return _quantizers.measure_ranges(prefixes, np).astype(np.float32)
 
 
 def encode(prefixes, precision, ranges=None):
@@ -101,11 +103,11 @@ def int8_query_terms(queries, ranges):
     """`(scaled, offset)` with `scaled @ codes.T + offset[:, None]` the
     inner products of `queries` with the decoded int8 codes.
 
-    `q . (low + (c + 0.5) * step) = (q * step) . c + q . (low + step / 2)`,
-    so the codes are cast to float, never decoded.
+    A code `c` decodes to `low + (c + 0.5) * step`
+    (`_quantizers.scalar_values`), so `q . decoded = (q * step) . c +
+    q . (low + 0.5 * step)`: the codes are cast to float, never decoded.
     """
     low, high = ranges
-    step = (high - low) / np.float32(255)
-    scaled = (queries * step).astype(np.float32)
-    offset = (queries @ (low + step / 2)).astype(np.float32)
-    return scaled, offset
+    scaled = (queries * _quantizers.step(low, high, np)).astype(np.float32)
+    offset = queries @ _quantizers.scalar_values(0, low, high, np)
+    return scaled, offset.astype(np.float32)

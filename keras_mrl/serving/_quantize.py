@@ -15,6 +15,8 @@ an index built here and one built there agree code for code:
 
 import numpy as np
 
+from keras_mrl._quantizers import scalar_codes
+from keras_mrl._quantizers import sign_bits
 from keras_mrl._validation import check_choice
 from keras_mrl._validation import check_dim
 from keras_mrl._validation import check_finite
@@ -170,15 +172,12 @@ def quantize(x, *, precision, calibration=None, ranges=None, dim=None):
         # The arithmetic, dtypes included, is sentence-transformers': the
         # ranges are float32 and x keeps its own precision.
         bounds = _ranges(calibration, ranges, x, precision)
-        bounds = bounds.astype(np.float32, copy=False)
-        starts = bounds[0]
-        steps = (bounds[1] - starts) / 255
-        steps = np.where(steps == 0, 1, steps)
-        codes = np.clip(np.floor((x - starts) / steps), 0, 255)
+        low, high = bounds.astype(np.float32, copy=False)
+        codes = scalar_codes(x, low, high, np)
         if precision == "uint8":
             return codes.astype(np.uint8)
         return (codes - 128).astype(np.int8)
-    packed = np.packbits(x > 0, axis=-1)
+    packed = np.packbits(sign_bits(x, np), axis=-1)
     if precision == "ubinary":
         return packed
     return (packed.astype(np.int16) - 128).astype(np.int8)
