@@ -54,6 +54,28 @@ def jit_compile():
     return keras.backend.backend() in ("tensorflow", "jax")
 
 
+def gradient(fn, x):
+    """The gradient of the scalar `fn(x)` with respect to the array `x`."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = fn(x)
+        return tape.gradient(value, x).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(fn)(x))
+    import torch
+
+    x = torch.tensor(x, requires_grad=True)
+    fn(x).backward()
+    return x.grad.numpy()
+
+
 @pytest.fixture(autouse=True)
 def _reset_state():
     keras.config.set_dtype_policy("float32")

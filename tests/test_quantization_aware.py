@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 from component_test import run_loss_test
+from conftest import gradient
 from conftest import jit_compile
 
 import keras_mrl
@@ -243,28 +244,6 @@ def _tensor(x):
     return keras.ops.convert_to_tensor(np.asarray(x, "float32"))
 
 
-def _gradient(fn, x):
-    """The gradient of the scalar `fn(x)` with respect to the array `x`."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        x = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            value = fn(x)
-        return tape.gradient(value, x).numpy()
-    if backend == "jax":
-        import jax
-
-        return np.asarray(jax.grad(fn)(x))
-    import torch
-
-    x = torch.tensor(x, requires_grad=True)
-    fn(x).backward()
-    return x.grad.numpy()
-
-
 @pytest.mark.parametrize("precision", ["binary", "int8"])
 def test_gradient_is_the_float_gradient_at_the_codes(precision):
     # Straight-through: the quantized term's gradient is that of the
@@ -290,9 +269,9 @@ def test_gradient_is_the_float_gradient_at_the_codes(precision):
             cut = keras_mrl.ops.truncate(t, dim=m)
             return inner(None, cut + _tensor(shift))
 
-    expected = _gradient(lambda t: mrl(None, t), y) + _gradient(shifted, y)
-    actual = _gradient(lambda t: loss(None, t), y)
-    assert np.abs(_gradient(shifted, y)).max() > 1e-3
+    expected = gradient(lambda t: mrl(None, t), y) + gradient(shifted, y)
+    actual = gradient(lambda t: loss(None, t), y)
+    assert np.abs(gradient(shifted, y)).max() > 1e-3
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-6)
 
 
@@ -308,14 +287,14 @@ def test_int8_gradient_is_zero_where_a_value_is_clipped():
     inside = (x >= -1.0) & (x <= 1.0)
     assert inside.any() and not inside.all()
     np.testing.assert_array_equal(
-        _gradient(total, x), np.where(inside, weights, 0.0)
+        gradient(total, x), np.where(inside, weights, 0.0)
     )
 
 
 def test_binary_gradient_is_the_identity():
     x = np.random.default_rng(0).normal(size=(4, 8)).astype("float32") * 3
     weights = np.arange(32, dtype="float32").reshape(4, 8)
-    grad = _gradient(
+    grad = gradient(
         lambda t: keras.ops.sum(binary_codes(t) * _tensor(weights)), x
     )
     np.testing.assert_array_equal(grad, weights)
