@@ -81,7 +81,7 @@ def overlap(ids, exact):
     return float(np.mean(hits)) / exact.shape[1]
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--quick",
@@ -112,7 +112,7 @@ def main():
     parser.add_argument(
         "--check", action="store_true", help="exit 1 when a goal is missed"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     num, num_queries = (20_000, 64) if args.quick else (200_000, 256)
     dim = 1024
 

@@ -114,7 +114,7 @@ def real_data(args, rng):
     return corpus, queries
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--quick", action="store_true", help="20,000 vectors and 32 queries"
@@ -134,7 +134,7 @@ def main():
         action="store_true",
         help="exit 1 when no run meets the goals",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     num, num_queries = (20_000, 32) if args.quick else (1_000_000, 128)
     faiss.omp_set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)

@@ -39,11 +39,11 @@ def fit(embeddings, labels):
     return -slope / 2.0, float(np.sqrt(within.sum() / between.sum()))
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--splits", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=30)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     print("| head | split | decay | noise |")
     print("|---|---|---|---|")

@@ -8,12 +8,10 @@ asserts a timing goal. `tests/test_gpu_benchmark.py` covers
 """
 
 import importlib.util
-import os
 import pathlib
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 
@@ -33,6 +31,10 @@ HEAD_MS_MET = {
 
 
 def _load(script):
+    # Scripts import their neighbours (quantized_funnel.py imports funnel.py),
+    # as they do when run from the benchmarks directory.
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     path = ROOT / "benchmarks" / script
     spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
@@ -50,24 +52,21 @@ def mnrl():
     return _load("mnrl.py")
 
 
-def _run(script, *args, backend=None):
-    # The stage's backend, or the one a numpy-only script names.
-    env = dict(os.environ, KERAS_BACKEND=backend or keras.backend.backend())
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+def _run(capsys, script, *args):
+    """Runs a benchmark's `main(args)` in this process; returns its stdout.
+
+    In-process rather than a subprocess: a fresh interpreter would spend
+    seconds importing the frameworks before each tiny run.
+    """
+    module = _load(script)
+    status = module.main(list(args))
+    assert status in (None, 0), status
+    return capsys.readouterr().out
 
 
-def test_head_benchmark_reports_every_head_and_goal():
+def test_head_benchmark_reports_every_head_and_goal(capsys):
     # Without --check it exits 0 whatever the tiny case's ratios are.
-    out = _run("head.py", "--quick")
+    out = _run(capsys, "head.py", "--quick")
     for name in ("plain", "tied", "untied", "floor", "naive"):
         assert f"\n{name} " in out
     lines = out.splitlines()
@@ -135,8 +134,9 @@ def test_head_builds_each_head_with_its_widths(head):
         assert list(heads[name].nesting_dims) == [8, 16, 32, 64]
 
 
-def test_mnrl_benchmark_runs_all_variants():
+def test_mnrl_benchmark_runs_all_variants(capsys):
     out = _run(
+        capsys,
         "mnrl.py",
         "--batch",
         "8",
@@ -214,24 +214,25 @@ def test_mnrl_all_backends_fails_when_one_backend_fails(
 
 # The digits models train slowly on torch's eager loop.
 @pytest.mark.once(backends=("jax", "tensorflow"))
-def test_spectrum_benchmark_fits_both_heads():
-    out = _run("spectrum.py", "--splits", "1", "--epochs", "2")
+def test_spectrum_benchmark_fits_both_heads(capsys):
+    out = _run(capsys, "spectrum.py", "--splits", "1", "--epochs", "2")
     assert "MRL head, mean over 1 splits: decay" in out
     assert "plain head, mean over 1 splits: decay" in out
 
 
-def test_funnel_benchmark_quick():
-    out = _run("funnel.py", "--quick", "--repeats", "1", backend="numpy")
+def test_funnel_benchmark_quick(capsys):
+    out = _run(capsys, "funnel.py", "--quick", "--repeats", "1")
     assert "overlap" in out.lower()
 
 
-def test_quantized_funnel_benchmark_quick():
-    out = _run("quantized_funnel.py", "--quick", backend="numpy")
+def test_quantized_funnel_benchmark_quick(capsys):
+    out = _run(capsys, "quantized_funnel.py", "--quick")
     assert "goal" in out and "overlap" in out.lower()
 
 
-def test_adaptor_benchmark_synthetic_smoke():
+def test_adaptor_benchmark_synthetic_smoke(capsys):
     out = _run(
+        capsys,
         "adaptor.py",
         "--synthetic",
         "--epochs",
@@ -248,7 +249,6 @@ def test_adaptor_benchmark_synthetic_smoke():
 
 @pytest.fixture(scope="module")
 def memory_budget():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # it imports funnel.py
     return _load("memory_budget.py")
 
 
@@ -297,7 +297,6 @@ def test_memory_budget_names_the_command_for_a_missing_directory(
 
 @pytest.fixture(scope="module")
 def quantization_aware():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # it imports memory_budget
     return _load("quantization_aware.py")
 
 
@@ -404,8 +403,9 @@ def test_quantization_aware_goals_on_given_figures(quantization_aware):
     assert detail.startswith("worst at 64: 49.4 vs 50.0, -0.6 pt, margin")
 
 
-def test_head_variants_benchmark_times_every_variant():
+def test_head_variants_benchmark_times_every_variant(capsys):
     out = _run(
+        capsys,
         "head_variants.py",
         "--batch",
         "8",
