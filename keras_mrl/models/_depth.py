@@ -349,7 +349,7 @@ def truncate_layers(embedder, *, num_layers):
 
     >>> import keras_hub
     >>> vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "sum",
-    ...               "of", "the", "array"]
+    ...               "of", "the", "array", "sort", "a", "list"]
     >>> embedder = keras_hub.models.BertTextEmbedder(
     ...     keras_hub.models.BertBackbone(
     ...         vocabulary_size=len(vocabulary), num_layers=3, num_heads=2,
