@@ -5,9 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BACKENDS := torch jax tensorflow
 # Two pytest workers: the machine's two cores. Each test file runs in one
-# worker, so a file's fixtures are built once; the files go to the workers
-# in the order tests/conftest.py sorts them, the longest first.
-WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
+# worker, so a file's fixtures are built once.
+WORKERS ?= -n 2 --dist loadfile
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint format docs test-tensorflow test-jax test-torch test-notebooks bench clean

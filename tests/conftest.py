@@ -18,15 +18,6 @@ def pytest_configure(config):
         "whose backend is in `backends` (default: any); under another "
         "backend they are skipped.",
     )
-    # `make test` runs two workers on two cores. torch's intra-op threads
-    # spin while they wait for work, so two of them per worker fight the
-    # other worker for the cores: one thread each makes the torch stage
-    # faster (docs/benchmarks.md, section 14), and the tests' models are
-    # too small to gain from more.
-    if keras.backend.backend() == "torch":
-        import torch
-
-        torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -52,26 +43,6 @@ def pytest_collection_modifyitems(config, items):
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
-    # The files that take longest go first: `make test`'s workers take one
-    # file at a time, in this order, and a long file taken last would keep
-    # one worker busy while the other has nothing left to do.
-    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
-# The files of the longest test time (`--durations`), longest first.
-LONGEST_FILES = (
-    "test_contrastive_model.py",
-    "test_depth.py",
-    "test_docs.py",
-    "test_text_embedder_families.py",
-    "test_cached_negatives.py",
-    "test_distribution.py",
-    "test_runtime_export.py",
-    "test_docstrings.py",
-    "test_benchmarks.py",
-    "test_readme.py",
-)
 
 
 def jit_compile():
