@@ -51,7 +51,10 @@ docs: $(VENV)/.installed
 # XLA's CPU backend emits its fusions with its older emitters, which compile
 # a small program in about 60% of the time of the MLIR ones.
 # The notebooks train for many steps, so they keep the optimised code.
+# Two workers share the two cores, and OpenBLAS', torch's and faiss'
+# threads spin while they wait for work: one OpenMP thread per worker.
 XLA_CACHE := $(CURDIR)/.xla_cache
+test: export OMP_NUM_THREADS = 1
 test: export XLA_FLAGS = --xla_backend_optimization_level=0 \
   --xla_llvm_disable_expensive_passes=true --xla_cpu_use_fusion_emitters=false
 test: export JAX_COMPILATION_CACHE_DIR = $(XLA_CACHE)/jax
