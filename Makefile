@@ -39,8 +39,8 @@ docs: $(VENV)/.installed
 
 # The linter and the docs build first; then the suite under each backend,
 # where a test marked `once` runs in the first stage whose backend it takes
-# (torch first: its eager loop compiles nothing); then the notebooks. Every stage prints its time, and a stage that fails stops the
-# run.
+# (torch first: its eager loop compiles nothing); then the notebooks.
+# Every stage prints its time, and a stage that fails stops the run.
 #
 # XLA compiles most of the suite's time away, and many tests compile the
 # same small programs: JAX and TensorFlow share one compilation cache

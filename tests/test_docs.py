@@ -29,7 +29,8 @@ DOCS = [
 ]
 
 # Examples: their Keras parts are checked per backend elsewhere. They show
-# jit_compile=True, which torch does not take.
+# jit_compile=True: XLA on JAX and TensorFlow, where torch would run
+# torch.compile instead.
 pytestmark = pytest.mark.once(backends=("jax", "tensorflow"))
 
 

@@ -92,7 +92,8 @@ def test_anchors_follow_github_headings(tmp_path):
     }
 
 
-# The examples show jit_compile=True, which torch does not take.
+# The examples show jit_compile=True: XLA on JAX and TensorFlow, where
+# torch would run torch.compile instead.
 @pytest.mark.once(backends=("jax", "tensorflow"))
 @needs_hub
 def test_readme_examples_run_print_what_they_say_and_write_nothing(

@@ -6,9 +6,9 @@ The reference is the Keras model itself: the exported directory, loaded by
 vectors the embedder (and its head) computes. The tiny BERT has every
 weight drawn at random, so that a bias or a norm mapped to the wrong place
 changes the vectors; the real all-MiniLM-L6-v2 runs once, under
-TensorFlow. Texts that KerasHub's own
-normalisation splits otherwise than Hugging Face's (`UNICODE_TEXTS`) encode
-alike on both sides when the Keras tokenizer is a
+TensorFlow. Texts that KerasHub's own normalisation splits otherwise than
+Hugging Face's (`UNICODE_TEXTS`) encode alike on both sides when the Keras
+tokenizer is a
 `keras_mrl.integrations.sentence_transformers.HuggingFaceBertTokenizer`,
 as a loaded directory's is.
 """
