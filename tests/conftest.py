@@ -1,6 +1,13 @@
+"""Shared test helpers, and the `once` marker.
+
+Keras is imported inside the hooks and helpers, not here: under
+pytest-xdist the controlling process loads this file but runs no test,
+and importing Keras (and with it TensorFlow, JAX or torch) there would
+delay the start of every worker by seconds.
+"""
+
 import os
 
-import keras
 import numpy as np
 import pytest
 
@@ -23,6 +30,8 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     # KERAS_MRL_ONCE_RAN names the backends whose stages ran before this
     # one: a `once` test that one of them could run is left out here.
+    import keras
+
     ran = os.environ.get("KERAS_MRL_ONCE_RAN", "").split()
     backend = keras.backend.backend()
     kept, deselected = [], []
@@ -51,11 +60,15 @@ def jit_compile():
     For the tests about XLA. Other tests compile with Keras' default, which
     is XLA on JAX and, without an accelerator, a plain graph on TensorFlow.
     """
+    import keras
+
     return keras.backend.backend() in ("tensorflow", "jax")
 
 
 def gradient(fn, x):
     """The gradient of the scalar `fn(x)` with respect to the array `x`."""
+    import keras
+
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -78,6 +91,8 @@ def gradient(fn, x):
 
 @pytest.fixture(autouse=True)
 def _reset_state():
+    import keras
+
     keras.config.set_dtype_policy("float32")
     keras.utils.set_random_seed(0)
     yield
