@@ -14,6 +14,11 @@ import keras_mrl
 # commands in the README, run by their own tests.
 _SKIPPED = {"keras_mrl.__main__", "keras_mrl.cli", "keras_mrl.demo"}
 
+# The examples show users the API; the Keras code under them is tested
+# under every backend by the other files, so, like the README's and the
+# guides' examples, they run once.
+pytestmark = pytest.mark.once
+
 
 def _modules():
     names = [
