@@ -48,6 +48,9 @@ import numpy as np  # noqa: E402
 from memory_budget import FULL  # noqa: E402
 from memory_budget import K  # noqa: E402
 from memory_budget import load  # noqa: E402
+from per_query import BOOTSTRAP_SAMPLES  # noqa: E402
+from per_query import paired_bootstrap  # noqa: E402
+from per_query import per_query_ndcg  # noqa: E402
 
 from keras_mrl.retrieval import FunnelIndex  # noqa: E402
 
@@ -55,15 +58,6 @@ WIDTHS = list(range(16, FULL + 1, 16))
 FIRST_STAGE_GAIN = {"binary": 3.0, "int8": 0.0}
 MIN_OVERLAP = 0.95
 FLOAT_SLACK = 0.5
-BOOTSTRAP_SAMPLES = 2000
-SEED = 0
-
-
-def per_query_ndcg(ids, relevant):
-    """nDCG@k of one relevant id per query, per query, in %."""
-    hits = ids == relevant[:, None]
-    ranks = np.argmax(hits, axis=1)
-    return 100 * np.where(hits.any(axis=1), 1.0 / np.log2(ranks + 2.0), 0.0)
 
 
 def per_query_recall(ids, relevant):
@@ -75,22 +69,6 @@ def per_query_overlap(ids, exact):
     """The share of each query's exact top k that `ids` found."""
     found = (ids[:, :, None] == exact[:, None, :]).any(axis=1)
     return found.sum(axis=1) / exact.shape[1]
-
-
-def paired_bootstrap(before, after, *, samples=BOOTSTRAP_SAMPLES, seed=SEED):
-    """`(mean, low, high)` of `after - before`, per-query paired values,
-    with the 2.5th and 97.5th percentiles of the mean over `samples`
-    resamplings of the queries (with replacement)."""
-    diff = np.asarray(after, np.float64) - np.asarray(before, np.float64)
-    rng = np.random.default_rng(seed)
-    means = np.empty(samples)
-    for start in range(0, samples, 100):
-        rows = rng.integers(
-            0, len(diff), size=(min(100, samples - start), len(diff))
-        )
-        means[start : start + len(rows)] = diff[rows].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(diff.mean()), float(low), float(high)
 
 
 def measure(corpus, queries, relevant, *, precision, width, shortlist):
