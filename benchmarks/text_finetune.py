@@ -21,7 +21,15 @@ to 384 in steps of 16, with
   wrapped in `keras_mrl.losses.QuantizationAwareLoss`, which adds the loss
   of the binary (int8) prefixes of `--qa-dims` (256), as a funnel index
   stores them; `benchmarks/quantization_aware.py` compares its saved
-  embeddings with those of plain (e).
+  embeddings with those of plain (e);
+- (f) sentence-transformers' own
+  `MatryoshkaLoss(MultipleNegativesRankingLoss)` fine-tune of the same
+  checkpoint: the same pairs in the same batches, steps, learning rate
+  (constant; Adam with Keras' defaults) and seed as (d). It has one
+  `max_seq_length` for queries and documents, so it needs `--query-length`
+  equal to `--document-length`; run (d) the same way to compare the two
+  libraries' recipe. (e)'s goals against (f) come with paired bootstrap
+  95% intervals over the queries.
 
 Settings (steps, batch, learning rate, lengths, (e)'s weights) were chosen
 with `--split validation`, which trains on the training packages minus
@@ -29,10 +37,12 @@ with `--split validation`, which trains on the training packages minus
 read only by the default `--split test`.
 
     KERAS_BACKEND=jax python benchmarks/text_finetune.py [--check]
+    KERAS_BACKEND=jax python benchmarks/text_finetune.py --models def \
+        --query-length 64 --document-length 64 [--check]
 
 `--check` exits 1 when a goal is missed, naming it and the
-margin. The plot goes to docs/text_finetune.png (`--plot`), except with
-`--quantization-aware`, which plots only to a `--plot` given.
+margin. The default run's plot goes to docs/text_finetune.png (`--plot`);
+other `--models` and `--quantization-aware` plot only to a `--plot` given.
 """
 
 import argparse
@@ -51,6 +61,9 @@ E_WEIGHTS = [4.0, 2.0, 2.0, 1.0, 1.0, 1.0]
 MAX_SECONDS = 20 * 60
 SEED = 0
 QA_DIMS = [256]
+# The widths whose per-query scores are kept, for paired comparisons.
+PAIRED = [w for w in WIDTHS if w <= 128] + [WIDTHS[-1]]
+F_LABEL = "(f) sentence-transformers MRL"
 PLOT = os.path.join(
     os.path.dirname(__file__), "..", "docs", "text_finetune.png"
 )
@@ -73,7 +86,7 @@ def _parse_args(argv=None):
         help="training documents the PCAs are fitted on",
     )
     parser.add_argument(
-        "--models", default="abcde", help="which of (a)-(e) to run, e.g. 'ae'"
+        "--models", default="abcde", help="which of (a)-(f) to run, e.g. 'ae'"
     )
     parser.add_argument(
         "--e-frozen-head",
@@ -102,8 +115,8 @@ def _parse_args(argv=None):
     parser.add_argument(
         "--plot",
         default=None,
-        help=f"default {os.path.normpath(PLOT)}, none with "
-        "--quantization-aware; '' for no plot",
+        help=f"default {os.path.normpath(PLOT)} for the default --models, "
+        "none with other models or --quantization-aware; '' for no plot",
     )
     parser.add_argument(
         "--json",
@@ -134,8 +147,18 @@ def _parse_args(argv=None):
             "--quantization-aware trains (e): keep 'e' in --models (got "
             f"{args.models!r})"
         )
+    if set(args.models) - set("abcdef"):
+        parser.error(f"--models takes letters of 'abcdef', got {args.models!r}")
+    if "f" in args.models and args.query_length != args.document_length:
+        parser.error(
+            "(f) trains sentence-transformers, which has one max_seq_length: "
+            "give --query-length equal to --document-length (got "
+            f"{args.query_length} and {args.document_length})"
+        )
     if args.plot is None:
-        args.plot = "" if args.quantization_aware else PLOT
+        # The docs' figure is the default run's.
+        default = args.models == "abcde" and not args.quantization_aware
+        args.plot = PLOT if default else ""
     args.qa_dims = [int(d) for d in args.qa_dims.split(",")]
     return args
 
@@ -203,6 +226,9 @@ def _encode(model, tokens, batch=128):
 
 
 def _scores(queries, corpus):
+    from per_query import per_query_ndcg
+    from per_query import prefix_top_k
+
     from keras_mrl.evaluation import retrieval_metrics_from_relevance
 
     results = retrieval_metrics_from_relevance(
@@ -212,9 +238,18 @@ def _scores(queries, corpus):
         nesting_dims=WIDTHS,
         k=10,
     )
+    relevant = np.arange(len(queries))
     return {
         "ndcg@10": [100 * results[m]["ndcg@10"] for m in WIDTHS],
         "recall@10": [100 * results[m]["recall@10"] for m in WIDTHS],
+        # Each query's nDCG@10 at the widths the goals compare, for paired
+        # bootstrap intervals.
+        "per_query_ndcg@10": {
+            str(m): per_query_ndcg(
+                prefix_top_k(queries, corpus, m, 10), relevant
+            ).tolist()
+            for m in PAIRED
+        },
     }
 
 
@@ -228,7 +263,6 @@ def _pca(fit_on):
 def _train(embedder, head, data, args, dims, weights, label, quantization=None):
     """Fine-tunes `embedder` (and `head`) in place; returns seconds."""
     import keras
-    import tensorflow as tf
 
     from keras_mrl.models import ContrastiveModel
 
@@ -240,19 +274,81 @@ def _train(embedder, head, data, args, dims, weights, label, quantization=None):
         jit_compile=keras.backend.backend() != "torch",
     )
     queries, documents = data
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(((queries, documents),))
-        .shuffle(len(queries["token_ids"]), seed=SEED)
-        .repeat()
-        .batch(args.batch, drop_remainder=True)
-        .prefetch(4)
-    )
+    dataset = _batches(data, len(queries["token_ids"]), args).prefetch(4)
     print(f"\n{label}: {args.steps} steps of {args.batch} pairs", flush=True)
     start = time.perf_counter()
     model.fit(
         dataset, epochs=1, steps_per_epoch=args.steps, verbose=1, shuffle=False
     )
     return time.perf_counter() - start
+
+
+def _batches(data, num_pairs, args):
+    """`data` (`num_pairs` rows) shuffled with the seed, repeated and cut
+    into `args.batch` rows: what `fit` trains on.
+
+    A seeded shuffle's order depends on the seeds (TensorFlow's global
+    one, set by `keras.utils.set_random_seed`, and `SEED`) and the number
+    of rows, never on what the rows hold.
+    """
+    import tensorflow as tf
+
+    return (
+        tf.data.Dataset.from_tensor_slices((data,))
+        .shuffle(num_pairs, seed=SEED)
+        .repeat()
+        .batch(args.batch, drop_remainder=True)
+    )
+
+
+def _batch_rows(num_pairs, args):
+    """The row numbers of each of `_train`'s batches, in order."""
+    import keras
+
+    keras.utils.set_random_seed(SEED)
+    rows = _batches(np.arange(num_pairs), num_pairs, args).take(args.steps)
+    return [batch[0].numpy() for batch in rows]
+
+
+def _train_sentence_transformers(path, train, args, dims):
+    """(f): sentence-transformers fine-tunes the checkpoint at `path`.
+
+    Its own `MatryoshkaLoss(MultipleNegativesRankingLoss)` over `dims`, in
+    a plain torch loop over `_train`'s batches (its trainer would draw its
+    own), with Keras' Adam (a constant learning rate, epsilon 1e-7) and
+    dropout on, as in `fit`. Returns `(model, seconds)`.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import losses
+
+    batches = _batch_rows(len(train), args)
+    torch.manual_seed(SEED)
+    model = SentenceTransformer(path, device="cpu")
+    model.max_seq_length = args.document_length
+    loss = losses.MatryoshkaLoss(
+        model,
+        losses.MultipleNegativesRankingLoss(model),
+        matryoshka_dims=dims,
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, eps=1e-7)
+    print(f"\n{F_LABEL}: {args.steps} steps of {args.batch} pairs", flush=True)
+    start = time.perf_counter()
+    model.train()
+    for step, rows in enumerate(batches, 1):
+        features = [
+            model.preprocess([train[i][key] for i in rows])
+            for key in ("query", "document")
+        ]
+        value = loss(features, None)
+        value.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step % 10 == 0:
+            print(f"step {step}: loss {float(value):.4f}", flush=True)
+    seconds = time.perf_counter() - start
+    model.eval()
+    return model, seconds
 
 
 def _model_encoder(embedder, head):
@@ -381,6 +477,22 @@ def run(args):
             _save_embeddings(
                 args.save_embeddings, queries, documents, encode(train_data[1])
             )
+    if "f" in args.models:
+        model, seconds["(f)"] = _train_sentence_transformers(
+            path, train, args, TRAINED[::-1]
+        )
+        texts = {key: [p[key] for p in test] for key in ("query", "document")}
+        q, d = (
+            model.encode(texts[key], batch_size=128, convert_to_numpy=True)
+            for key in ("query", "document")
+        )
+        results[F_LABEL] = _scores(q, d)
+        print(
+            f"{F_LABEL}: nDCG@10 at 64 / 384 = "
+            f"{results[F_LABEL]['ndcg@10'][WIDTHS.index(64)]:.1f} / "
+            f"{results[F_LABEL]['ndcg@10'][-1]:.1f}",
+            flush=True,
+        )
     total = time.perf_counter() - began
     return {
         "results": results,
@@ -412,25 +524,28 @@ def check_goals(run_results):
     """Returns `[(goal, passed, detail)]` for the goals."""
     results = run_results["results"]
     goals = []
-    # (e) trained quantization-aware has its precision in its label.
-    e_label = next((k for k in results if k.startswith("(e) MRL+PCA")), None)
-    if e_label is None or not {"(c) PCA of (b)", "(b) MNRL"} <= set(results):
+    e_label = _e_label(results)
+    if e_label is None:
         return goals
     e = np.array(results[e_label]["ndcg@10"])
-    c = np.array(results["(c) PCA of (b)"]["ndcg@10"])
-    b = np.array(results["(b) MNRL"]["ndcg@10"])
     small = [i for i, w in enumerate(WIDTHS) if w <= 128]
-    margin = e[small] - c[small] - 1.0
-    worst = int(np.argmin(margin))
-    goals.append(
-        (
-            "(e) >= (c) + 1 pt nDCG@10 at every width <= 128",
-            bool(margin.min() >= 0),
-            f"closest at {WIDTHS[small[worst]]}: (e) {e[small[worst]]:.1f} vs "
-            f"(c) {c[small[worst]]:.1f}, "
-            f"(e) - (c) = {margin.min() + 1:+.1f} pt",
+    # The default run, (a) to (e).
+    default_run = {"(c) PCA of (b)", "(b) MNRL"} <= set(results)
+    if default_run:
+        c = np.array(results["(c) PCA of (b)"]["ndcg@10"])
+        margin = e[small] - c[small] - 1.0
+        worst = int(np.argmin(margin))
+        goals.append(
+            (
+                "(e) >= (c) + 1 pt nDCG@10 at every width <= 128",
+                bool(margin.min() >= 0),
+                f"closest at {WIDTHS[small[worst]]}: (e) "
+                f"{e[small[worst]]:.1f} vs (c) {c[small[worst]]:.1f}, "
+                f"(e) - (c) = {margin.min() + 1:+.1f} pt",
+            )
         )
-    )
+    if F_LABEL in results:
+        goals.extend(_goals_against_f(results, e_label))
     kept = e[WIDTHS.index(64)] / e[-1]
     goals.append(
         (
@@ -439,13 +554,15 @@ def check_goals(run_results):
             f"{100 * kept:.1f}%",
         )
     )
-    goals.append(
-        (
-            "(e) at 384 >= (b) at 384 - 0.5 pt",
-            bool(e[-1] >= b[-1] - 0.5),
-            f"(e) {e[-1]:.1f} vs (b) {b[-1]:.1f}: {e[-1] - b[-1]:+.1f} pt",
+    if default_run:
+        b = np.array(results["(b) MNRL"]["ndcg@10"])
+        goals.append(
+            (
+                "(e) at 384 >= (b) at 384 - 0.5 pt",
+                bool(e[-1] >= b[-1] - 0.5),
+                f"(e) {e[-1]:.1f} vs (b) {b[-1]:.1f}: {e[-1] - b[-1]:+.1f} pt",
+            )
         )
-    )
     worst_gap, where = 0.0, None
     for i, width in enumerate(WIDTHS):
         if width in TRAINED:
@@ -467,15 +584,70 @@ def check_goals(run_results):
             f"(neighbours {where[1]}, {where[2]})",
         )
     )
-    total = run_results["total_seconds"]
-    goals.append(
-        (
-            "the whole benchmark <= 20 minutes",
-            total <= MAX_SECONDS,
-            f"{total / 60:.1f} min",
+    if default_run:
+        total = run_results["total_seconds"]
+        goals.append(
+            (
+                "the whole benchmark <= 20 minutes",
+                total <= MAX_SECONDS,
+                f"{total / 60:.1f} min",
+            )
         )
-    )
     return goals
+
+
+def _e_label(results):
+    # (e) trained quantization-aware has its precision in its label.
+    return next((k for k in results if k.startswith("(e) MRL+PCA")), None)
+
+
+def paired_differences(results, label, baseline):
+    """`[(width, mean, low, high)]`: nDCG@10 of `label` minus `baseline`
+    at each width of `PAIRED`, with a paired bootstrap 95% interval over
+    the queries (None where per-query scores are missing)."""
+    from per_query import paired_bootstrap
+
+    rows = []
+    for width in PAIRED:
+        key = str(width)
+        a = results[label].get("per_query_ndcg@10", {}).get(key)
+        b = results[baseline].get("per_query_ndcg@10", {}).get(key)
+        if a is None or b is None:
+            i = WIDTHS.index(width)
+            diff = (
+                results[label]["ndcg@10"][i] - results[baseline]["ndcg@10"][i]
+            )
+            rows.append((width, diff, None, None))
+        else:
+            rows.append((width, *paired_bootstrap(b, a)))
+    return rows
+
+
+def _interval(row):
+    width, mean, low, high = row
+    if low is None:
+        return f"{mean:+.1f} pt at {width}"
+    return f"{mean:+.1f} pt at {width} (95% interval {low:+.1f} to {high:+.1f})"
+
+
+def _goals_against_f(results, e_label):
+    """(e) against sentence-transformers' own recipe (f)."""
+    rows = paired_differences(results, e_label, F_LABEL)
+    small = [r for r in rows if r[0] <= 128]
+    closest = min(small, key=lambda r: r[1])
+    full = rows[-1]
+    return [
+        (
+            "(e) >= (f) + 1 pt nDCG@10 at every width <= 128",
+            bool(closest[1] >= 1.0),
+            "closest: (e) - (f) = " + _interval(closest),
+        ),
+        (
+            "(e) at 384 >= (f) at 384 - 0.5 pt",
+            bool(full[1] >= -0.5),
+            "(e) - (f) = " + _interval(full),
+        ),
+    ]
 
 
 def plot(run_results, path):
@@ -520,6 +692,13 @@ def main(argv=None):
     if args.split == "test" and args.plot:
         plot(run_results, args.plot)
         print(f"wrote {args.plot}")
+    results = run_results["results"]
+    if F_LABEL in results:
+        print("\nnDCG@10 differences against (f), paired bootstrap 95%:")
+        for label in results:
+            if label[:3] in ("(d)", "(e)"):
+                for row in paired_differences(results, label, F_LABEL):
+                    print(f"  {label} - (f): {_interval(row)}")
     goals = check_goals(run_results)
     for goal, passed, detail in goals:
         print(f"{'PASS' if passed else 'FAIL'}  {goal}  ({detail})")

@@ -134,7 +134,7 @@ class _SentenceTransformers:
 
     def tokenize(self, batches):
         return [
-            [self.model.tokenize(list(branch)) for branch in batch]
+            [self.model.preprocess(list(branch)) for branch in batch]
             for batch in batches
         ]
 
