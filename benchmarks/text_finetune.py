@@ -40,6 +40,9 @@ read only by the default `--split test`.
     KERAS_BACKEND=jax python benchmarks/text_finetune.py --models def \
         --query-length 64 --document-length 64 [--check]
 
+`--mini-batch-size` trains with cached in-batch negatives, so that a larger
+`--batch` fits in the same memory.
+
 `--check` exits 1 when a goal is missed, naming it and the
 margin. The default run's plot goes to docs/text_finetune.png (`--plot`);
 other `--models` and `--quantization-aware` plot only to a `--plot` given.
@@ -76,6 +79,14 @@ def _parse_args(argv=None):
     )
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument(
+        "--mini-batch-size",
+        type=int,
+        default=None,
+        help="(b), (d), (e): cached in-batch negatives, embedding each "
+        "batch in mini-batches of this many pairs "
+        "(ContrastiveModel(mini_batch_size=...))",
+    )
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--query-length", type=int, default=32)
     parser.add_argument("--document-length", type=int, default=64)
@@ -267,7 +278,9 @@ def _train(embedder, head, data, args, dims, weights, label, quantization=None):
     from keras_mrl.models import ContrastiveModel
 
     keras.utils.set_random_seed(SEED)
-    model = ContrastiveModel(embedder, head=head)
+    model = ContrastiveModel(
+        embedder, head=head, mini_batch_size=args.mini_batch_size
+    )
     model.compile(
         optimizer=keras.optimizers.Adam(args.lr),
         loss=_loss(dims, weights, quantization),
@@ -461,6 +474,8 @@ def run(args):
         label = "(e) MRL+PCA"
         if quantization is not None:
             label += f", {args.quantization_aware}-aware"
+        if args.mini_batch_size is not None:
+            label += f", batch {args.batch} cached"
         seconds["(e)"] = _train(
             embedder,
             head,
