@@ -21,9 +21,9 @@ def pytest_configure(config):
         "backend (the numpy modules, checks of the repository) or whose "
         "Keras parts other tests check under every backend (the command "
         "line, the demo, the benchmarks, the README, docs and docstring "
-        "examples, the real model). `make test` runs them in the first of its stages "
-        "whose backend is in `backends` (default: any); under another "
-        "backend they are skipped.",
+        "examples, the real model). `make test` runs them in the first of "
+        "its stages whose backend is in `backends` (default: any); under "
+        "another backend they are skipped.",
     )
 
 
