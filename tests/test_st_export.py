@@ -5,10 +5,9 @@ The reference is the Keras model itself: the exported directory, loaded by
 `sentence_transformers.SentenceTransformer`, must encode texts to the
 vectors the embedder (and its head) computes. The tiny BERT has every
 weight drawn at random, so that a bias or a norm mapped to the wrong place
-changes the vectors; the real all-MiniLM-L6-v2 runs once, under
-TensorFlow. Texts that KerasHub's own normalisation splits otherwise than
-Hugging Face's (`UNICODE_TEXTS`) encode alike on both sides when the Keras
-tokenizer is a
+changes the vectors; the real all-MiniLM-L6-v2 is exported too. Texts
+that KerasHub's own normalisation splits otherwise than Hugging Face's
+(`UNICODE_TEXTS`) encode alike on both sides when the Keras tokenizer is a
 `keras_mrl.integrations.sentence_transformers.HuggingFaceBertTokenizer`,
 as a loaded directory's is.
 """
@@ -37,7 +36,8 @@ from _tiny_families import tiny_family_embedder  # noqa: E402
 import keras_mrl  # noqa: E402
 from keras_mrl.integrations import sentence_transformers as st  # noqa: E402
 
-# The real MiniLM, exported: once, whatever the backend.
+# What an export writes and how sentence-transformers reads it are the same
+# under every backend: the round trips, the real MiniLM's included, run once.
 pytestmark = pytest.mark.once
 
 # An accented word and its plain form: KerasHub keeps accents, Hugging
@@ -468,9 +468,6 @@ def test_path_is_keyword_only(tiny, tmp_path):
 # --- The real model. ---
 
 
-# One backend suffices for the 90 MB model; the tiny model's round trips run
-# under every backend.
-@pytest.mark.once(backends=("tensorflow",))
 def test_all_minilm_l6_v2_round_trip(tmp_path):
     try:
         source = st.all_minilm_l6_v2_directory(

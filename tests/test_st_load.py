@@ -19,6 +19,10 @@ import pytest
 pytest.importorskip("keras_hub")
 pytest.importorskip("safetensors")
 
+# The real model runs once: the weights and the tokenizer that these tests
+# check load the same under every backend.
+pytestmark = pytest.mark.once
+
 from _docstring_lines import first_lines  # noqa: E402
 
 from keras_mrl.integrations import sentence_transformers as st  # noqa: E402
@@ -54,7 +58,6 @@ def minilm(tmp_path_factory):
     return path
 
 
-@pytest.mark.once
 def test_extracted_directory_has_a_vocabulary_in_id_order(minilm):
     with open(os.path.join(minilm, "tokenizer.json"), encoding="utf-8") as f:
         vocab = json.load(f)["model"]["vocab"]
@@ -91,7 +94,6 @@ def test_unicode_texts_encode_as_sentence_transformers(minilm_models):
     assert np.abs(ours - reference).max() <= 1e-3
 
 
-@pytest.mark.once
 def test_tokenizer_gives_the_hugging_face_ids(minilm, minilm_models):
     tokenizers = pytest.importorskip("tokenizers")
     import tensorflow as tf
@@ -163,13 +165,11 @@ def test_tokenizer_gives_the_hugging_face_ids(minilm, minilm_models):
     assert graph.to_list() == expected
 
 
-@pytest.mark.once
 def test_missing_directory_raises(tmp_path):
     with pytest.raises(ValueError, match="not a directory"):
         st.load(str(tmp_path / "absent"))
 
 
-@pytest.mark.once
 def test_directory_missing_weights_raises(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     (tmp_path / "tokenizer.json").write_text("{}")
@@ -177,7 +177,6 @@ def test_directory_missing_weights_raises(tmp_path):
         st.load(str(tmp_path))
 
 
-@pytest.mark.once
 def test_non_bert_directory_raises(tmp_path):
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         (tmp_path / name).write_text("{}")
@@ -186,13 +185,11 @@ def test_non_bert_directory_raises(tmp_path):
         st.load(str(tmp_path))
 
 
-@pytest.mark.once
 def test_bad_sequence_length_raises(tmp_path):
     with pytest.raises(ValueError, match="sequence_length"):
         st.load(str(tmp_path), sequence_length=0)
 
 
-@pytest.mark.once
 def test_non_wordpiece_tokenizer_raises(tmp_path):
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps({"model": {"type": "BPE", "vocab": {}}}))
@@ -200,7 +197,6 @@ def test_non_wordpiece_tokenizer_raises(tmp_path):
         wordpiece_vocabulary(str(path))
 
 
-@pytest.mark.once
 def test_gapped_ids_raise(tmp_path):
     path = tmp_path / "tokenizer.json"
     path.write_text(
