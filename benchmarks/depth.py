@@ -126,17 +126,12 @@ def _dataset(data, args):
     """text_finetune.py's training batches: shuffled with its seed,
     repeated, `args.batch` pairs a step."""
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(text_finetune.SEED)
     queries, documents = data
-    return (
-        tf.data.Dataset.from_tensor_slices(((queries, documents),))
-        .shuffle(len(queries["token_ids"]), seed=text_finetune.SEED)
-        .repeat()
-        .batch(args.batch, drop_remainder=True)
-        .prefetch(4)
-    )
+    return text_finetune._batches(
+        data, len(queries["token_ids"]), args.batch, text_finetune.SEED
+    ).prefetch(4)
 
 
 def _train_keras(embedder, head, data, args, depth_sampling, label):

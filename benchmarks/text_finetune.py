@@ -88,6 +88,12 @@ def _parse_args(argv=None):
         "(ContrastiveModel(mini_batch_size=...))",
     )
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=SEED,
+        help="the seed of the batch order, the initial draws and dropout",
+    )
     parser.add_argument("--query-length", type=int, default=32)
     parser.add_argument("--document-length", type=int, default=64)
     parser.add_argument(
@@ -277,7 +283,7 @@ def _train(embedder, head, data, args, dims, weights, label, quantization=None):
 
     from keras_mrl.models import ContrastiveModel
 
-    keras.utils.set_random_seed(SEED)
+    keras.utils.set_random_seed(args.seed)
     model = ContrastiveModel(
         embedder, head=head, mini_batch_size=args.mini_batch_size
     )
@@ -287,7 +293,9 @@ def _train(embedder, head, data, args, dims, weights, label, quantization=None):
         jit_compile=keras.backend.backend() != "torch",
     )
     queries, documents = data
-    dataset = _batches(data, len(queries["token_ids"]), args).prefetch(4)
+    dataset = _batches(
+        data, len(queries["token_ids"]), args.batch, args.seed
+    ).prefetch(4)
     print(f"\n{label}: {args.steps} steps of {args.batch} pairs", flush=True)
     start = time.perf_counter()
     model.fit(
@@ -296,21 +304,21 @@ def _train(embedder, head, data, args, dims, weights, label, quantization=None):
     return time.perf_counter() - start
 
 
-def _batches(data, num_pairs, args):
-    """`data` (`num_pairs` rows) shuffled with the seed, repeated and cut
-    into `args.batch` rows: what `fit` trains on.
+def _batches(data, num_pairs, batch, seed):
+    """`data` (`num_pairs` rows) shuffled with `seed`, repeated and cut
+    into batches of `batch` rows: what `fit` trains on.
 
     A seeded shuffle's order depends on the seeds (TensorFlow's global
-    one, set by `keras.utils.set_random_seed`, and `SEED`) and the number
+    one, set by `keras.utils.set_random_seed`, and `seed`) and the number
     of rows, never on what the rows hold.
     """
     import tensorflow as tf
 
     return (
         tf.data.Dataset.from_tensor_slices((data,))
-        .shuffle(num_pairs, seed=SEED)
+        .shuffle(num_pairs, seed=seed)
         .repeat()
-        .batch(args.batch, drop_remainder=True)
+        .batch(batch, drop_remainder=True)
     )
 
 
@@ -318,8 +326,9 @@ def _batch_rows(num_pairs, args):
     """The row numbers of each of `_train`'s batches, in order."""
     import keras
 
-    keras.utils.set_random_seed(SEED)
-    rows = _batches(np.arange(num_pairs), num_pairs, args).take(args.steps)
+    keras.utils.set_random_seed(args.seed)
+    rows = _batches(np.arange(num_pairs), num_pairs, args.batch, args.seed)
+    rows = rows.take(args.steps)
     return [batch[0].numpy() for batch in rows]
 
 
@@ -333,10 +342,10 @@ def _train_sentence_transformers(path, train, args, dims):
     """
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers import losses
+    from sentence_transformers.sentence_transformer import losses
 
     batches = _batch_rows(len(train), args)
-    torch.manual_seed(SEED)
+    torch.manual_seed(args.seed)
     model = SentenceTransformer(path, device="cpu")
     model.max_seq_length = args.document_length
     loss = losses.MatryoshkaLoss(
@@ -358,7 +367,7 @@ def _train_sentence_transformers(path, train, args, dims):
         optimizer.step()
         optimizer.zero_grad()
         if step % 10 == 0:
-            print(f"step {step}: loss {float(value):.4f}", flush=True)
+            print(f"step {step}: loss {value.item():.4f}", flush=True)
     seconds = time.perf_counter() - start
     model.eval()
     return model, seconds
@@ -415,7 +424,7 @@ def run(args):
         tokens([p["query"] for p in train], q_len),
         tokens([p["document"] for p in train], d_len),
     )
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(args.seed)
     pca_rows = np.sort(rng.permutation(len(train))[: args.pca_texts])
     pca_texts = {k: v[pca_rows] for k, v in train_data[1].items()}
     test_q = tokens([p["query"] for p in test], q_len)

@@ -117,7 +117,7 @@ class _SentenceTransformers:
     def __init__(self, path, args):
         import torch
         from sentence_transformers import SentenceTransformer
-        from sentence_transformers import losses
+        from sentence_transformers.sentence_transformer import losses
 
         torch.manual_seed(SEED)
         self.torch = torch
@@ -144,7 +144,7 @@ class _SentenceTransformers:
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad()
-        return float(loss)
+        return loss.item()
 
     def encode(self, texts, length, batch_size):
         self.model.max_seq_length = length

@@ -256,7 +256,7 @@ def test_f_trains_on_the_batches_of_the_keras_pipeline(bench):
     keras.utils.set_random_seed(bench.SEED)
     queries = {"token_ids": np.arange(30)[:, None] * np.ones((1, 4), int)}
     documents = {"token_ids": 100 + queries["token_ids"]}
-    fed = bench._batches((queries, documents), 30, args).take(5)
+    fed = bench._batches((queries, documents), 30, 8, bench.SEED).take(5)
     fed = [batch[0][0]["token_ids"].numpy()[:, 0] for batch in fed]
     assert len(rows) == 5
     for a, b in zip(rows, fed):
