@@ -3,6 +3,11 @@
 Two models evaluated on the same queries differ by a mean over those
 queries; `paired_bootstrap` puts a 95% interval on that difference by
 resampling the queries, keeping each query's two scores together.
+
+    python benchmarks/per_query.py --before def.json "(d) MRL" \
+        --after e.json "(e) MRL+PCA"
+
+compares two models of `text_finetune.py --json` runs.
 """
 
 import numpy as np
@@ -49,3 +54,41 @@ def paired_bootstrap(before, after, *, samples=BOOTSTRAP_SAMPLES, seed=SEED):
         means[start : start + len(rows)] = diff[rows].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return float(diff.mean()), float(low), float(high)
+
+
+def main(argv=None):
+    """Prints `after - before` per width, with paired bootstrap intervals,
+    for two models of `text_finetune.py --json` runs (the same queries)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    for side in ("before", "after"):
+        parser.add_argument(
+            f"--{side}",
+            nargs=2,
+            required=True,
+            metavar=("JSON", "LABEL"),
+            help=f"the {side} model: a --json file and its model's label",
+        )
+    args = parser.parse_args(argv)
+    scores = []
+    for path, label in (args.before, args.after):
+        with open(path) as file:
+            results = json.load(file)["results"]
+        if label not in results:
+            parser.error(f"{path} has no model {label!r}: {sorted(results)}")
+        scores.append(results[label]["per_query_ndcg@10"])
+    before, after = scores
+    print(f"nDCG@10 of {args.after[1]!r} minus {args.before[1]!r}:")
+    for width in before:
+        mean, low, high = paired_bootstrap(before[width], after[width])
+        interval = f"95% interval {low:+.1f} to {high:+.1f}"
+        print(f"  {width}: {mean:+.1f} pt ({interval})")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -264,3 +264,23 @@ def test_f_trains_on_the_batches_of_the_keras_pipeline(bench):
     # Shuffled; 5 batches of 8 cross the epoch boundary at 30 rows.
     assert not np.array_equal(np.concatenate(rows[:3]), np.arange(24))
     assert sorted(np.concatenate(rows[:3])) != list(range(24))
+
+
+def test_per_query_command_compares_two_json_runs(bench, tmp_path, capsys):
+    import json
+
+    import per_query
+
+    widths = np.array(bench.WIDTHS, dtype=float)
+    f = 58.0 - 20.0 * np.exp(-widths / 40.0)
+    run = _with_f(bench, f + 2.0, f)
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(run))
+    argv = ["--before", str(path), bench.F_LABEL]
+    assert per_query.main(argv + ["--after", str(path), "(e) MRL+PCA"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + len(bench.PAIRED)
+    assert lines[1] == "  16: +2.0 pt (95% interval +2.0 to +2.0)"
+    with pytest.raises(SystemExit):
+        per_query.main(argv + ["--after", str(path), "(x) missing"])
+    assert "has no model '(x) missing'" in capsys.readouterr().err
