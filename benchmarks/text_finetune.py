@@ -433,10 +433,7 @@ def run(args):
 
     results, seconds = {}, {}
 
-    def evaluate(label, encode, transform=None):
-        q, d = encode(test_q), encode(test_d)
-        if transform is not None:
-            q, d = transform(q), transform(d)
+    def record(label, q, d):
         results[label] = _scores(q, d)
         print(
             f"{label}: nDCG@10 at 64 / 384 = "
@@ -444,6 +441,12 @@ def run(args):
             f"{results[label]['ndcg@10'][-1]:.1f}",
             flush=True,
         )
+
+    def evaluate(label, encode, transform=None):
+        q, d = encode(test_q), encode(test_d)
+        if transform is not None:
+            q, d = transform(q), transform(d)
+        record(label, q, d)
         return q, d
 
     base_pca_fit = None
@@ -510,13 +513,7 @@ def run(args):
             model.encode(texts[key], batch_size=128, convert_to_numpy=True)
             for key in ("query", "document")
         )
-        results[F_LABEL] = _scores(q, d)
-        print(
-            f"{F_LABEL}: nDCG@10 at 64 / 384 = "
-            f"{results[F_LABEL]['ndcg@10'][WIDTHS.index(64)]:.1f} / "
-            f"{results[F_LABEL]['ndcg@10'][-1]:.1f}",
-            flush=True,
-        )
+        record(F_LABEL, q, d)
     total = time.perf_counter() - began
     return {
         "results": results,
