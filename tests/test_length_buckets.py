@@ -173,13 +173,15 @@ class _TraceCounter(keras.layers.Layer):
 def test_fit_compiles_at_most_one_program_per_bucket_pair():
     counter = _TraceCounter()
     model = ContrastiveModel(
-        tiny_embedder(SEQUENCE_LENGTH), head=counter, length_buckets=[16, 32]
+        tiny_embedder(SEQUENCE_LENGTH), head=counter, length_buckets=[24]
     )
     model.compile("sgd", MultipleNegativesRankingLoss(), jit_compile=True)
-    # 8 batches of random lengths; 3 buckets (16, 32, 48) per branch.
-    model.fit((_texts(32, 3), _texts(32, 4)), batch_size=4, verbose=0)
-    # One call per branch per trace; at most 3 x 3 shape pairs.
-    assert 2 <= counter.traces <= 2 * 9
+    # 16 batches of random lengths, cut to their longest text, would make
+    # about as many shapes; 2 buckets (24, 48) per branch make 4 at most.
+    model.fit((_texts(32, 3), _texts(32, 4)), batch_size=2, verbose=0)
+    # One call per branch per trace, and under JAX one more pair of calls
+    # as Keras builds the train step's state on the first batch.
+    assert 2 <= counter.traces <= 2 * (4 + 1)
 
 
 def test_length_buckets_survive_the_config():
