@@ -5,8 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BACKENDS := torch jax tensorflow
 # Two pytest workers: the machine's two cores. Each test file runs in one
-# worker, so a file's fixtures are built once.
-WORKERS ?= -n 2 --dist loadfile
+# worker, so a file's fixtures are built once. The files go to the workers
+# in collection order, which tests/conftest.py starts with the longest ones
+# (its LONGEST_FIRST), rather than in xdist's order by number of tests.
+WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint format docs test-tensorflow test-jax test-torch test-notebooks bench clean
@@ -39,7 +41,9 @@ docs: $(VENV)/.installed
 
 # The linter and the docs build first; then the suite under each backend,
 # where a test marked `once` runs in the first stage whose backend it takes
-# (torch first: its eager loop compiles nothing); then the notebooks.
+# (torch first: its eager loop compiles nothing). The notebooks run in the
+# JAX stage, under which they run fastest, beside its tests: in a stage of
+# their own, one worker idled while the other ran the longest notebook.
 # Every stage prints its time, and a stage that fails stops the run.
 #
 # XLA compiles most of the suite's time away, and many tests compile the
@@ -50,7 +54,8 @@ docs: $(VENV)/.installed
 # more than they save: they are turned off, which halves compile times, and
 # XLA's CPU backend emits its fusions with its older emitters, which compile
 # a small program in about 60% of the time of the MLIR ones.
-# The notebooks train for many steps, so they keep the optimised code.
+# The notebooks train for many steps, so their kernels keep the optimised
+# code (tests/conftest.py).
 # Two workers share the two cores, and OpenBLAS', torch's and faiss'
 # threads spin while they wait for work: one OpenMP thread per worker.
 XLA_CACHE := $(CURDIR)/.xla_cache
@@ -67,16 +72,14 @@ test: $(VENV)/.installed
 	@start=$$(date +%s); $(MAKE) --no-print-directory docs; status=$$?; \
 	echo "=== docs took $$(( $$(date +%s) - start )) s ==="; exit $$status
 	@set -e; ran=""; for b in $(BACKENDS); do \
-	  start=$$(date +%s); echo "=== KERAS_BACKEND=$$b ==="; \
+	  paths=tests; \
+	  if [ $$b = jax ]; then paths="tests notebooks --nbmake"; fi; \
+	  start=$$(date +%s); echo "=== KERAS_BACKEND=$$b: $$paths ==="; \
 	  KERAS_BACKEND=$$b KERAS_MRL_ONCE_RAN="$$ran" \
-	    $(PY) -m pytest tests $(WORKERS) $(PYTEST_ARGS); \
+	    $(PY) -m pytest $$paths $(WORKERS) $(PYTEST_ARGS); \
 	  echo "=== KERAS_BACKEND=$$b took $$(( $$(date +%s) - start )) s ==="; \
 	  ran="$$ran $$b"; \
 	done
-	@start=$$(date +%s); env -u XLA_FLAGS \
-	  $(MAKE) --no-print-directory test-notebooks; \
-	status=$$?; \
-	echo "=== notebooks took $$(( $$(date +%s) - start )) s ==="; exit $$status
 
 test-%: $(VENV)/.installed
 	KERAS_BACKEND=$* $(PY) -m pytest tests $(PYTEST_ARGS)

@@ -64,7 +64,7 @@ def _start_workers_first(request):
     needed = {
         name
         for item in request.session.items
-        if item.module is request.module
+        if getattr(item, "module", None) is request.module
         for name in item.fixturenames
     }
     if wanted in needed:

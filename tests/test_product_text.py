@@ -44,6 +44,7 @@ PROCESS_WORDS = re.compile(
 # (`owner/repo #123`).
 ALLOWED = re.compile(
     r"clear_session|request\.session|start_new_session|InferenceSession"
+    r'|scope="session"'
     r"|[\w.-]+/[\w.-]+ #[0-9]+"
 )
 
@@ -77,6 +78,7 @@ def test_the_pattern_finds_process_words_and_allows_code_words():
         "session",
     ]
     assert _process_words("keras.backend.clear_session()") == []
+    assert _process_words('@pytest.fixture(scope="session")') == []
     assert _process_words("see RAIVNLab/MRL #23 and ort.InferenceSession") == []
 
 
