@@ -86,21 +86,20 @@ def _parse_args(argv=None):
 
 
 def _scores(queries, corpus):
-    """nDCG@10 in % at every width of WIDTHS."""
-    from keras_mrl.evaluation import retrieval_metrics_from_relevance
+    """Each query's nDCG@10 in %, one array per width of WIDTHS."""
+    from per_query import per_query_ndcg
+    from per_query import prefix_top_k
 
-    results = retrieval_metrics_from_relevance(
-        queries,
-        corpus_embeddings=corpus,
-        relevant_ids=[[i] for i in range(len(queries))],
-        nesting_dims=WIDTHS,
-        k=10,
-    )
-    return [100 * results[m]["ndcg@10"] for m in WIDTHS]
+    relevant = np.arange(len(queries))
+    return [
+        per_query_ndcg(prefix_top_k(queries, corpus, m, 10), relevant)
+        for m in WIDTHS
+    ]
 
 
 def _by_depth(embedder, head, test_q, test_d):
-    """`{k: nDCG@10 per width}` of `embedder` (then `head`) cut to k."""
+    """`{k: per-query nDCG@10 per width}` of `embedder` (then `head`) cut
+    to k."""
     import keras
 
     from keras_mrl.models import truncate_layers
@@ -116,7 +115,9 @@ def _by_depth(embedder, head, test_q, test_d):
         table[k] = _scores(q, d)
         print(
             f"  {k} layers: "
-            + ", ".join(f"{m}: {v:.1f}" for m, v in zip(WIDTHS, table[k])),
+            + ", ".join(
+                f"{m}: {np.mean(v):.1f}" for m, v in zip(WIDTHS, table[k])
+            ),
             flush=True,
         )
     return table
@@ -265,7 +266,18 @@ def run(args):
         results[label] = _by_depth(trained, None, test_q, test_d)
     return {
         "results": {
-            label: {str(k): v for k, v in table.items()}
+            label: {
+                str(k): [float(np.mean(v)) for v in by_width]
+                for k, by_width in table.items()
+            }
+            for label, table in results.items()
+        },
+        # Each query's nDCG@10, `[label][k][width]`, for paired intervals.
+        "per_query_ndcg@10": {
+            label: {
+                str(k): {str(m): v.tolist() for m, v in zip(WIDTHS, by_width)}
+                for k, by_width in table.items()
+            }
             for label, table in results.items()
         },
         "train_seconds": seconds,
@@ -290,42 +302,81 @@ def format_table(run_results):
     return "\n".join(lines)
 
 
+def _per_query(run_results, label, k, m):
+    return np.asarray(run_results["per_query_ndcg@10"][label][str(k)][str(m)])
+
+
+def _interval(mean, low, high):
+    return f"{mean:+.1f} pt, 95% interval {low:+.1f} to {high:+.1f}"
+
+
 def check_goals(run_results):
-    """Returns `[(goal, passed, detail)]` for the goals whose runs ran."""
+    """Returns `[(goal, passed, detail)]` for the goals whose runs ran.
+
+    Differences between two models come with a paired bootstrap 95%
+    interval over the test queries; the goals read the mean.
+    """
+    from per_query import paired_bootstrap
+
     results = run_results["results"]
+    two, e, st = LABELS[1], LABELS[0], LABELS[2]
+    full = (DEPTHS[-1], WIDTHS[-1])
     goals = []
-
-    def grid(label):
-        return np.array([results[label][str(k)] for k in DEPTHS])
-
-    if {"(e) cut", "(2D)"} <= set(results):
-        e, two = grid("(e) cut"), grid("(2D)")
-        shallow = two[:-1] - e[:-1]
-        k, m = np.unravel_index(np.argmin(shallow), shallow.shape)
+    if two in results:
+        shallow = results[two]["3"][WIDTHS.index(128)]
+        top = results[two][str(full[0])][-1]
+        detail = f"{shallow:.1f} of {top:.1f}: {100 * shallow / top:.1f}%"
+        if e in results:
+            cut = results[e]["3"][WIDTHS.index(128)]
+            detail += (
+                f"; (e) cut to 3 layers: {cut:.1f}, "
+                f"{100 * cut / results[e][str(full[0])][-1]:.1f}% of its own"
+            )
         goals.append(
             (
-                "(2D) >= (e) cut at every depth below 6 and every width",
-                bool(shallow.min() >= 0),
-                f"closest at {DEPTHS[k]} layers x {WIDTHS[m]}: "
-                f"{shallow.min():+.1f} pt",
+                "(2D) at 3 layers x 128 >= 90% of its 6 layers x 384",
+                bool(shallow >= 0.9 * top),
+                detail,
             )
         )
-        full = two[-1] - e[-1]
+    if {two, e} <= set(results):
+        row = paired_bootstrap(
+            _per_query(run_results, e, *full),
+            _per_query(run_results, two, *full),
+        )
         goals.append(
             (
-                "(2D) at 6 layers >= (e) - 1 pt at every width",
-                bool(full.min() >= -1.0),
-                f"worst at {WIDTHS[int(np.argmin(full))]}: "
-                f"{full.min():+.1f} pt",
+                "(2D) at 6 layers x 384 >= (e) - 0.5 pt",
+                bool(row[0] >= -0.5),
+                _interval(*row),
             )
         )
-    if {"(2D)", "(ST) Matryoshka2dLoss"} <= set(results):
-        gap = grid("(2D)") - grid("(ST) Matryoshka2dLoss")
+    if {two, st} <= set(results):
+        cells = [(k, m) for k in DEPTHS for m in WIDTHS]
+        mean_of = lambda label: np.mean(  # noqa: E731
+            [_per_query(run_results, label, k, m) for k, m in cells], axis=0
+        )
+        row = paired_bootstrap(mean_of(st), mean_of(two))
         goals.append(
             (
-                "(2D) >= (ST) on average over the layers x widths grid",
-                bool(gap.mean() >= 0),
-                f"mean {gap.mean():+.1f} pt, worst {gap.min():+.1f} pt",
+                "(2D) - (ST) averaged over the layers x widths grid >= -0.5 pt",
+                bool(row[0] >= -0.5),
+                _interval(*row),
+            )
+        )
+        gaps = {
+            (k, m): paired_bootstrap(
+                _per_query(run_results, st, k, m),
+                _per_query(run_results, two, k, m),
+            )
+            for k, m in cells
+        }
+        (k, m), worst = min(gaps.items(), key=lambda item: item[1][0])
+        goals.append(
+            (
+                "(2D) - (ST) >= -2 pt in every cell",
+                bool(worst[0] >= -2.0),
+                f"worst at {k} layers x {m}: {_interval(*worst)}",
             )
         )
     return goals

@@ -292,9 +292,9 @@ def _train(embedder, head, data, args, dims, weights, label, quantization=None):
         loss=_loss(dims, weights, quantization),
         jit_compile=keras.backend.backend() != "torch",
     )
-    queries, documents = data
+    # `data` holds one dict of token ids per branch, the queries first.
     dataset = _batches(
-        data, len(queries["token_ids"]), args.batch, args.seed
+        data, len(data[0]["token_ids"]), args.batch, args.seed
     ).prefetch(4)
     print(f"\n{label}: {args.steps} steps of {args.batch} pairs", flush=True)
     start = time.perf_counter()

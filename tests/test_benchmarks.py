@@ -537,3 +537,105 @@ def test_cached_negatives_fails_when_a_backend_fails(
     assert (
         capsys.readouterr().err == "cached_negatives.py: failed on tensorflow\n"
     )
+
+
+@pytest.fixture(scope="module")
+def depth():
+    return _load("depth.py")
+
+
+def _depth_result(depth, cells):
+    """A depth.py result whose every query scores `cells[label](k, m)`,
+    for 3 queries."""
+    return {
+        "results": {
+            label: {
+                str(k): [f(k, m) for m in depth.WIDTHS] for k in depth.DEPTHS
+            }
+            for label, f in cells.items()
+        },
+        "per_query_ndcg@10": {
+            label: {
+                str(k): {str(m): [f(k, m)] * 3 for m in depth.WIDTHS}
+                for k in depth.DEPTHS
+            }
+            for label, f in cells.items()
+        },
+    }
+
+
+def test_depth_goals_on_given_figures(depth):
+    e, two, st = depth.LABELS
+
+    def verdicts(shallow, full, gap, worst_cell):
+        def two_cells(k, m):
+            if (k, m) == (3, 128):
+                return shallow
+            if (k, m) == (6, 384):
+                return full
+            return 50.0
+
+        def st_cells(k, m):
+            return two_cells(k, m) - gap - (worst_cell if k == 1 else 0.0)
+
+        result = _depth_result(
+            depth,
+            {e: lambda k, m: 60.0, two: two_cells, st: st_cells},
+        )
+        return [passed for _, passed, _ in depth.check_goals(result)]
+
+    # The goals: (2D) at 3 x 128 >= 90% of (2D) at 6 x 384; (2D) at 6 x 384
+    # >= (e) - 0.5 = 59.5; (2D) - (ST) >= -0.5 on average over the grid and
+    # >= -2 in every cell, where it is `gap`, or `gap + worst_cell` in the
+    # cells of 1 layer (one in 6).
+    assert verdicts(54.0, 59.5, -0.5, 1.5) == [True, True, True, True]
+    assert verdicts(53.0, 59.4, 0.0, 0.0) == [False, False, True, True]
+    assert verdicts(54.0, 60.0, 0.4, -2.5) == [True, True, True, False]
+    assert verdicts(54.0, 60.0, -0.4, -0.7) == [True, True, False, True]
+
+
+def test_depth_goals_need_both_runs(depth):
+    result = _depth_result(depth, {depth.LABELS[1]: lambda k, m: 10.0 * k})
+    goals = depth.check_goals(result)
+    assert [goal for goal, _, _ in goals] == [
+        "(2D) at 3 layers x 128 >= 90% of its 6 layers x 384"
+    ]
+    assert goals[0][1] is False  # 30 of 60
+
+
+@pytest.fixture(scope="module")
+def mined_negatives():
+    return _load("mined_negatives.py")
+
+
+def _mined_result(mined_negatives, before, after):
+    """Every query scores `before(width)` and `after(width)`."""
+    text_finetune = mined_negatives.text_finetune
+    widths, paired = text_finetune.WIDTHS, text_finetune.PAIRED
+
+    def scores(f):
+        return {
+            "ndcg@10": [f(m) for m in widths],
+            "per_query_ndcg@10": {str(m): [f(m)] * 3 for m in paired},
+        }
+
+    labels = mined_negatives.LABELS
+    return {"results": {labels[0]: scores(before), labels[1]: scores(after)}}
+
+
+def test_mined_negatives_goals_on_given_figures(mined_negatives):
+    def verdicts(after):
+        result = _mined_result(mined_negatives, lambda m: 50.0, after)
+        return [passed for _, passed, _ in mined_negatives.check_goals(result)]
+
+    assert verdicts(lambda m: 51.0 if m == 64 else 49.5) == [True, True]
+    assert verdicts(lambda m: 50.9 if m == 64 else 50.0) == [False, True]
+    assert verdicts(lambda m: 51.0 if m == 64 else 49.4) == [True, False]
+
+
+def test_mined_negatives_check_needs_the_fine_tunes(mined_negatives, capsys):
+    with pytest.raises(SystemExit):
+        mined_negatives._parse_args(["--check"])
+    assert "--check compares the fine-tunes: add --train" in (
+        capsys.readouterr().err
+    )
