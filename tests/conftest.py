@@ -62,6 +62,7 @@ def pytest_configure(config):
 # checks that every entry exists.
 LONGEST_FIRST = (
     "notebooks/05_pretrained_text_embedder.ipynb",
+    "notebooks/06_hard_negatives_and_depth.ipynb",
     "tests/test_contrastive_model.py",
     "tests/test_cached_negatives.py",
     "tests/test_docs.py",
