@@ -639,3 +639,94 @@ def test_mined_negatives_check_needs_the_fine_tunes(mined_negatives, capsys):
     assert "--check compares the fine-tunes: add --train" in (
         capsys.readouterr().err
     )
+
+
+@pytest.fixture(scope="module")
+def vs_st():
+    return _load("vs_sentence_transformers.py")
+
+
+def _speed_round(step_ms, encode_64, encode_256):
+    return {
+        "step_ms": step_ms,
+        "first_step_s": 1.0,
+        "tokenize_s": 0.1,
+        "encode_per_s": {"64": encode_64, "256": encode_256},
+        "peak_mib": 1000.0,
+    }
+
+
+def _quality(total_s, ndcg_64, ndcg_384):
+    return {
+        "total_s": total_s,
+        "train_s": total_s / 2,
+        "ndcg@10": {"64": ndcg_64, "384": ndcg_384},
+    }
+
+
+def test_vs_sentence_transformers_goals_on_given_figures(vs_st):
+    speed = {
+        "st": [_speed_round(1000, 100, 25)] * 3,
+        "tensorflow": [_speed_round(1000, 100, 24)] * 3,
+        "jax": [_speed_round(900, 120, 30), _speed_round(1300, 80, 20)] * 2,
+        "torch": [_speed_round(1210, 50, 10)],
+    }
+    quality = {
+        "st": _quality(300, 50.0, 58.0),
+        "tensorflow": _quality(300, 50.5, 57.4),
+        "tensorflow, no buckets": _quality(330, 50.0, 58.0),
+    }
+    goals = vs_st.check_goals({"speed": speed, "quality": quality})
+    verdicts = {goal: (passed, detail) for goal, passed, detail in goals}
+    st = "sentence-transformers'"
+    # Medians: jax 1100 ms of 4 rounds, 100/s and 25/s.
+    assert verdicts == {
+        f"tensorflow train step <= 1.0x {st}": (True, "1.00x"),
+        f"jax train step <= 1.0x {st}": (False, "1.10x"),
+        f"torch train step <= 1.2x {st}": (False, "1.21x"),
+        f"tensorflow encode at 64 tokens >= {st} sentences/s": (
+            True,
+            "100/s vs 100/s (1.00x)",
+        ),
+        f"tensorflow encode at 256 tokens >= {st} sentences/s": (
+            False,
+            "24/s vs 25/s (0.96x)",
+        ),
+        f"jax encode at 64 tokens >= {st} sentences/s": (
+            True,
+            "100/s vs 100/s (1.00x)",
+        ),
+        f"jax encode at 256 tokens >= {st} sentences/s": (
+            True,
+            "25/s vs 25/s (1.00x)",
+        ),
+        f"tensorflow whole fine-tune + encode <= {st} wall time": (
+            True,
+            "300 s vs 300 s (1.00x)",
+        ),
+        "tensorflow nDCG@10 at 64 within 0.5 pt of the unbucketed recipe": (
+            True,
+            "+0.50 pt",
+        ),
+        "tensorflow nDCG@10 at 384 within 0.5 pt of the unbucketed recipe": (
+            False,
+            "-0.60 pt",
+        ),
+    }
+
+
+def test_vs_sentence_transformers_quality_only(vs_st):
+    results = {
+        "speed": {"st": [], "jax": []},
+        "quality": {"st": _quality(300, 50, 58), "jax": _quality(400, 50, 58)},
+    }
+    goals = vs_st.check_goals(results)
+    assert [(goal, passed) for goal, passed, _ in goals] == [
+        (
+            "jax whole fine-tune + encode <= sentence-transformers' wall time",
+            False,
+        )
+    ]
+    table = vs_st.format_table(results)
+    assert "median" not in table
+    assert "| keras_mrl JAX | 400 | 200 | 50.0 | 58.0 |" in table
