@@ -395,12 +395,7 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as file:
             json.dump(run_results, file, indent=1)
-    goals = check_goals(run_results)
-    for goal, passed, detail in goals:
-        print(f"{'PASS' if passed else 'FAIL'}  {goal}  ({detail})")
-    if args.check and not all(passed for _, passed, _ in goals):
-        return 1
-    return 0
+    return text_finetune.report_goals(check_goals(run_results), args.check)
 
 
 if __name__ == "__main__":

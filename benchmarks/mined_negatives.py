@@ -292,12 +292,7 @@ def main(argv=None):
         run_results["results"], LABELS[1], LABELS[0]
     ):
         print(f"  {text_finetune._interval(row)}")
-    goals = check_goals(run_results)
-    for goal, passed, detail in goals:
-        print(f"{'PASS' if passed else 'FAIL'}  {goal}  ({detail})")
-    if args.check and not all(passed for _, passed, _ in goals):
-        return 1
-    return 0
+    return text_finetune.report_goals(check_goals(run_results), args.check)
 
 
 if __name__ == "__main__":

@@ -697,6 +697,14 @@ def plot(run_results, path):
     figure.savefig(path, dpi=110)
 
 
+def report_goals(goals, check):
+    """Prints each goal's verdict; returns the exit status, 1 when `check`
+    and a goal is missed."""
+    for goal, passed, detail in goals:
+        print(f"{'PASS' if passed else 'FAIL'}  {goal}  ({detail})")
+    return int(check and not all(passed for _, passed, _ in goals))
+
+
 def main(argv=None):
     args = _parse_args(argv)
     run_results = run(args)
@@ -720,12 +728,7 @@ def main(argv=None):
             if label[:3] in ("(d)", "(e)"):
                 for row in paired_differences(results, label, F_LABEL):
                     print(f"  {label} - (f): {_interval(row)}")
-    goals = check_goals(run_results)
-    for goal, passed, detail in goals:
-        print(f"{'PASS' if passed else 'FAIL'}  {goal}  ({detail})")
-    if args.check and not all(passed for _, passed, _ in goals):
-        return 1
-    return 0
+    return report_goals(check_goals(run_results), args.check)
 
 
 if __name__ == "__main__":

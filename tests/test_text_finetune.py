@@ -284,3 +284,13 @@ def test_per_query_command_compares_two_json_runs(bench, tmp_path, capsys):
     with pytest.raises(SystemExit):
         per_query.main(argv + ["--after", str(path), "(x) missing"])
     assert "has no model '(x) missing'" in capsys.readouterr().err
+
+
+def test_report_goals_fails_only_a_check_with_a_missed_goal(bench, capsys):
+    goals = [("met goal", True, "+1.0 pt"), ("missed goal", False, "-2.0 pt")]
+    assert bench.report_goals(goals, check=True) == 1
+    assert bench.report_goals(goals, check=False) == 0
+    assert bench.report_goals(goals[:1], check=True) == 0
+    out = capsys.readouterr().out
+    assert "PASS  met goal  (+1.0 pt)" in out
+    assert "FAIL  missed goal  (-2.0 pt)" in out
