@@ -14,6 +14,7 @@ from keras_mrl.losses import MatryoshkaLoss
 from keras_mrl.models._cached_step import train_step as cached_train_step
 from keras_mrl.models._depth import DepthSampling
 from keras_mrl.models._depth import LayerwiseEmbedder
+from keras_mrl.models._inference import predict_batch
 from keras_mrl.models._length_buckets import resolve_buckets
 from keras_mrl.models._length_buckets import trim
 from keras_mrl.ops import truncate
@@ -956,10 +957,7 @@ class ContrastiveModel(keras.Model):
                 tf.constant(ordered[start : start + batch_size])
             )
             batch = tf.nest.map_structure(lambda t: t.numpy(), batch)
-            # keras.Model's own predict_on_batch: a KerasHub task's would
-            # run its preprocessor again on the token ids.
-            embedded = keras.Model.predict_on_batch(self.embedder, batch)
-            parts.append(np.asarray(embedded))
+            parts.append(predict_batch(self.embedder, batch))
             progress.add(len(parts[-1]))
         sorted_embeddings = np.concatenate(parts)
         embeddings = np.empty_like(sorted_embeddings)
