@@ -5,8 +5,8 @@ import keras
 import numpy as np
 from _tiny_bert import tiny_embedder
 
-from keras_mrl.models import _inference
 from keras_mrl.models import ContrastiveModel
+from keras_mrl.models import _inference
 
 
 def _token_ids(embedder, texts):
