@@ -1,6 +1,9 @@
 """`predict_batch`: one batch through a model for inference, as `encode`
 embeds its texts."""
 
+import gc
+import weakref
+
 import keras
 import numpy as np
 from _tiny_bert import tiny_embedder
@@ -50,3 +53,12 @@ def test_encode_embeds_texts_as_the_forward_pass_does():
         embedder(_token_ids(embedder, texts), training=False)
     )
     np.testing.assert_allclose(model.encode(texts), expected, atol=1e-5)
+
+
+def test_predict_batch_lets_the_model_be_freed():
+    embedder = tiny_embedder()
+    _inference.predict_batch(embedder, _token_ids(embedder, ["sort a list"]))
+    freed = weakref.ref(embedder)
+    del embedder
+    gc.collect()
+    assert freed() is None

@@ -73,8 +73,12 @@ def _ynn_option_known():
 def _jax_forward(model):
     import jax
 
+    # A weak reference: the function is the model's entry in a weak
+    # dictionary, and a strong one would keep the model alive forever.
+    model_ref = weakref.ref(model)
+
     def forward(trainable, non_trainable, batch):
-        outputs, _ = model.stateless_call(
+        outputs, _ = model_ref().stateless_call(
             trainable, non_trainable, batch, training=False
         )
         return outputs
