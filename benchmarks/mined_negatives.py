@@ -81,8 +81,13 @@ def _parse_args(argv=None):
         "--check", action="store_true", help="exit 1 when a goal is missed"
     )
     args = parser.parse_args(argv)
-    if args.limit is not None and args.limit < 1:
-        parser.error(f"--limit must be at least 1, got {args.limit}")
+    for name in ("limit", "limit_test"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            parser.error(f"{flag} must be at least 1, got {value}")
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
     if args.check and not args.train:
         parser.error("--check compares the fine-tunes: add --train")
     return args

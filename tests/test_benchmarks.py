@@ -666,3 +666,19 @@ def test_vs_sentence_transformers_quality_only(vs_st):
     table = vs_st.format_table(results)
     assert "median" not in table
     assert "| keras_mrl JAX | 400 | 200 | 50.0 | 58.0 |" in table
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--limit", "0"], "--limit must be at least 1, got 0"),
+        (["--limit-test", "0"], "--limit-test must be at least 1, got 0"),
+        (["--steps", "0"], "--steps must be at least 1, got 0"),
+    ],
+)
+def test_mined_negatives_rejects_counts_below_1(
+    mined_negatives, argv, message, capsys
+):
+    with pytest.raises(SystemExit):
+        mined_negatives._parse_args(argv)
+    assert message in capsys.readouterr().err
