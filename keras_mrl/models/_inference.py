@@ -31,7 +31,7 @@ def predict_batch(model, batch):
     Returns:
         The model's output for `batch`, as numpy.
     """
-    if not _own_jax_function(model):
+    if not _own_jax_function():
         # keras.Model's own: a KerasHub task's would run its preprocessor
         # again on the token ids.
         return np.asarray(keras.Model.predict_on_batch(model, batch))
@@ -43,7 +43,7 @@ def predict_batch(model, batch):
     return np.asarray(forward(trainable, non_trainable, batch))
 
 
-def _own_jax_function(model):
+def _own_jax_function():
     if keras.backend.backend() != "jax":
         return False
     import jax
