@@ -27,8 +27,14 @@ same thread count. Each speed worker reports:
 Then one quality worker per (library, backend) times the whole thing,
 compiles and tokenization included: `--quality-steps` steps from the base
 model, then the test split encoded, with nDCG@10 at 64 and 384 dims.
-keras_mrl on TensorFlow without buckets (every batch padded to 64, the
-recipe before buckets) is run too, as the quality reference.
+Each keras_mrl backend is run again without buckets (every batch padded
+to 64, the recipe before buckets), as its quality reference: the two
+runs share the backend's random streams and differ by the padding alone.
+The references run in float32 under every `--precision`.
+
+`--precision bfloat16` runs sentence-transformers' forward passes under
+`torch.autocast("cpu", dtype=torch.bfloat16)` and keras_mrl under the
+`mixed_bfloat16` policy; both keep float32 weights and optimizer.
 
     python benchmarks/vs_sentence_transformers.py [--check] [--json PATH]
 
@@ -50,6 +56,7 @@ SEED = 0
 MAX_LENGTH = 64
 ENCODE_LENGTHS = (64, 256)
 WORKERS = ("st", "tensorflow", "jax", "torch")
+PRECISIONS = ("float32", "bfloat16")
 
 
 def _parse_args(argv=None):
@@ -72,6 +79,13 @@ def _parse_args(argv=None):
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="bfloat16: sentence-transformers under torch.autocast, "
+        "keras_mrl under the mixed_bfloat16 policy",
+    )
+    parser.add_argument(
         "--no-quality", action="store_true", help="speed workers only"
     )
     parser.add_argument("--json", default=None, metavar="PATH")
@@ -93,6 +107,39 @@ def _data(path):
     with open(path) as f:
         splits = json.load(f)
     return splits["train"], splits["test"]
+
+
+def machine():
+    """The CPU this runs on: its model, cores and vector extensions.
+
+    The speed ratios depend on the CPU: torch runs bfloat16 matmuls on
+    AMX and float32 ones on AVX-512 where the CPU has them, XLA's CPU
+    backend on neither AMX nor (in jaxlib's YNNPACK) always AVX-512.
+    """
+    model, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "avx512": "avx512f" in flags,
+        "amx": "amx_bf16" in flags,
+    }
+
+
+def describe_machine(info):
+    """One line naming the CPU, e.g. `AMD EPYC, 2 cores, AVX2, no AMX`."""
+    vectors = "AVX-512" if info["avx512"] else "no AVX-512"
+    amx = "AMX" if info["amx"] else "no AMX"
+    return f"{info['cpu']}, {info['cores']} cores, {vectors}, {amx}"
 
 
 def _peak_memory_mib():
@@ -127,6 +174,14 @@ class _SentenceTransformers:
 
         torch.manual_seed(SEED)
         self.torch = torch
+        # bfloat16 runs the forward passes under autocast, as
+        # sentence-transformers' trainer does with `bf16=True`; weights,
+        # gradients and the optimizer stay float32.
+        self.autocast = torch.autocast(
+            "cpu",
+            dtype=torch.bfloat16,
+            enabled=args.precision == "bfloat16",
+        )
         self.model = SentenceTransformer(path, device="cpu")
         self.model.max_seq_length = MAX_LENGTH
         self.loss = losses.MatryoshkaLoss(
@@ -146,7 +201,8 @@ class _SentenceTransformers:
 
     def step(self, features):
         self.model.train()
-        loss = self.loss(features, None)
+        with self.autocast:
+            loss = self.loss(features, None)
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad()
@@ -155,9 +211,11 @@ class _SentenceTransformers:
     def encode(self, texts, length, batch_size):
         self.model.max_seq_length = length
         try:
-            return self.model.encode(
-                texts, batch_size=batch_size, convert_to_numpy=True
-            )
+            with self.autocast:
+                embeddings = self.model.encode(
+                    texts, batch_size=batch_size, convert_to_tensor=True
+                )
+            return embeddings.float().numpy()
         finally:
             self.model.max_seq_length = MAX_LENGTH
 
@@ -175,6 +233,8 @@ class _KerasMRL:
         from keras_mrl.models import ContrastiveModel
 
         keras.utils.set_random_seed(SEED)
+        if args.precision == "bfloat16":
+            keras.config.set_dtype_policy("mixed_bfloat16")
         self.keras = keras
         self.path = path
         self.buckets = None if args.no_buckets else "auto"
@@ -357,6 +417,8 @@ def _spawn(worker, task, args, extra=()):
         str(args.quality_steps),
         "--data",
         args.data,
+        "--precision",
+        args.precision,
         *extra,
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -397,16 +459,26 @@ def run(args):
         for worker in workers:
             quality[worker] = _spawn(worker, "quality", args)
             print(f"quality {worker}: {quality[worker]}", flush=True)
-        if "tensorflow" in workers:
-            quality["tensorflow, no buckets"] = _spawn(
-                "tensorflow", "quality", args, ("--no-buckets",)
+        for worker in workers:
+            if worker == "st":
+                continue
+            # The same backend without buckets: its own random streams
+            # (dropout, the seed) are the same, so the two differ by the
+            # padding alone.
+            name = f"{worker}, no buckets"
+            quality[name] = _spawn(
+                worker,
+                "quality",
+                args,
+                ("--no-buckets", "--precision", "float32"),
             )
-            print(
-                f"quality tensorflow, no buckets: "
-                f"{quality['tensorflow, no buckets']}",
-                flush=True,
-            )
-    return {"speed": speed, "quality": quality, "settings": vars(args)}
+            print(f"quality {name}: {quality[name]}", flush=True)
+    return {
+        "speed": speed,
+        "quality": quality,
+        "settings": vars(args),
+        "machine": machine(),
+    }
 
 
 def _median(results, key):
@@ -492,8 +564,8 @@ def check_goals(results):
                     f"{ours:.0f} s vs {theirs:.0f} s ({ours / theirs:.2f}x)",
                 )
             )
-    reference = quality.get("tensorflow, no buckets")
     for worker in ("tensorflow", "jax", "torch"):
+        reference = quality.get(f"{worker}, no buckets")
         if reference is None or worker not in quality:
             continue
         for width in ("64", "384"):
@@ -551,6 +623,7 @@ def main(argv=None):
         return 0
     results = run(args)
     print()
+    print(f"{describe_machine(results['machine'])}; {args.precision}")
     print(format_table(results))
     if args.json:
         with open(args.json, "w") as f:
