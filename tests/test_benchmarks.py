@@ -611,6 +611,10 @@ def test_vs_sentence_transformers_goals_on_given_figures(vs_st):
         "st": _quality(300, 50.0, 58.0),
         "tensorflow": _quality(300, 50.5, 57.4),
         "tensorflow, no buckets": _quality(330, 50.0, 58.0),
+        # Against its own unbucketed run, not TensorFlow's: -0.2 and -0.9
+        # (against TensorFlow's, +1.0 and +0.0).
+        "jax": _quality(310, 51.0, 58.0),
+        "jax, no buckets": _quality(320, 51.2, 58.9),
     }
     goals = vs_st.check_goals({"speed": speed, "quality": quality})
     verdicts = {goal: (passed, detail) for goal, passed, detail in goals}
@@ -648,6 +652,18 @@ def test_vs_sentence_transformers_goals_on_given_figures(vs_st):
             False,
             "-0.60 pt",
         ),
+        f"jax whole fine-tune + encode <= {st} wall time": (
+            False,
+            "310 s vs 300 s (1.03x)",
+        ),
+        "jax nDCG@10 at 64 within 0.5 pt of the unbucketed recipe": (
+            True,
+            "-0.20 pt",
+        ),
+        "jax nDCG@10 at 384 within 0.5 pt of the unbucketed recipe": (
+            False,
+            "-0.90 pt",
+        ),
     }
 
 
@@ -682,3 +698,127 @@ def test_mined_negatives_rejects_counts_below_1(
     with pytest.raises(SystemExit):
         mined_negatives._parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def step_profile():
+    return _load("step_profile.py")
+
+
+# Optimized HLO as XLA's CPU backend dumps it: a dense dot, a per-head
+# (batched) dot, a layer norm and a copy, each its own operation.
+_HLO = """\
+HloModule jit_train_step
+
+%fused_dense (p0: f32[8,4], p1: f32[4,4]) -> f32[8,4] {
+  %p0 = f32[8,4]{1,0} parameter(0)
+  %p1 = f32[4,4]{1,0} parameter(1)
+  ROOT %dot.1 = f32[8,4]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}
+}
+
+%fused_heads (p0: f32[2,8,4], p1: f32[2,4,8]) -> f32[2,8,8] {
+  %p0 = f32[2,8,4]{2,1,0} parameter(0)
+  %p1 = f32[2,4,8]{2,1,0} parameter(1)
+  ROOT %dot.2 = f32[2,8,8]{2,1,0} dot(%p0, %p1), lhs_batch_dims={0}
+}
+
+%fused_norm (p0: f32[8,4]) -> f32[8,4] {
+  %p0 = f32[8,4]{1,0} parameter(0)
+  ROOT %rsqrt.1 = f32[8,4]{1,0} rsqrt(%p0)
+}
+
+ENTRY %main (a: f32[8,4], w: f32[4,4], h: f32[2,8,4], k: f32[2,4,8]) -> f32[] {
+  %a = f32[8,4]{1,0} parameter(0)
+  %w = f32[4,4]{1,0} parameter(1)
+  %h = f32[2,8,4]{2,1,0} parameter(2)
+  %k = f32[2,4,8]{2,1,0} parameter(3)
+  %ynn_fusion.3 = f32[8,4]{1,0} fusion(%a, %w), kind=kCustom, calls=%fused_dense
+  %fusion.4 = f32[2,8,8]{2,1,0} fusion(%h, %k), kind=kOutput, calls=%fused_heads
+  %copy.5 = f32[8,4]{0,1} copy(%ynn_fusion.3)
+  ROOT %fusion.6 = f32[8,4]{1,0} fusion(%copy.5), kind=kLoop, calls=%fused_norm
+}
+"""
+
+
+def test_step_profile_reads_each_operations_kind_from_its_hlo(step_profile):
+    kinds = step_profile.instruction_kinds(_HLO)
+    assert {
+        name: kinds[name]
+        for name in ("ynn_fusion.3", "fusion.4", "copy.5", "fusion.6")
+    } == {
+        "ynn_fusion.3": "dense matmuls",
+        "fusion.4": "attention (scores, softmax, weighted sum)",
+        "copy.5": "copies and layout",
+        "fusion.6": "layer norm",
+    }
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("aten::addmm", "dense matmuls"),
+        ("aten::mm", "dense matmuls"),
+        ("aten::bmm", "attention (scores, softmax, weighted sum)"),
+        (
+            "aten::_scaled_dot_product_flash_attention_for_cpu",
+            "attention (scores, softmax, weighted sum)",
+        ),
+        ("aten::native_layer_norm_backward", "layer norm"),
+        ("aten::gelu_backward", "GELU"),
+        ("aten::embedding_dense_backward", "embedding tables"),
+        ("aten::_fused_adamw_", "optimizer"),
+        ("aten::native_dropout", "dropout"),
+        ("aten::copy_", "copies and layout"),
+        ("aten::add", "the rest"),
+    ],
+)
+def test_step_profile_sorts_torch_operators(step_profile, name, kind):
+    assert step_profile.aten_kind(name) == kind
+
+
+def test_step_profile_table_sums_the_kinds(step_profile):
+    results = {
+        "st": {
+            "step_ms": 100.0,
+            "profiled_step_ms": 110.0,
+            "kinds": {"dense matmuls": 60.0, "GELU": 5.0},
+            "top": [],
+        },
+        "jax": {
+            "step_ms": 130.0,
+            "profiled_step_ms": 150.0,
+            "kinds": {"dense matmuls": 90.0},
+            "top": [["fusion.3", "dense matmuls", 90.0, "dot parameter"]],
+        },
+    }
+    table = step_profile.format_table(results).splitlines()
+    assert "| dense matmuls | 60 | 90 |" in table
+    assert "| GELU | 5 | 0 |" in table
+    assert "| sum of operations | 65 | 90 |" in table
+    assert "| step, wall time | 100 | 130 |" in table
+    assert "| step, wall time under the profiler | 110 | 150 |" in table
+    assert table[-2:] == [
+        "keras_mrl JAX (XLA): the heaviest operations, ms per step",
+        "- 90 fusion.3 (dense matmuls): dot parameter",
+    ]
+
+
+def test_step_profile_rejects_steps_below_1(step_profile, capsys):
+    with pytest.raises(SystemExit):
+        step_profile._parse_args(["--steps", "0"])
+    assert "--steps must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_vs_sentence_transformers_names_the_cpu(vs_st):
+    info = vs_st.machine()
+    assert set(info) == {"cpu", "cores", "avx512", "amx"}
+    assert info["cores"] >= 1
+    assert (
+        vs_st.describe_machine(
+            {"cpu": "AMD EPYC", "cores": 2, "avx512": False, "amx": False}
+        )
+        == "AMD EPYC, 2 cores, no AVX-512, no AMX"
+    )
+    assert vs_st.describe_machine(
+        {"cpu": "Intel Xeon", "cores": 2, "avx512": True, "amx": True}
+    ).endswith("AVX-512, AMX")
