@@ -891,11 +891,10 @@ class ContrastiveModel(keras.Model):
         """Embeds inputs with the embedder, then the head.
 
         Raw strings (with a preprocessor) are sorted by length, longest
-        first as in sentence-transformers, tokenized in a `tf.data`
-        pipeline that runs ahead of the model, cut to their length bucket
-        and embedded by the embedder's compiled predict function; the
-        vectors come back in input order. Other inputs go through
-        `predict`.
+        first as in sentence-transformers, then tokenized a batch at a
+        time, cut to their length bucket and embedded by a compiled
+        forward pass; the vectors come back in input order. Other inputs
+        go through `predict`.
 
         With `dim`, each vector is cut to its first `dim` features and
         then L2-normalised, as `keras_mrl.ops.truncate` does: the prefix
