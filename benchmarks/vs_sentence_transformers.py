@@ -28,9 +28,10 @@ Then one quality worker per (library, backend) times the whole thing,
 compiles and tokenization included: `--quality-steps` steps from the base
 model, then the test split encoded, with nDCG@10 at 64 and 384 dims.
 Each keras_mrl backend is run again without buckets (every batch padded
-to 64, the recipe before buckets), as its quality reference: the two
-runs share the backend's random streams and differ by the padding alone.
-The references run in float32 under every `--precision`.
+to 64, the recipe before buckets), as its quality reference, with the
+same seed: backends draw their dropout masks differently, so each is
+compared with itself. The references run in float32 under every
+`--precision`.
 
 `--precision bfloat16` runs sentence-transformers' forward passes under
 `torch.autocast("cpu", dtype=torch.bfloat16)` and keras_mrl under the
@@ -462,9 +463,9 @@ def run(args):
         for worker in workers:
             if worker == "st":
                 continue
-            # The same backend without buckets: its own random streams
-            # (dropout, the seed) are the same, so the two differ by the
-            # padding alone.
+            # The same backend and seed without buckets: backends draw
+            # their dropout masks differently, so each is compared with
+            # itself.
             name = f"{worker}, no buckets"
             quality[name] = _spawn(
                 worker,
