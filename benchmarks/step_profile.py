@@ -30,7 +30,6 @@ import gzip
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -345,13 +344,7 @@ def _spawn(worker, args):
         "--top",
         str(args.top),
     ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    lines = [
-        line for line in done.stdout.splitlines() if line.startswith("RESULT ")
-    ]
-    if done.returncode or not lines:
-        sys.exit(f"worker {worker} failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT ") :])
+    return vs.run_worker(command, env, worker)
 
 
 def format_table(results):

@@ -422,12 +422,17 @@ def _spawn(worker, task, args, extra=()):
         args.precision,
         *extra,
     ]
+    return run_worker(command, env, f"{worker} ({task})")
+
+
+def run_worker(command, env, label):
+    """Runs a worker process; returns the JSON of its last `RESULT` line."""
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     lines = [
         line for line in done.stdout.splitlines() if line.startswith("RESULT ")
     ]
     if done.returncode or not lines:
-        sys.exit(f"worker {worker} ({task}) failed:\n{done.stderr[-3000:]}")
+        sys.exit(f"worker {label} failed:\n{done.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT ") :])
 
 

@@ -822,3 +822,13 @@ def test_vs_sentence_transformers_names_the_cpu(vs_st):
     assert vs_st.describe_machine(
         {"cpu": "Intel Xeon", "cores": 2, "avx512": True, "amx": True}
     ).endswith("AVX-512, AMX")
+
+
+def test_vs_sentence_transformers_reads_a_workers_last_result(vs_st):
+    script = 'print("RESULT {\\"a\\": 1}"); print("RESULT {\\"a\\": 2}")'
+    assert vs_st.run_worker([sys.executable, "-c", script], None, "w") == {
+        "a": 2
+    }
+    failing = "import sys; sys.exit('broken')"
+    with pytest.raises(SystemExit, match="worker w failed:\nbroken"):
+        vs_st.run_worker([sys.executable, "-c", failing], None, "w")
