@@ -66,6 +66,8 @@ def _parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
+    if args.top < 0:
+        parser.error(f"--top must be at least 0, got {args.top}")
     return args
 
 
@@ -228,9 +230,10 @@ def instruction_kinds(hlo_text):
 
 def _steps(args):
     train, _ = vs._data(args.data)
-    worker_args = argparse.Namespace(no_buckets=False, precision="float32")
     library = vs._library(
-        argparse.Namespace(worker=args.worker, **vars(worker_args))
+        argparse.Namespace(
+            worker=args.worker, no_buckets=False, precision="float32"
+        )
     )
     batches = vs._batches(train, 32, args.steps)
     features = library.tokenize(batches)
@@ -316,14 +319,7 @@ def _worker(args):
 
 
 def _spawn(worker, args):
-    env = dict(os.environ)
-    threads = str(args.threads)
-    env.update(
-        OMP_NUM_THREADS=threads,
-        MKL_NUM_THREADS=threads,
-        TF_CPP_MIN_LOG_LEVEL="3",
-        KERAS_BACKEND="torch" if worker == "st" else worker,
-    )
+    env = vs.worker_env(worker, args.threads)
     if worker == "jax":
         dump = tempfile.mkdtemp()
         env["STEP_PROFILE_DUMP"] = dump

@@ -389,16 +389,21 @@ def _run_worker(args):
 # --- the parent ---------------------------------------------------------
 
 
-def _spawn(worker, task, args, extra=()):
+def worker_env(worker, threads):
+    """The environment of a worker: its backend and `threads` threads."""
     env = dict(os.environ)
-    threads = str(args.threads)
     env.update(
-        OMP_NUM_THREADS=threads,
-        MKL_NUM_THREADS=threads,
-        TF_NUM_INTRAOP_THREADS=threads,
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        TF_NUM_INTRAOP_THREADS=str(threads),
         TF_CPP_MIN_LOG_LEVEL="3",
         KERAS_BACKEND="torch" if worker == "st" else worker,
     )
+    return env
+
+
+def _spawn(worker, task, args, extra=()):
+    env = worker_env(worker, args.threads)
     command = [
         sys.executable,
         os.path.abspath(__file__),

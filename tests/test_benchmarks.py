@@ -803,10 +803,19 @@ def test_step_profile_table_sums_the_kinds(step_profile):
     ]
 
 
-def test_step_profile_rejects_steps_below_1(step_profile, capsys):
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--steps", "0"], "--steps must be at least 1, got 0"),
+        (["--top", "-1"], "--top must be at least 0, got -1"),
+    ],
+)
+def test_step_profile_rejects_counts_out_of_range(
+    step_profile, argv, message, capsys
+):
     with pytest.raises(SystemExit):
-        step_profile._parse_args(["--steps", "0"])
-    assert "--steps must be at least 1, got 0" in capsys.readouterr().err
+        step_profile._parse_args(argv)
+    assert message in capsys.readouterr().err
 
 
 def test_vs_sentence_transformers_names_the_cpu(vs_st):
