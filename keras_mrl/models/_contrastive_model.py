@@ -892,8 +892,9 @@ class ContrastiveModel(keras.Model):
 
         Raw strings (with a preprocessor) are sorted by length, longest
         first as in sentence-transformers, then tokenized a batch at a
-        time, cut to their length bucket and embedded by a compiled
-        forward pass; the vectors come back in input order. Other inputs
+        time, cut to their length bucket and embedded by a forward pass
+        compiled once per batch shape (by XLA under TensorFlow and JAX);
+        the vectors come back in input order. Other inputs
         go through `predict`.
 
         With `dim`, each vector is cut to its first `dim` features and

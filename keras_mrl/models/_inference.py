@@ -1,12 +1,22 @@
-"""One batch through a model for inference, compiled for the backend.
+"""One batch through a model for inference, compiled with XLA.
 
-Under every backend but JAX on a CPU this is `keras.Model.predict_on_batch`.
-Under JAX on a CPU, the forward pass is compiled by a `jax.jit` of its own
-with XLA's YNNPACK fusions off: jaxlib hands float32 matmuls to YNNPACK by
-default, and for the inference forward pass of a BERT encoder XLA's own
-code runs 1.4x faster at 256 tokens and 1.2x at 64 (docs/benchmarks.md,
-section 16). Training keeps the default: with YNNPACK its step is faster.
-XLA reads the option per compiled program, so only this one opts out.
+`encode` embeds its texts a batch at a time through `predict_batch`,
+which compiles the model's forward pass once per batch shape (the length
+buckets bound them) and keeps the function beside the model:
+
+- TensorFlow: a `tf.function` with `jit_compile=True`. Keras runs
+  inference on a CPU without XLA by default, on TensorFlow's own kernels;
+  XLA's code ran MiniLM's forward pass 1.6-2x faster on a CPU without
+  oneDNN kernels and as fast or faster with them (docs/benchmarks.md,
+  section 16).
+- JAX on a CPU: a `jax.jit` with XLA's YNNPACK fusions off. jaxlib hands
+  float32 matmuls to YNNPACK by default, and for the inference forward
+  pass of a BERT encoder XLA's own code runs 1.4x faster at 256 tokens
+  and 1.2x at 64 (same section). Training keeps the default: with
+  YNNPACK its step is faster. XLA reads the option per compiled program,
+  so only this one opts out.
+- Elsewhere (torch; JAX under a distribution or on an accelerator, where
+  Keras places the batch on its devices): `keras.Model.predict_on_batch`.
 """
 
 import weakref
@@ -31,21 +41,39 @@ def predict_batch(model, batch):
     Returns:
         The model's output for `batch`, as numpy.
     """
-    if not _own_jax_function():
-        # keras.Model's own: a KerasHub task's would run its preprocessor
-        # again on the token ids.
-        return np.asarray(keras.Model.predict_on_batch(model, batch))
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return np.asarray(_forward(model, _tensorflow_forward)(batch))
+    if backend == "jax" and _own_jax_function():
+        forward = _forward(model, _jax_forward)
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        return np.asarray(forward(trainable, non_trainable, batch))
+    # keras.Model's own: a KerasHub task's would run its preprocessor
+    # again on the token ids.
+    return np.asarray(keras.Model.predict_on_batch(model, batch))
+
+
+def _forward(model, build):
     if model not in _forward_functions:
-        _forward_functions[model] = _jax_forward(model)
-    forward = _forward_functions[model]
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-    return np.asarray(forward(trainable, non_trainable, batch))
+        _forward_functions[model] = build(model)
+    return _forward_functions[model]
+
+
+def _tensorflow_forward(model):
+    import tensorflow as tf
+
+    # A weak reference: the function is the model's entry in a weak
+    # dictionary, and a strong one would keep the model alive forever.
+    model_ref = weakref.ref(model)
+
+    def forward(batch):
+        return model_ref()(batch, training=False)
+
+    return tf.function(forward, jit_compile=True)
 
 
 def _own_jax_function():
-    if keras.backend.backend() != "jax":
-        return False
     import jax
 
     # Under a distribution, Keras' predict places the batch on its devices.
@@ -73,8 +101,6 @@ def _ynn_option_known():
 def _jax_forward(model):
     import jax
 
-    # A weak reference: the function is the model's entry in a weak
-    # dictionary, and a strong one would keep the model alive forever.
     model_ref = weakref.ref(model)
 
     def forward(trainable, non_trainable, batch):
