@@ -439,7 +439,7 @@ def test_validation_split_errors(trained):
     dataset = model.make_dataset(x, batch_size=8)
     with pytest.raises(
         ValueError,
-        match="not of a _PrefetchDataset: pass `validation_data` instead",
+        match="not of a _OptionsDataset: pass `validation_data` instead",
     ):
         model.fit(dataset, validation_split=0.2, verbose=0)
     for bad, error in (

@@ -758,7 +758,9 @@ class ContrastiveModel(keras.Model):
                 (a fixed batch shape avoids a second compilation).
 
         Returns:
-            A `tf.data.Dataset` yielding the preprocessed inputs of `call`.
+            A `tf.data.Dataset` yielding the preprocessed inputs of `call`,
+            each batch tokenized in one call, two batches ahead of the
+            model, with tf.data's autotuning off.
 
         Raises:
             ValueError: for a `batch_size` below 1, or branches that are
@@ -784,10 +786,16 @@ class ContrastiveModel(keras.Model):
         # The preprocessing code has no tensor-dependent Python control flow
         # (trim uses tf.cond), so AutoGraph would only spend seconds
         # rewriting KerasHub's tokenizer each time a dataset is built.
-        return x.map(
-            tf.autograph.experimental.do_not_convert(self._unpack_element),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        ).prefetch(tf.data.AUTOTUNE)
+        x = x.map(
+            tf.autograph.experimental.do_not_convert(self._unpack_element)
+        ).prefetch(2)
+        # One call tokenizes a whole batch, on one thread two batches ahead
+        # of the model. With tf.data's autotuning, a `fit` on a 2-core CPU
+        # sat idle for seconds at a time, waiting for its next batch, in
+        # most of the runs measured (docs/benchmarks.md, section 16).
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        return x.with_options(options)
 
     def _pipeline(self, x, batch_size, shuffle=False):
         """`(x, batch_size)` for Keras: in-memory branches checked, and
