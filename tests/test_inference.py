@@ -84,3 +84,44 @@ def test_predict_batch_lets_the_model_be_freed():
     freed = embed_once()
     gc.collect()
     assert freed() is None
+
+
+def test_padded_rows_fill_the_batch_or_the_next_power_of_two():
+    cases = [(1, 8, False), (3, 8, False), (5, 8, False), (8, 8, False)]
+    cases += [(3, 8, True), (6, 6, True), (5, 6, False)]
+    padded = [_inference.padded_rows(*case) for case in cases]
+    if keras.backend.backend() == "torch":
+        assert padded == [rows for rows, _, _ in cases]
+    else:
+        assert padded == [1, 4, 8, 8, 8, 6, 6]
+
+
+def test_padded_batch_gives_the_outputs_of_its_own_rows():
+    embedder = tiny_embedder()
+    batch = _token_ids(embedder, ["sum of an array", "sort a list", "a"])
+    expected = keras.ops.convert_to_numpy(embedder(batch, training=False))
+    padded = _inference.predict_batch(embedder, batch, rows=8)
+    assert padded.shape == expected.shape
+    np.testing.assert_allclose(padded, expected, atol=1e-5)
+
+
+def test_encode_compiles_one_program_per_padded_batch_size():
+    embedder = tiny_embedder()
+    # One length for every text: only the number of rows varies.
+    model = ContrastiveModel(embedder, length_buckets=None)
+    texts = [f"text number {i}" for i in range(11)]
+    for count in range(1, 9):
+        model.encode(texts[:count], batch_size=8)
+    # 8 texts, then 3 padded to the 8 of the batch before them.
+    encoded = model.encode(texts, batch_size=8)
+    forward = _inference._forward_functions.get(embedder)
+    if keras.backend.backend() == "tensorflow":
+        assert forward.experimental_get_tracing_count() == 4  # 1, 2, 4, 8
+    elif keras.backend.backend() == "jax":
+        assert forward._cache_size() == 4
+    else:
+        assert forward is None
+    expected = keras.ops.convert_to_numpy(
+        embedder(_token_ids(embedder, texts), training=False)
+    )
+    np.testing.assert_allclose(encoded, expected, atol=1e-5)

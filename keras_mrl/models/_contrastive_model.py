@@ -14,6 +14,7 @@ from keras_mrl.losses import MatryoshkaLoss
 from keras_mrl.models._cached_step import train_step as cached_train_step
 from keras_mrl.models._depth import DepthSampling
 from keras_mrl.models._depth import LayerwiseEmbedder
+from keras_mrl.models._inference import padded_rows
 from keras_mrl.models._inference import predict_batch
 from keras_mrl.models._length_buckets import resolve_buckets
 from keras_mrl.models._length_buckets import trim
@@ -902,8 +903,11 @@ class ContrastiveModel(keras.Model):
         first as in sentence-transformers, then tokenized a batch at a
         time, cut to their length bucket and embedded by a forward pass
         compiled once per batch shape (by XLA under TensorFlow and JAX);
-        the vectors come back in input order. Other inputs
-        go through `predict`.
+        the vectors come back in input order. Under XLA a batch smaller
+        than `batch_size` is padded with copies of its last text: the
+        last batch of a longer call to `batch_size`, a call of fewer
+        texts to the next power of two, so calls of any size compile a
+        bounded number of programs. Other inputs go through `predict`.
 
         With `dim`, each vector is cut to its first `dim` features and
         then L2-normalised, as `keras_mrl.ops.truncate` does: the prefix
@@ -961,11 +965,11 @@ class ContrastiveModel(keras.Model):
         # A plain loop rather than tf.data: a new dataset iterator costs
         # about 0.4 s of graph optimisation, more than tokenizing takes.
         for start in range(0, len(ordered), batch_size):
-            batch = self._preprocess(
-                tf.constant(ordered[start : start + batch_size])
-            )
+            texts_in_batch = ordered[start : start + batch_size]
+            batch = self._preprocess(tf.constant(texts_in_batch))
             batch = tf.nest.map_structure(lambda t: t.numpy(), batch)
-            parts.append(predict_batch(self.embedder, batch))
+            rows = padded_rows(len(texts_in_batch), batch_size, start > 0)
+            parts.append(predict_batch(self.embedder, batch, rows))
             progress.add(len(parts[-1]))
         sorted_embeddings = np.concatenate(parts)
         embeddings = np.empty_like(sorted_embeddings)

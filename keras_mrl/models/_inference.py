@@ -17,6 +17,10 @@ buckets bound them) and keeps the function beside the model:
   so only this one opts out.
 - Elsewhere (torch; JAX under a distribution or on an accelerator, where
   Keras places the batch on its devices): `keras.Model.predict_on_batch`.
+
+Under XLA a batch smaller than the caller's batch size is padded with
+copies of its last row (`padded_rows`), so that any number of inputs
+compiles a bounded number of programs per length.
 """
 
 import weakref
@@ -30,17 +34,56 @@ _forward_functions = weakref.WeakKeyDictionary()
 _option_known = None
 
 
-def predict_batch(model, batch):
+def padded_rows(rows, batch_size, ends_longer_call):
+    """How many rows a batch of `rows` inputs is padded to under XLA.
+
+    XLA compiles one program per batch shape. The last batch of a call
+    that filled whole batches before it is padded to `batch_size`, the
+    shape those compiled. A call of a single, smaller batch is padded to
+    the next power of two: calls of any size then compile at most
+    log2(batch_size) + 2 programs per length, and waste less than half
+    of a batch. The torch backend compiles nothing and pads nothing.
+
+    Args:
+        rows: int, the inputs in the batch, 1 to `batch_size`.
+        batch_size: int, the caller's batch size.
+        ends_longer_call: bool, whether whole batches came before this one.
+
+    Returns:
+        An int from `rows` to `batch_size`.
+    """
+    if keras.backend.backend() == "torch" or rows >= batch_size:
+        return rows
+    if ends_longer_call:
+        return batch_size
+    return min(batch_size, 1 << (rows - 1).bit_length())
+
+
+def predict_batch(model, batch, rows=None):
     """`model(batch, training=False)` as a numpy array.
 
     Args:
         model: a `keras.Model`; a KerasHub task's preprocessor is not run,
             so `batch` holds what its backbone takes (token ids).
-        batch: one batch of the model's inputs.
+        batch: one batch of the model's inputs, numpy arrays.
+        rows: optional int, the rows to pad the batch to (repeating its
+            last row) before the forward pass; the padding's outputs are
+            dropped. None: no padding.
 
     Returns:
         The model's output for `batch`, as numpy.
     """
+    size = len(keras.tree.flatten(batch)[0])
+    if rows is not None and rows > size:
+        batch = keras.tree.map_structure(
+            lambda v: np.concatenate([v, np.repeat(v[-1:], rows - size, 0)]),
+            batch,
+        )
+        return _predict(model, batch)[:size]
+    return _predict(model, batch)
+
+
+def _predict(model, batch):
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return np.asarray(_forward(model, _tensorflow_forward)(batch))
