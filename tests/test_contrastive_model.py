@@ -122,6 +122,42 @@ def test_jit_compiled_fit_matches_eager_fit():
         np.testing.assert_allclose(compiled, eager, atol=1e-4)
 
 
+class _CallCounter(keras.layers.Layer):
+    """An identity head without weights, counting its calls: its traces."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = 0
+
+    def call(self, x):
+        self.calls += 1
+        return x
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="only Keras under TensorFlow builds the optimizer in the trace",
+)
+def test_the_first_tensorflow_train_step_is_traced_once():
+    head = _CallCounter()
+    head.build((None, 16))
+    model = _compiled(tiny_embedder(), True, head=head)
+    model.fit(pairs(8), batch_size=8, verbose=0)
+    # One call per branch (anchor, positive) in one trace; a trace that
+    # created the optimizer's variables would be redone without them.
+    assert head.calls == 2
+
+
+def test_an_unbuilt_head_is_built_and_trained():
+    head = keras.layers.Dense(16)
+    model = _compiled(tiny_embedder(), head=head)
+    queries, documents = pairs(16)
+    model.fit((queries[:8], documents[:8]), batch_size=8, verbose=0)
+    kernel = keras.ops.convert_to_numpy(head.kernel)
+    model.fit((queries[8:], documents[8:]), batch_size=8, verbose=0)
+    assert np.abs(keras.ops.convert_to_numpy(head.kernel) - kernel).max() > 0
+
+
 def test_any_keras_encoder_trains_on_tensors():
     rng = np.random.default_rng(0)
     encoder = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16)])
