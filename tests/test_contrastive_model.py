@@ -13,6 +13,7 @@ from keras_mrl.models import ContrastiveModel
 keras_hub = pytest.importorskip("keras_hub")
 pytest.importorskip("tensorflow")
 
+from _tiny_bert import TraceCounter  # noqa: E402
 from _tiny_bert import pairs  # noqa: E402
 from _tiny_bert import tiny_embedder  # noqa: E402
 
@@ -122,30 +123,18 @@ def test_jit_compiled_fit_matches_eager_fit():
         np.testing.assert_allclose(compiled, eager, atol=1e-4)
 
 
-class _CallCounter(keras.layers.Layer):
-    """An identity head without weights, counting its calls: its traces."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.calls = 0
-
-    def call(self, x):
-        self.calls += 1
-        return x
-
-
 @pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="only Keras under TensorFlow builds the optimizer in the trace",
 )
 def test_the_first_tensorflow_train_step_is_traced_once():
-    head = _CallCounter()
+    head = TraceCounter()
     head.build((None, 16))
     model = _compiled(tiny_embedder(), True, head=head)
     model.fit(pairs(8), batch_size=8, verbose=0)
     # One call per branch (anchor, positive) in one trace; a trace that
     # created the optimizer's variables would be redone without them.
-    assert head.calls == 2
+    assert head.traces == 2
 
 
 def test_an_unbuilt_head_is_built_and_trained():

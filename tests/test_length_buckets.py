@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 from _tiny_bert import WORDS
+from _tiny_bert import TraceCounter
 from _tiny_bert import tiny_embedder
 from conftest import jit_compile
 
@@ -155,23 +156,11 @@ def test_a_new_sequence_length_is_traced_anew():
     assert anchors["token_ids"].shape == (4, 8)
 
 
-class _TraceCounter(keras.layers.Layer):
-    """An identity head counting its calls: under XLA, its traces."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.traces = 0
-
-    def call(self, x):
-        self.traces += 1
-        return x
-
-
 @pytest.mark.skipif(
     not jit_compile(), reason="torch runs eagerly: nothing is compiled"
 )
 def test_fit_compiles_at_most_one_program_per_bucket_pair():
-    counter = _TraceCounter()
+    counter = TraceCounter()
     model = ContrastiveModel(
         tiny_embedder(SEQUENCE_LENGTH), head=counter, length_buckets=[24]
     )
