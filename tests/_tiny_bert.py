@@ -1,6 +1,5 @@
 """A tiny KerasHub BERT text embedder built from a config (no download)."""
 
-import keras
 import keras_hub
 
 WORDS = (
@@ -54,16 +53,3 @@ def pairs(n):
         queries.append(f"{a} {b}")
         documents.append(f"return the {a} of {b} values")
     return queries, documents
-
-
-class TraceCounter(keras.layers.Layer):
-    """An identity head without weights counting its calls: under XLA, its
-    traces."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.traces = 0
-
-    def call(self, x):
-        self.traces += 1
-        return x

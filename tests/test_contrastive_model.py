@@ -13,9 +13,9 @@ from keras_mrl.models import ContrastiveModel
 keras_hub = pytest.importorskip("keras_hub")
 pytest.importorskip("tensorflow")
 
-from _tiny_bert import TraceCounter  # noqa: E402
 from _tiny_bert import pairs  # noqa: E402
 from _tiny_bert import tiny_embedder  # noqa: E402
+from _trace_counter import TraceCounter  # noqa: E402
 
 DIMS = [8, 16]
 

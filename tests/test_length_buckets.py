@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 from _tiny_bert import WORDS
-from _tiny_bert import TraceCounter
 from _tiny_bert import tiny_embedder
+from _trace_counter import TraceCounter
 from conftest import jit_compile
 
 from keras_mrl.losses import MatryoshkaLoss

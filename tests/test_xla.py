@@ -15,6 +15,7 @@ import re
 import keras
 import numpy as np
 import pytest
+from _trace_counter import TraceCounter
 
 import keras_mrl
 from keras_mrl.losses._multiple_negatives_ranking_loss import (
@@ -32,18 +33,6 @@ pytestmark = pytest.mark.skipif(
 )
 DIMS = [4, 8, 16]
 BATCH = 16
-
-
-class TraceCounter(keras.layers.Layer):
-    """Counts the calls of `call`: under XLA they happen only when tracing."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.traces = 0
-
-    def call(self, x):
-        self.traces += 1
-        return x
 
 
 def _classifier():
