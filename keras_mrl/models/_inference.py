@@ -41,8 +41,9 @@ def padded_rows(rows, batch_size, ends_longer_call):
     that filled whole batches before it is padded to `batch_size`, the
     shape those compiled. A call of a single, smaller batch is padded to
     the next power of two: calls of any size then compile at most
-    log2(batch_size) + 2 programs per length, and waste less than half
-    of a batch. The torch backend compiles nothing and pads nothing.
+    log2(batch_size) + 2 programs per length, and such a batch is less
+    than half padding. The torch backend compiles nothing and pads
+    nothing.
 
     Args:
         rows: int, the inputs in the batch, 1 to `batch_size`.
