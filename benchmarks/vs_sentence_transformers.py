@@ -10,6 +10,14 @@ Each library pads as it does by default: sentence-transformers to the
 longest text of each batch, keras_mrl to the length bucket of each branch
 (`ContrastiveModel(length_buckets="auto")`: 16, 32, 64).
 
+keras_mrl's train step compiles as Keras does by default
+(`jit_compile="auto"`): with XLA under JAX, and under TensorFlow on an
+accelerator; with TensorFlow's own graph kernels under TensorFlow on a
+CPU; eagerly under torch. The TensorFlow worker runs with TensorFlow's
+oneDNN kernels on (`TF_ENABLE_ONEDNN_OPTS=1`, which TensorFlow sets by
+itself only on CPUs with AVX-512 or the like) unless the environment
+sets the variable. `encode` compiles with XLA under TensorFlow and JAX.
+
 One worker process per (library, backend), since the Keras backend is
 fixed per process; the workers alternate over `--rounds` rounds, with the
 same thread count. Each speed worker reports:
@@ -194,6 +202,9 @@ class _SentenceTransformers:
             self.model.parameters(), lr=1e-4, weight_decay=0.01
         )
 
+    def kernels(self):
+        return "torch, eager"
+
     def tokenize(self, batches):
         return [
             [self.model.preprocess(list(branch)) for branch in batch]
@@ -248,9 +259,22 @@ class _KerasMRL:
             loss=MatryoshkaLoss(
                 MultipleNegativesRankingLoss(), nesting_dims=WIDTHS
             ),
-            jit_compile=keras.backend.backend() != "torch",
         )
         self._encoders = {}
+
+    def kernels(self):
+        """What runs the train step: XLA, or which eager or graph kernels."""
+        backend = self.keras.backend.backend()
+        if self.model.jit_compile:
+            return f"{backend}, XLA"
+        if backend != "tensorflow":
+            return f"{backend}, eager"
+        # Private, but the one place TensorFlow says whether its oneDNN
+        # kernels are on for this process.
+        from tensorflow.python.util import _pywrap_util_port
+
+        kind = "oneDNN" if _pywrap_util_port.IsMklEnabled() else "Eigen"
+        return f"tensorflow, graph ({kind} kernels)"
 
     def tokenize(self, batches):
         queries = [q for batch in batches for q in batch[0]]
@@ -344,6 +368,7 @@ def speed_worker(args):
         "tokenize_s": tokenize_seconds,
         "encode_per_s": {str(k): v for k, v in encode.items()},
         "peak_mib": _peak_memory_mib(),
+        "kernels": library.kernels(),
     }
 
 
@@ -399,6 +424,8 @@ def worker_env(worker, threads):
         TF_CPP_MIN_LOG_LEVEL="3",
         KERAS_BACKEND="torch" if worker == "st" else worker,
     )
+    if worker == "tensorflow":
+        env.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     return env
 
 
@@ -527,6 +554,19 @@ def format_table(results):
     }
     workers = [w for w in speed if speed[w]]
     lines = []
+    kernels = {
+        w: {r.get("kernels") for r in speed[w]} - {None} for w in workers
+    }
+    if any(kernels.values()):
+        lines += [
+            "train step: "
+            + "; ".join(
+                f"{names[w]}: {', '.join(sorted(kernels[w]))}"
+                for w in workers
+                if kernels[w]
+            ),
+            "",
+        ]
     if workers:
         lines += [
             "| median (min-max) | "

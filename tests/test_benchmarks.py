@@ -818,6 +818,35 @@ def test_step_profile_rejects_counts_out_of_range(
     assert message in capsys.readouterr().err
 
 
+def test_vs_sentence_transformers_turns_tensorflows_onednn_on(
+    vs_st, monkeypatch
+):
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    assert vs_st.worker_env("tensorflow", 2)["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    for worker in ("st", "jax", "torch"):
+        assert "TF_ENABLE_ONEDNN_OPTS" not in vs_st.worker_env(worker, 2)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert vs_st.worker_env("tensorflow", 2)["TF_ENABLE_ONEDNN_OPTS"] == "0"
+
+
+def test_vs_sentence_transformers_table_names_each_train_steps_kernels(vs_st):
+    speed = {
+        "st": [dict(_speed_round(1000, 100, 25), kernels="torch, eager")],
+        "tensorflow": [
+            dict(
+                _speed_round(900, 100, 25),
+                kernels="tensorflow, graph (oneDNN kernels)",
+            )
+        ],
+        "jax": [dict(_speed_round(1100, 100, 25), kernels="jax, XLA")],
+    }
+    table = vs_st.format_table({"speed": speed, "quality": {}})
+    assert table.splitlines()[0] == (
+        "train step: sentence-transformers: torch, eager; keras_mrl TF: "
+        "tensorflow, graph (oneDNN kernels); keras_mrl JAX: jax, XLA"
+    )
+
+
 def test_vs_sentence_transformers_names_the_cpu(vs_st):
     info = vs_st.machine()
     assert set(info) == {"cpu", "cores", "avx512", "amx"}
