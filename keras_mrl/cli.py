@@ -454,7 +454,7 @@ def _run_finetune(args, prog):
         loss=MatryoshkaLoss(
             MultipleNegativesRankingLoss(), nesting_dims=args.nesting_dims
         ),
-        jit_compile=keras.backend.backend() != "torch",
+        jit_compile=_train_step_compile(),
     )
     batch = min(args.batch_size, len(train))
     dataset = model.make_dataset(
@@ -487,6 +487,27 @@ def _run_finetune(args, prog):
     )
     print(f"\nwrote the fine-tuned preset to {args.out}")
     return 0
+
+
+def _train_step_compile():
+    """The fine-tune's `jit_compile`: Keras' default, but for one case.
+
+    Keras' "auto" compiles with XLA under JAX and under TensorFlow on an
+    accelerator, and runs TensorFlow on a CPU on its own graph kernels.
+    Those are oneDNN's where TensorFlow turns them on (by itself on CPUs
+    with AVX-512 and the like, or with `TF_ENABLE_ONEDNN_OPTS=1`), and
+    then beat XLA; without them XLA ran MiniLM's train step about 1.4x
+    faster (docs/benchmarks.md, section 16), so it compiles there.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return "auto"
+    # Private, but the one place TensorFlow says whether its oneDNN
+    # kernels are on in this process.
+    from tensorflow.python.util import _pywrap_util_port
+
+    return "auto" if _pywrap_util_port.IsMklEnabled() else True
 
 
 def _write_preset(embedder, out, results):

@@ -265,3 +265,22 @@ def test_out_gets_the_umask_permissions(tmp_path):
         for name in files:
             mode = stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode)
             assert mode == 0o644, name
+
+
+@pytest.mark.parametrize(
+    "backend, onednn, expected",
+    [
+        ("tensorflow", True, "auto"),
+        ("tensorflow", False, True),
+        ("jax", False, "auto"),
+        ("torch", False, "auto"),
+    ],
+)
+def test_the_train_step_compiles_with_xla_where_tensorflows_kernels_are_eigens(
+    monkeypatch, backend, onednn, expected
+):
+    from tensorflow.python.util import _pywrap_util_port
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
+    monkeypatch.setattr(_pywrap_util_port, "IsMklEnabled", lambda: onednn)
+    assert cli._train_step_compile() == expected
