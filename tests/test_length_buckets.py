@@ -11,6 +11,7 @@ from conftest import jit_compile
 from keras_mrl.losses import MatryoshkaLoss
 from keras_mrl.losses import MultipleNegativesRankingLoss
 from keras_mrl.models import ContrastiveModel
+from keras_mrl.models import _contrastive_model
 from keras_mrl.models._length_buckets import resolve_buckets
 from keras_mrl.models._length_buckets import trim
 
@@ -110,6 +111,50 @@ def test_encode_returns_input_order_and_the_unbucketed_vectors():
     # Sorted by length, the 20 texts make two batches of two buckets.
     encoded = model.encode(texts, batch_size=10)
     in_order = model.embedder.predict(texts, batch_size=20, verbose=0)
+    np.testing.assert_allclose(encoded, in_order, atol=1e-5)
+
+
+def _record_batch_shapes(monkeypatch):
+    """Records the token ids' shape of each batch `encode` embeds."""
+    shapes = []
+    predict_batch = _contrastive_model.predict_batch
+
+    def recorded(model, batch, rows=None):
+        shapes.append(batch["token_ids"].shape)
+        return predict_batch(model, batch, rows)
+
+    monkeypatch.setattr(_contrastive_model, "predict_batch", recorded)
+    return shapes
+
+
+def test_encode_batches_texts_by_their_token_counts(monkeypatch):
+    model = ContrastiveModel(
+        tiny_embedder(SEQUENCE_LENGTH), length_buckets=[4, 8, 16]
+    )
+    shapes = _record_batch_shapes(monkeypatch)
+    # Trailing spaces lengthen a text, not its tokens. By characters the
+    # batches would be (60, 40) and (30, 21), 16 tokens each; by tokens
+    # they are (14, 13) and (3, 3) tokens, cut to 16 and 4.
+    texts = [
+        "elements".ljust(60),  # 3 tokens, [CLS] and [SEP] included
+        "a " * 12 + " " * 16,  # 14 tokens
+        "sum".ljust(30),  # 3 tokens
+        "a " * 10 + "a",  # 13 tokens
+    ]
+    encoded = model.encode(texts, batch_size=2)
+    assert shapes == [(2, 16), (2, 4)]
+    in_order = model.embedder.predict(texts, batch_size=4, verbose=0)
+    np.testing.assert_allclose(encoded, in_order, atol=1e-5)
+
+
+def test_encode_orders_by_tokens_within_windows_and_keeps_input_order(
+    monkeypatch,
+):
+    model = ContrastiveModel(tiny_embedder(SEQUENCE_LENGTH))
+    monkeypatch.setattr(_contrastive_model, "_ENCODE_WINDOW_BATCHES", 2)
+    texts = _texts(23, 7)  # windows of 8, 8 and 7 texts at batch size 4
+    encoded = model.encode(texts, batch_size=4)
+    in_order = model.embedder.predict(texts, batch_size=23, verbose=0)
     np.testing.assert_allclose(encoded, in_order, atol=1e-5)
 
 
