@@ -147,9 +147,7 @@ def test_encode_batches_texts_by_their_token_counts(monkeypatch):
     np.testing.assert_allclose(encoded, in_order, atol=1e-5)
 
 
-def test_encode_orders_by_tokens_within_windows_and_keeps_input_order(
-    monkeypatch,
-):
+def test_encode_keeps_input_order_across_windows(monkeypatch):
     model = ContrastiveModel(tiny_embedder(SEQUENCE_LENGTH))
     monkeypatch.setattr(_contrastive_model, "_ENCODE_WINDOW_BATCHES", 2)
     texts = _texts(23, 7)  # windows of 8, 8 and 7 texts at batch size 4

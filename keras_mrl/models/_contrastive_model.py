@@ -950,15 +950,16 @@ class ContrastiveModel(keras.Model):
 
         Raw strings (with a preprocessor) are tokenized a batch at a
         time, sorted by token count, longest first (sentence-transformers
-        sorts by characters, which pads more), cut to their length bucket
-        and embedded by a forward pass compiled once per batch shape (by
-        XLA under TensorFlow and JAX); the vectors come back in input
-        order. Texts are sorted in windows of 64 batches, which bound the
-        token ids held at once. Under XLA a batch smaller
-        than `batch_size` is padded with copies of its last text: the
-        last batch of a longer call to `batch_size`, a call of fewer
-        texts to the next power of two, so calls of any size compile a
-        bounded number of programs. Other inputs go through `predict`.
+        sorts by characters, which can batch texts of unlike token counts
+        together), cut to their length bucket and embedded by a forward
+        pass compiled once per batch shape (by XLA under TensorFlow and
+        JAX); the vectors come back in input order. Texts are sorted in
+        windows of 64 batches, which bound the token ids held at once.
+        Under XLA a batch smaller than `batch_size` is padded with
+        copies of its last text: the last batch of a longer call to
+        `batch_size`, a call of fewer texts to the next power of two, so
+        calls of any size compile a bounded number of programs. Other
+        inputs go through `predict`.
 
         With `dim`, each vector is cut to its first `dim` features and
         then L2-normalised, as `keras_mrl.ops.truncate` does: the prefix
